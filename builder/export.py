@@ -1,0 +1,112 @@
+"""Writing models to disk: one file, or a Triton-layout repository `models/<name>/<version>/`.
+
+Writes are atomic (a temporary file renamed into place), and nothing is overwritten without
+`force`: a new build into an existing model folder becomes version N+1.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from forwardpass.errors import SpecError
+
+from .graph import ExportOptions, build_model, check, serialize
+from .npz import npz_bytes
+from .spec import NetworkSpec
+from .tritonconfig import DEFAULT_MAX_BATCH_SIZE, config_text
+
+MODEL_FILE = "model.onnx"
+CONFIG_FILE = "config.pbtxt"
+WEIGHTS_FILE = "weights.npz"
+
+
+@dataclass(frozen=True)
+class Written:
+    """The files one export wrote."""
+
+    model: Path
+    config: Path | None = None
+    weights: Path | None = None
+
+
+def export_file(spec: NetworkSpec, options: ExportOptions, path: str | os.PathLike, force: bool = False, name: str | None = None) -> Written:
+    """Build, check and write one .onnx file; an existing file is kept unless `force`."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise SpecError(f"{path} exists; pass --force to replace it")
+    write_atomic(path, model_bytes(spec, options, name))
+    return Written(path)
+
+
+def export_to_repository(
+    spec: NetworkSpec,
+    options: ExportOptions,
+    repository: str | os.PathLike,
+    name: str,
+    version: int | None = None,
+    force: bool = False,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    save_weights: bool = True,
+) -> Written:
+    """Write <repository>/<name>/<version>/model.onnx (+ weights.npz) and <name>/config.pbtxt.
+
+    Without a version this is the next one (1 in a new folder); with `force` and no version the
+    latest is replaced. An existing config that describes another network is never overwritten
+    without `force`, since the versions already there would no longer match it.
+    """
+    if max_batch_size < 1:
+        raise SpecError(f"max_batch_size must be at least 1, got {max_batch_size}")
+    model_dir = Path(repository) / name
+    versions = existing_versions(model_dir)
+    if version is None:
+        version = (versions[-1] if force and versions else (versions[-1] + 1 if versions else 1))
+    elif version < 1:
+        raise SpecError(f"version must be a positive int, got {version}")
+    elif version in versions and not force:
+        raise SpecError(f"{model_dir / str(version)} exists; pass --force to replace it, or leave out --version to write {versions[-1] + 1}")
+    config = config_text(spec, options, name, max_batch_size)
+    config_path = model_dir / CONFIG_FILE
+    if config_path.exists() and config_path.read_text() != config and not force:
+        raise SpecError(f"{config_path} describes a different model (name, sizes, layout, dtype or limits); use another --name, or --force")
+    data = model_bytes(spec, options, name)
+    version_dir = model_dir / str(version)
+    write_atomic(version_dir / MODEL_FILE, data)
+    weights = None
+    if save_weights:
+        weights = version_dir / WEIGHTS_FILE
+        write_atomic(weights, npz_bytes(spec))
+    write_atomic(config_path, config.encode())
+    return Written(version_dir / MODEL_FILE, config_path, weights)
+
+
+def model_bytes(spec: NetworkSpec, options: ExportOptions, name: str | None = None) -> bytes:
+    """The checked model's bytes."""
+    model = build_model(spec, options, name)
+    check(model)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    return serialize(model)
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    """The numeric version folders in a model folder, ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,160 @@
+"""A NetworkSpec as an ONNX graph: per layer one Gemm (Z[l]) and one activation node (A[l]).
+
+Two layouts:
+  rows     input x [batch, n0], Z = Gemm(A, W, b, transB=1), b stored (n_l,)   -> y [batch, nL]
+  columns  input X [n0, batch], Z = Gemm(W, A, b), b stored (n_l, 1)           -> Y [nL, batch]
+In rows, b must be (n_l,): a (n_l, 1) bias passes the checker but broadcasts along the wrong
+axis, a silent error whenever batch == n_l.
+
+The bytes depend only on the spec and the options: no onnx or forwardpass version goes in them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from forwardpass.errors import SpecError
+
+from .spec import NetworkSpec
+
+LAYOUTS = ("rows", "columns")
+DTYPES = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}
+DEFAULT_OPSET = 17
+MIN_OPSET = 13  # Gemm, Sigmoid and Tanh took their current form at 13
+GRAPH_FORMAT = "1"  # bumped only when forwardpass changes what it writes for the same spec
+PRODUCER = "forwardpass"
+
+# The oldest IR version that may carry each opset (onnx's release table): fixed here so the bytes
+# do not change with the installed onnx.
+IR_FOR_OPSET = {
+    13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9,
+    21: 10, 22: 10, 23: 11, 24: 12, 25: 13, 26: 13, 27: 13, 28: 14,
+}  # fmt: skip
+
+ONNX_OP = {
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "relu": "Relu",
+    "leaky_relu": "LeakyRelu",
+    "identity": "Identity",
+}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How a spec is written: layout, dtype, opset, and whether Z[l], A[l] become outputs."""
+
+    layout: str = "rows"
+    dtype: str = "float32"
+    opset: int = DEFAULT_OPSET
+    expose_hidden: bool = False
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise SpecError(f"unknown layout {self.layout!r}; known: {', '.join(LAYOUTS)}")
+        if self.dtype not in DTYPES:
+            raise SpecError(f"unknown dtype {self.dtype!r}; known: {', '.join(DTYPES)}")
+        newest = newest_opset()
+        if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not MIN_OPSET <= self.opset <= newest:
+            raise SpecError(f"opset {self.opset!r} is out of range: {MIN_OPSET} to {newest} (the installed onnx's newest)")
+
+    @property
+    def input_name(self) -> str:
+        return "x" if self.layout == "rows" else "X"
+
+    @property
+    def output_name(self) -> str:
+        return "y" if self.layout == "rows" else "Y"
+
+
+def newest_opset() -> int:
+    """The newest default-domain opset the installed onnx knows."""
+    return onnx.defs.onnx_opset_version()
+
+
+def ir_version(opset: int) -> int:
+    """The IR version written for an opset: our table, or onnx's for opsets newer than it."""
+    if opset in IR_FOR_OPSET:
+        return IR_FOR_OPSET[opset]
+    return helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
+
+
+def default_name(spec: NetworkSpec) -> str:
+    """mlp_3_4_1 for sizes (3, 4, 1)."""
+    return "mlp_" + "_".join(str(n) for n in spec.sizes)
+
+
+def build_model(spec: NetworkSpec, options: ExportOptions = ExportOptions(), name: str | None = None) -> onnx.ModelProto:
+    """The ONNX model of a spec: one Gemm and one activation node per layer."""
+    dtype = np.dtype(options.dtype)
+    rows = options.layout == "rows"
+    nodes, initializers, hidden = [], [], []
+    a = options.input_name
+    for l, (W, b, act) in enumerate(zip(spec.weights, spec.biases, spec.activations), 1):
+        bias = b.reshape(-1) if rows else b
+        initializers += [numpy_helper.from_array(W.astype(dtype), f"W{l}"), numpy_helper.from_array(bias.astype(dtype), f"b{l}")]
+        z = f"Z{l}"
+        gemm_inputs = [a, f"W{l}", f"b{l}"] if rows else [f"W{l}", a, f"b{l}"]
+        nodes.append(helper.make_node("Gemm", gemm_inputs, [z], name=z, **({"transB": 1} if rows else {})))
+        a = options.output_name if l == spec.depth else f"A{l}"
+        attrs = {"alpha": act.alpha} if act.name == "leaky_relu" else {}
+        nodes.append(helper.make_node(ONNX_OP[act.name], [z], [a], name=a, **attrs))
+        hidden += [(z, spec.sizes[l])] + ([(a, spec.sizes[l])] if l < spec.depth else [])
+    outputs = [(options.output_name, spec.sizes[-1])] + (hidden if options.expose_hidden else [])
+    graph = helper.make_graph(
+        nodes,
+        name or default_name(spec),
+        [_tensor_type(options.input_name, spec.sizes[0], options)],
+        [_tensor_type(out, width, options) for out, width in outputs],
+        initializer=initializers,
+        doc_string=_doc(spec, options),
+    )
+    model = onnx.ModelProto(
+        ir_version=ir_version(options.opset),
+        producer_name=PRODUCER,
+        graph=graph,
+        opset_import=[helper.make_opsetid("", options.opset)],
+    )
+    helper.set_model_props(model, _metadata(spec, options))
+    return model
+
+
+def serialize(model: onnx.ModelProto) -> bytes:
+    """The model's bytes, fields in number order, so equal models give equal files."""
+    return model.SerializeToString(deterministic=True)
+
+
+def check(model: onnx.ModelProto) -> None:
+    """onnx's full check (types and shapes included); raises onnx's ValidationError."""
+    onnx.checker.check_model(model, full_check=True)
+
+
+def _tensor_type(name: str, width: int, options: ExportOptions) -> onnx.ValueInfoProto:
+    shape = ["batch", width] if options.layout == "rows" else [width, "batch"]
+    return helper.make_tensor_value_info(name, DTYPES[options.dtype], shape)
+
+
+def _metadata(spec: NetworkSpec, options: ExportOptions) -> dict[str, str]:
+    return {
+        "producer": PRODUCER,
+        "forwardpass.graph_format": GRAPH_FORMAT,
+        "layout": options.layout,
+        "activations": ",".join(str(a) for a in spec.activations),
+        "spec": spec.to_json(),
+    }
+
+
+def _doc(spec: NetworkSpec, options: ExportOptions) -> str:
+    sizes = "-".join(str(n) for n in spec.sizes)
+    if options.layout == "rows":
+        shape = f"x [batch, {spec.sizes[0]}] -> y [batch, {spec.sizes[-1]}], one example per row"
+        eq = "Z[l] = A[l-1] W[l]^T + b[l] (Gemm transB=1), the slides' equation transposed"
+    else:
+        shape = f"X [{spec.sizes[0]}, batch] -> Y [{spec.sizes[-1]}, batch], one example per column"
+        eq = "Z[l] = W[l] A[l-1] + b[l] (Gemm), as the slides write it"
+    acts = ", ".join(str(a) for a in spec.activations)
+    return f"A {sizes} fully-connected network built by forwardpass. {shape}. {eq}; A[l] = g[l](Z[l]) with g = {acts}."

@@ -1,0 +1,139 @@
+"""A small wrapper over onnxruntime.InferenceSession: provider choice, input checks, fast calls.
+
+Two facts shape it. A CPU-only onnxruntime asked for the CUDA provider silently falls back to the
+CPU, so the provider that really runs is read back from `get_providers()`. And the CUDA provider
+computes Gemm in TF32 unless told otherwise, so exact float32 (`use_tf32=0`) is the default and
+TF32 an opt-in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import ForwardpassError, InputError, Kind, ModelFormatError, ProviderError
+
+try:
+    import onnxruntime as ort
+except ImportError:  # neither onnxruntime nor onnxruntime-gpu: said clearly when a session is made
+    ort = None
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = ("auto", "cpu", "cuda")
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+NUMPY_DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(double)": np.dtype(np.float64)}
+INSTALL_HINT = (
+    "install one of: pip install 'forwardpass[cpu]' (onnxruntime) or pip install 'forwardpass[gpu]' "
+    "(onnxruntime-gpu; they cannot share an environment)"
+)
+CUDA_HINT = (
+    "to run on CUDA, replace onnxruntime with onnxruntime-gpu (1.31 is built for CUDA 13 and cuDNN 9): "
+    "pip uninstall -y onnxruntime && pip install 'forwardpass[gpu]'"
+)
+
+
+class Runtime:
+    """One onnxruntime session on a model, with its input checked before every call."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes,
+        provider: str = "auto",
+        threads: int | None = None,
+        tf32: bool = False,
+    ) -> None:
+        if ort is None:
+            raise ProviderError(f"onnxruntime is not installed; {INSTALL_HINT}")
+        if provider not in PROVIDERS:
+            raise ForwardpassError(f"unknown provider {provider!r}; known: {', '.join(PROVIDERS)}")
+        if threads is not None and threads < 0:
+            raise ForwardpassError(f"threads must be 0 (onnxruntime decides) or more, got {threads}")
+        self._what = "model" if isinstance(model, bytes) else os.fspath(model)
+        self.session, self.provider = self._open(model, provider, threads, tf32)
+        log.info("%s runs on %s", self._what, self.provider)
+        (inp,) = self.session.get_inputs()
+        self.input_name = inp.name
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
+        if inp.type not in NUMPY_DTYPES:
+            raise ModelFormatError(f"{self._what}: input {inp.name!r} is {inp.type}; forwardpass serves float and double")
+        self.dtype = NUMPY_DTYPES[inp.type]
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
+        self._local = threading.local()  # an IO binding per thread: bindings are not thread-safe
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The model's first output (y or Y) for input x."""
+        return self._run(x, self.output_names[:1])[0]
+
+    def run(self, x: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The named outputs (all when None) for input x."""
+        names = tuple(self.output_names if outputs is None else outputs)
+        unknown = [n for n in names if n not in self.output_names]
+        if unknown:
+            raise InputError(f"unknown output {unknown[0]!r}; the model has {', '.join(self.output_names)}", Kind.NOT_FOUND)
+        return dict(zip(names, self._run(x, names)))
+
+    def check_input(self, x: object) -> np.ndarray:
+        """x as a C-contiguous array, or an InputError naming the expected and received shape and dtype."""
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"input {self.input_name!r} must be a numpy array, got {type(x).__name__}")
+        expected = "(" + ", ".join("batch" if d is None else str(d) for d in self.input_shape) + ")"
+        fits = x.ndim == len(self.input_shape) and all(d is None or d == n for d, n in zip(self.input_shape, x.shape))
+        if not fits:
+            raise InputError(f"input {self.input_name!r} has shape {x.shape}, expected {expected}")
+        if x.dtype != self.dtype:
+            raise InputError(f"input {self.input_name!r} is {x.dtype}, the model takes {self.dtype} (cast with .astype)")
+        return np.ascontiguousarray(x)
+
+    def _run(self, x: np.ndarray, names: tuple[str, ...]) -> list[np.ndarray]:
+        x = self.check_input(x)
+        local = self._local
+        if getattr(local, "binding", None) is None:
+            local.binding, local.key = self.session.io_binding(), None
+        # An output bound once is reused by onnxruntime while its shape holds: rebinding costs a
+        # third of a small call, so it happens only when the batch size or the outputs change.
+        key = (x.shape, names)
+        if local.key != key:
+            local.binding.clear_binding_outputs()
+            for name in names:
+                local.binding.bind_output(name)
+            local.key = key
+        local.binding.bind_cpu_input(self.input_name, x)
+        self.session.run_with_iobinding(local.binding)
+        return local.binding.copy_outputs_to_cpu()  # copies: the bound buffers are reused next call
+
+    def _open(self, model: str | os.PathLike | bytes, provider: str, threads: int | None, tf32: bool):
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        offered = ort.get_available_providers()
+        if provider == "cuda" and CUDA not in offered:
+            raise ProviderError(f"the CUDA provider is not in this onnxruntime ({ort.__version__}: {', '.join(offered)}); {CUDA_HINT}")
+        if provider in ("cuda", "auto") and CUDA in offered:
+            cuda = (CUDA, {"use_tf32": "1" if tf32 else "0"})
+            session = self._session(model, options, [cuda, CPU])
+            if CUDA in session.get_providers():
+                return session, "cuda"
+            if provider == "cuda":
+                raise ProviderError(f"onnxruntime offers CUDA but no GPU answered (it fell back to the CPU); {CUDA_HINT}")
+            log.info("the CUDA provider did not start; using the CPU")
+        return self._session(model, options, [CPU]), "cpu"
+
+    def _session(self, model: str | os.PathLike | bytes, options, providers: list):
+        if not isinstance(model, bytes) and not os.path.exists(model):
+            raise ModelFormatError(f"{self._what}: no such file", Kind.NOT_FOUND)
+        try:
+            return ort.InferenceSession(model if isinstance(model, bytes) else os.fspath(model), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail, InvalidGraph, InvalidProtobuf, ...
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFormatError(f"{self._what}: onnxruntime cannot load it ({reason})") from None
+
+
+def cuda_offered() -> bool:
+    """Whether the installed onnxruntime has the CUDA provider (a GPU may still be missing)."""
+    return ort is not None and CUDA in ort.get_available_providers()

@@ -1,0 +1,108 @@
+"""How far a runtime may stray from the float64 oracle, stated once per dtype and precision mode.
+
+A fixed atol/rtol either fails deep ReLU networks with large values or waves through a float64
+model that quietly ran in float32. So the allowance is the classic forward error bound of the
+forward pass, scaled by the unit roundoff u of the arithmetic:
+
+    |fl(W a + b) - (W a + b)| <= (n + 2) u (|W| |a| + |b|)        per Gemm with n inputs,
+
+carried through the layers (each activation is Lipschitz: 1/4 for sigmoid, 1 for the others, alpha
+at most 1 in practice for leaky ReLU) plus the activation's own rounding. The bound is computed in
+float64 from the same spec and input, elementwise, so it is tight where values are small and
+loose only where the arithmetic itself is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from forwardpass.builder.oracle import Forward, forward
+from forwardpass.builder.spec import NetworkSpec
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The unit roundoff u of one arithmetic, and why it is that number."""
+
+    mode: str
+    unit: float
+    reason: str
+
+
+TOLERANCES = {
+    t.mode: t
+    for t in (
+        Tolerance("float64", 2.0**-53, "IEEE double: inputs, weights and every sum round to 53 bits"),
+        Tolerance("float32", 2.0**-24, "IEEE single: inputs, weights and every sum round to 24 bits"),
+        Tolerance("tf32", 2.0**-11, "TF32 Gemm (CUDA's default): products of 11-bit inputs, sums in float32"),
+        Tolerance("bf16", 2.0**-8, "bfloat16 (OpenVINO's CPU default where the processor has it): 8 bits"),
+    )
+}
+
+# sigmoid and tanh are computed by approximations (onnxruntime's MLAS, for one) accurate to a few
+# units in the last place of values in [-1, 1]: allow 8 u absolute for their own rounding.
+APPROXIMATED_ULPS = 8.0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A runtime's output against the oracle's, and whether it is within the bound."""
+
+    max_abs: float
+    max_rel: float
+    worst: float  # max of |error| / bound: at most 1 when within tolerance
+    ok: bool
+
+
+def layer_bounds(spec: NetworkSpec, X: np.ndarray, unit: float, oracle: Forward | None = None) -> tuple[list, list]:
+    """Elementwise error bounds (columns) for every Z[l] and A[l]; index 0 is the input."""
+    oracle = oracle or forward(spec, X)
+    err_A = [unit * np.abs(oracle.A[0])]  # the input itself rounded to the runtime's dtype
+    err_Z = [None]
+    for l, (W, b, act) in enumerate(zip(spec.weights, spec.biases, spec.activations), 1):
+        absW = np.abs(W)
+        carried = absW @ err_A[-1]
+        terms = absW @ np.abs(oracle.A[l - 1]) + np.abs(b)
+        err_Z.append(carried + (spec.sizes[l - 1] + 2) * unit * (terms + carried))
+        err_A.append(_through(act.name, act.alpha, err_Z[-1], np.abs(oracle.A[l]), unit))
+    return err_Z, err_A
+
+
+def compare(
+    spec: NetworkSpec, X: np.ndarray, actual: np.ndarray, mode: str, layer: str | None = None
+) -> Comparison:
+    """Compare a runtime's output for X (both in columns) to the oracle, under `mode`'s bound.
+
+    `layer` picks a hidden output ('Z2', 'A1'); by default the network's output.
+    """
+    tolerance = TOLERANCES[mode]
+    oracle = forward(spec, X)
+    err_Z, err_A = layer_bounds(spec, X, tolerance.unit, oracle)
+    kind, index = (layer[0], int(layer[1:])) if layer else ("A", spec.depth)
+    expected = (oracle.Z if kind == "Z" else oracle.A)[index]
+    bound = (err_Z if kind == "Z" else err_A)[index]
+    actual = np.asarray(actual, dtype=np.float64)
+    if actual.shape != expected.shape:
+        raise ValueError(f"output has shape {actual.shape}, the oracle's is {expected.shape}")
+    error = np.abs(actual - expected)
+    error = np.where(np.isnan(actual), np.inf, error)  # NaN must never pass
+    tiny = np.finfo(np.float64).tiny
+    return Comparison(
+        max_abs=float(error.max(initial=0.0)),
+        max_rel=float((error / np.maximum(np.abs(expected), tiny)).max(initial=0.0)),
+        worst=float((error / np.maximum(bound, tiny)).max(initial=0.0)),
+        ok=bool(np.all(error <= bound)),
+    )
+
+
+def _through(name: str, alpha: float | None, err_z: np.ndarray, abs_a: np.ndarray, unit: float) -> np.ndarray:
+    """The error of A = g(Z) given Z's error: g's slope times it, plus g's own rounding."""
+    if name == "sigmoid":
+        return 0.25 * err_z + APPROXIMATED_ULPS * unit
+    if name == "tanh":
+        return err_z + APPROXIMATED_ULPS * unit
+    if name == "leaky_relu":
+        return max(1.0, abs(alpha)) * err_z + unit * abs_a  # one multiply on the negative side
+    return err_z  # relu and identity add no rounding
