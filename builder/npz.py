@@ -14,6 +14,9 @@ from forwardpass.errors import Kind, SpecError
 from .spec import Activation, NetworkSpec, check_sizes, parse_activations
 
 
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
+
+
 def load_npz(
     path: str | os.PathLike,
     activations: Sequence[Activation] | None = None,
@@ -56,12 +59,17 @@ def load_npz(
 
 
 def npz_bytes(spec: NetworkSpec) -> bytes:
-    """W1, b1, ... in the slides' shapes, float64, as the bytes of an uncompressed .npz."""
-    arrays = {}
-    for l, (w, b) in enumerate(zip(spec.weights, spec.biases), 1):
-        arrays[f"W{l}"], arrays[f"b{l}"] = w, b
+    """W1, b1, ... in the slides' shapes, float64, as the bytes of an uncompressed .npz.
+
+    Written entry by entry with a fixed timestamp (np.savez stamps the current time), so equal
+    weights give equal bytes and a rebuild leaves a committed file untouched.
+    """
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for l, (w, b) in enumerate(zip(spec.weights, spec.biases), 1):
+            for name, array in ((f"W{l}", w), (f"b{l}", b)):
+                with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=FIXED_TIME), "w") as entry:
+                    np.lib.format.write_array(entry, np.ascontiguousarray(array), allow_pickle=False)
     return buffer.getvalue()
 
 

@@ -1,0 +1,40 @@
+# make run: set up .venv and run the main job.   make test: set up and run lint and tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FP := $(PY) -m forwardpass
+MODEL_REPO ?= models
+
+.PHONY: run test lint models bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cpu,test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(FP) demo
+
+test: $(STAMP) lint
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+# Rebuild the committed models from their committed weights (never from a seed: NumPy does not
+# promise the same random stream across versions). tests/test_models.py runs this into a temporary
+# MODEL_REPO and checks the bytes equal what is committed.
+models: $(STAMP)
+	$(FP) build --weights models/mlp_3_4_1/1/weights.npz --activations relu,sigmoid \
+		--name mlp_3_4_1 --repository $(MODEL_REPO) --version 1 --force
+	$(FP) build --weights models/mlp_3_4_1_sigmoid/1/weights.npz --activations sigmoid,sigmoid \
+		--name mlp_3_4_1_sigmoid --repository $(MODEL_REPO) --version 1 --force
+
+bench: $(STAMP)
+	$(PY) bench/local.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+from forwardpass.cli import main
+
+raise SystemExit(main())

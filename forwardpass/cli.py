@@ -1,0 +1,209 @@
+"""The `forwardpass` command: build, check, run and demo.
+
+A user mistake prints one line on stderr and exits 2; `check` exits 1 when a model is outside its
+tolerance; nothing a user types should end in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from forwardpass import __version__
+from forwardpass.builder.export import export_file, export_to_repository
+from forwardpass.builder.graph import DEFAULT_OPSET, DTYPES, LAYOUTS, ExportOptions, build_model, default_name, serialize
+from forwardpass.builder.init import SCALES, initialize
+from forwardpass.builder.npz import load_npz
+from forwardpass.builder.oracle import forward
+from forwardpass.builder.spec import NetworkSpec, parse_activations
+from forwardpass.builder.tritonconfig import DEFAULT_MAX_BATCH_SIZE
+
+from .arrays import read_array, write_array
+from .errors import ForwardpassError, InputError
+from .runtime import PROVIDERS, Runtime
+from .tolerance import TOLERANCES
+from .verify import DEFAULT_BATCHES, verify
+
+DEFAULT_SIZES = (3, 4, 1)
+DEFAULT_REPOSITORY = "models"
+DEMO_WEIGHTS = "models/mlp_3_4_1/1/weights.npz"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None, whose meaning the help text itself explains."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.showwarning = lambda message, *_args, **_kw: print(f"forwardpass: warning: {message}", file=sys.stderr)
+    try:
+        return args.handler(args)
+    except ForwardpassError as exc:
+        print(f"forwardpass {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser, with every default shown in --help."""
+    fmt = HelpFormatter
+    parser = Parser(prog="forwardpass", description=__doc__.splitlines()[0], formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"forwardpass {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (provider chosen, files)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    build = sub.add_parser("build", help="build a network and export it as ONNX", formatter_class=fmt,
+                           description="Build a network and export it as ONNX, with Triton's config.pbtxt.")
+    build.add_argument("--sizes", type=_ints, default=None,
+                       help="layer sizes n0,n1,...,nL (default 3,4,1, or read from --weights)")
+    build.add_argument("--activations", default=None, help="one for all layers or one per layer, e.g. "
+                       "relu,sigmoid or leaky_relu:0.2,identity (default: relu hidden, sigmoid output)")
+    build.add_argument("--init", choices=sorted(SCALES), default="he", help="weight initializer (b = 0)")
+    build.add_argument("--seed", type=int, default=0, help="seed of the initializer")
+    build.add_argument("--weights", type=Path, help=".npz with W1, b1, ... in the slides' shapes (replaces --init)")
+    build.add_argument("--layout", choices=LAYOUTS, default="rows", help="rows: x [batch, n0]; columns: X [n0, batch]")
+    build.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    build.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 13 to the installed onnx's newest")
+    build.add_argument("--expose-hidden", action="store_true", help="also output every Z[l] and every A[l] but the last (which is y)")
+    build.add_argument("--name", help="model name (default mlp_<sizes>)")
+    build.add_argument("--repository", type=Path, default=Path(DEFAULT_REPOSITORY), help="model repository folder")
+    build.add_argument("--version", dest="model_version", type=int,
+                       help="version to write (default: the next one; 1 in a new folder)")
+    build.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                       help="config.pbtxt max_batch_size (rows layout; columns writes 0)")
+    build.add_argument("--output", type=Path, help="write only this .onnx file, outside any repository")
+    build.add_argument("--force", action="store_true", help="replace an existing version or file")
+    build.set_defaults(handler=cmd_build)
+
+    check = sub.add_parser("check", help="check a model file against the NumPy oracle", formatter_class=fmt,
+                           description="Run the onnx checker, then random batches through onnxruntime and the "
+                           "oracle of the read-back weights; exit 0 within tolerance, 1 outside it.")
+    check.add_argument("file", type=Path)
+    _provider_args(check)
+    check.add_argument("--batches", type=_ints, default=DEFAULT_BATCHES, help="batch sizes to try")
+    check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    check.set_defaults(handler=cmd_check)
+
+    run = sub.add_parser("run", help="run a model on an input file, locally", formatter_class=fmt,
+                         description="Local inference, no server. Rows layout takes one example per row, columns "
+                         "layout one per column; values are cast to the model's dtype.")
+    run.add_argument("file", type=Path)
+    run.add_argument("--input", type=Path, required=True, help="input .npy or .csv")
+    run.add_argument("--output", type=Path, help="output .npy or .csv (default: CSV on stdout)")
+    _provider_args(run)
+    run.set_defaults(handler=cmd_run)
+
+    demo = sub.add_parser("demo", help="build the 3-4-1 network and print onnxruntime beside the oracle",
+                          formatter_class=fmt)
+    demo.add_argument("--weights", type=Path, default=Path(DEMO_WEIGHTS), help="weights .npz (seeded he if absent)")
+    demo.add_argument("--batch", type=int, default=5, help="examples to run")
+    _provider_args(demo)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """forwardpass build."""
+    spec = _spec(args)
+    spec.warn_if_saturating()
+    options = ExportOptions(args.layout, args.dtype, args.opset, args.expose_hidden)
+    name = args.name or default_name(spec)
+    if args.output:
+        if args.model_version is not None:
+            raise InputError("--version applies to a repository; leave it out with --output")
+        written = export_file(spec, options, args.output, args.force, name)
+    else:
+        written = export_to_repository(spec, options, args.repository, name, args.model_version, args.force,
+                                       args.max_batch_size)
+    for path in (written.model, written.config, written.weights):
+        if path is not None:
+            print(path)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """forwardpass check FILE."""
+    if any(m < 1 for m in args.batches):
+        raise InputError(f"batch sizes must be positive, got {list(args.batches)}")
+    result = verify(args.file, args.provider, args.tf32, args.batches, args.seed)
+    m = result.model
+    sizes = "-".join(str(n) for n in m.spec.sizes)
+    acts = ",".join(str(a) for a in m.spec.activations)
+    print(f"{args.file}: {sizes} {acts}, {m.layout} layout, {m.dtype}, opset {m.opset}: onnx checker passed")
+    print(f"provider: {result.provider}; tolerance: {result.mode} ({TOLERANCES[result.mode].reason})")
+    for batch, c in result.results.items():
+        verdict = "within" if c.ok else "OUTSIDE"
+        print(f"batch {batch}: max abs error {c.max_abs:.3g}, max rel error {c.max_rel:.3g}, "
+              f"{verdict} tolerance (worst error {c.worst:.3g} of its bound)")
+    print("ok" if result.ok else "FAILED: onnxruntime disagrees with the oracle")
+    return 0 if result.ok else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """forwardpass run FILE --input ..."""
+    runtime = Runtime(args.file, provider=args.provider, tf32=args.tf32)
+    x = read_array(args.input)
+    write_array(runtime.predict(x.astype(runtime.dtype, copy=False)), args.output)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """forwardpass demo: the 3-4-1 network in onnxruntime beside the slides' equations."""
+    if args.batch < 1:
+        raise InputError(f"--batch must be positive, got {args.batch}")
+    if args.weights.exists():
+        spec, source = load_npz(args.weights), str(args.weights)
+    else:
+        spec, source = initialize(DEFAULT_SIZES, parse_activations(None, 2), "he", 0), "he init, seed 0"
+    runtime = Runtime(serialize(build_model(spec)), provider=args.provider, tf32=args.tf32)
+    x = np.random.default_rng(0).standard_normal((args.batch, spec.sizes[0])).astype(np.float32)
+    y = runtime.predict(x)
+    oracle = forward(spec, x.T.astype(np.float64)).output.T
+    print(f"network {'-'.join(map(str, spec.sizes))}, activations {','.join(map(str, spec.activations))}, "
+          f"weights from {source}; onnxruntime on {runtime.provider}")
+    print(f"{'x':>32}  {'onnxruntime y':>14}  {'oracle y':>14}  {'|difference|':>12}")
+    for row, got, want in zip(x, y[:, 0], oracle[:, 0]):
+        print(f"{np.array2string(row, precision=4, floatmode='fixed'):>32}  {got:14.8f}  {want:14.8f}  {abs(got - want):12.3g}")
+    return 0
+
+
+def _spec(args: argparse.Namespace) -> NetworkSpec:
+    if args.weights:
+        spec = load_npz(args.weights, sizes=args.sizes)
+        if args.activations is None:
+            return spec
+        return NetworkSpec(spec.sizes, parse_activations(args.activations, spec.depth), spec.weights, spec.biases)
+    sizes = args.sizes or DEFAULT_SIZES
+    return initialize(sizes, parse_activations(args.activations, len(sizes) - 1), args.init, args.seed)
+
+
+def _provider_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--provider", choices=PROVIDERS, default="auto",
+                        help="execution provider; auto takes CUDA when onnxruntime-gpu and a GPU are there")
+    parser.add_argument("--tf32", action="store_true", help="let CUDA compute Gemm in TF32 (faster, ~1e-3 error)")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None

@@ -1,0 +1,137 @@
+"""The onnxruntime wrapper: input checks, providers, thread safety, clear errors."""
+
+import logging
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from helpers import assert_matches_oracle, feed, model_bytes, random_input, random_spec, unfeed
+
+from forwardpass.builder.graph import newest_opset
+from forwardpass.builder.spec import Activation
+from forwardpass.errors import InputError, Kind, ModelFormatError, ProviderError
+from forwardpass.runtime import Runtime, cuda_offered
+
+ACTS = (Activation("relu"), Activation("sigmoid"))
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return random_spec(np.random.default_rng(0), (3, 4, 1), ACTS)
+
+
+@pytest.fixture(scope="module")
+def runtime(spec):
+    return Runtime(model_bytes(spec), provider="cpu", threads=1)
+
+
+@pytest.mark.parametrize(
+    ("x", "match"),
+    [
+        (np.ones((2, 4), np.float32), r"input 'x' has shape \(2, 4\), expected \(batch, 3\)"),
+        (np.ones(3, np.float32), r"has shape \(3,\), expected \(batch, 3\)"),
+        (np.ones((1, 2, 3), np.float32), r"has shape \(1, 2, 3\)"),
+        (np.ones((2, 3), np.float64), "input 'x' is float64, the model takes float32"),
+        ([[1.0, 2.0, 3.0]], "must be a numpy array, got list"),
+    ],
+)
+def test_bad_input_names_expected_and_received(runtime, x, match):
+    with pytest.raises(InputError, match=match):
+        runtime.predict(x)
+
+
+def test_columns_input_is_checked_on_its_own_axis(spec):
+    runtime = Runtime(model_bytes(spec, layout="columns"), provider="cpu")
+    with pytest.raises(InputError, match=r"input 'X' has shape \(5, 3\), expected \(3, batch\)"):
+        runtime.predict(np.ones((5, 3), np.float32))
+
+
+def test_unknown_output_is_not_found(runtime):
+    with pytest.raises(InputError, match="unknown output 'Z9'") as info:
+        runtime.run(np.ones((1, 3), np.float32), ["Z9"])
+    assert info.value.kind is Kind.NOT_FOUND
+
+
+def test_changing_batch_sizes_and_non_contiguous_input(runtime, spec):
+    rng = np.random.default_rng(1)
+    for m in (1, 5, 5, 1, 300, 2):
+        X = random_input(rng, 3, m, "float32")
+        assert_matches_oracle(spec, X, unfeed(runtime.predict(feed(X, "rows")), "rows"), "float32")
+    X = random_input(rng, 3, 6, "float32")
+    assert_matches_oracle(spec, X, runtime.predict(X.T).T, "float32")  # X.T is a non-contiguous view
+
+
+def test_results_are_not_overwritten_by_the_next_call(runtime):
+    first = runtime.predict(np.zeros((2, 3), np.float32))
+    kept = first.copy()
+    runtime.predict(np.full((2, 3), 5.0, np.float32))
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_threads_calling_one_runtime_get_their_own_answers(runtime, spec):
+    errors = []
+
+    def worker(seed):
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(200):
+                X = random_input(rng, 3, int(rng.integers(1, 9)), "float32")
+                assert_matches_oracle(spec, X, unfeed(runtime.predict(feed(X, "rows")), "rows"), "float32")
+        except AssertionError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+@pytest.mark.parametrize("opset", sorted({13, 17, newest_opset()}))
+def test_onnxruntime_runs_the_opsets_we_write(spec, opset):
+    runtime = Runtime(model_bytes(spec, opset=opset), provider="cpu")
+    assert runtime.predict(np.ones((2, 3), np.float32)).shape == (2, 1)
+
+
+def test_auto_says_which_provider_it_took(spec, caplog):
+    with caplog.at_level(logging.INFO, logger="forwardpass.runtime"):
+        runtime = Runtime(model_bytes(spec), provider="auto")
+    assert runtime.provider in ("cpu", "cuda")
+    assert f"runs on {runtime.provider}" in caplog.text
+
+
+@pytest.mark.skipif(cuda_offered(), reason="this onnxruntime offers CUDA")
+def test_cuda_where_there_is_none_says_how_to_get_it(spec):
+    with pytest.raises(ProviderError, match=r"onnxruntime-gpu \(1.31 is built for CUDA 13 and cuDNN 9\)") as info:
+        Runtime(model_bytes(spec), provider="cuda")
+    assert info.value.kind is Kind.UNAVAILABLE
+
+
+def test_unknown_provider(spec):
+    with pytest.raises(Exception, match="unknown provider 'tpu'"):
+        Runtime(model_bytes(spec), provider="tpu")
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(ModelFormatError, match="no such file") as info:
+        Runtime(tmp_path / "none.onnx")
+    assert info.value.kind is Kind.NOT_FOUND
+
+
+def test_garbage_model_bytes_are_a_clear_error():
+    with pytest.raises(ModelFormatError, match="onnxruntime cannot load it"):
+        Runtime(b"not a model", provider="cpu")
+
+
+def test_no_onnxruntime_names_both_extras():
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from forwardpass.runtime import Runtime\n"
+        "from forwardpass.errors import ProviderError\n"
+        "try:\n    Runtime(b'')\nexcept ProviderError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "forwardpass[cpu]" in out and "forwardpass[gpu]" in out and "cannot share" in out
