@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-FP := $(PY) -m forwardpass
+FP ?= $(PY) -m forwardpass
 MODEL_REPO ?= models
 
 .PHONY: run test lint models bench clean

@@ -34,7 +34,9 @@ class Written:
     weights: Path | None = None
 
 
-def export_file(spec: NetworkSpec, options: ExportOptions, path: str | os.PathLike, force: bool = False, name: str | None = None) -> Written:
+def export_file(
+    spec: NetworkSpec, options: ExportOptions, path: str | os.PathLike, force: bool = False, name: str | None = None
+) -> Written:
     """Build, check and write one .onnx file; an existing file is kept unless `force`."""
     path = Path(path)
     if path.exists() and not force:
@@ -64,15 +66,21 @@ def export_to_repository(
     model_dir = Path(repository) / name
     versions = existing_versions(model_dir)
     if version is None:
-        version = (versions[-1] if force and versions else (versions[-1] + 1 if versions else 1))
+        version = versions[-1] if force and versions else (versions[-1] + 1 if versions else 1)
     elif version < 1:
         raise SpecError(f"version must be a positive int, got {version}")
     elif version in versions and not force:
-        raise SpecError(f"{model_dir / str(version)} exists; pass --force to replace it, or leave out --version to write {versions[-1] + 1}")
+        raise SpecError(
+            f"{model_dir / str(version)} exists; pass --force to replace it, "
+            f"or leave out --version to write {versions[-1] + 1}"
+        )
     config = config_text(spec, options, name, max_batch_size)
     config_path = model_dir / CONFIG_FILE
     if config_path.exists() and config_path.read_text() != config and not force:
-        raise SpecError(f"{config_path} describes a different model (name, sizes, layout, dtype or limits); use another --name, or --force")
+        raise SpecError(
+            f"{config_path} describes a different model (name, sizes, layout, dtype or limits); "
+            "use another --name, or --force"
+        )
     data = model_bytes(spec, options, name)
     version_dir = model_dir / str(version)
     write_atomic(version_dir / MODEL_FILE, data)

@@ -60,7 +60,9 @@ class ExportOptions:
             raise SpecError(f"unknown dtype {self.dtype!r}; known: {', '.join(DTYPES)}")
         newest = newest_opset()
         if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not MIN_OPSET <= self.opset <= newest:
-            raise SpecError(f"opset {self.opset!r} is out of range: {MIN_OPSET} to {newest} (the installed onnx's newest)")
+            raise SpecError(
+                f"opset {self.opset!r} is out of range: {MIN_OPSET} to {newest} (the installed onnx's newest)"
+            )
 
     @property
     def input_name(self) -> str:
@@ -88,7 +90,9 @@ def default_name(spec: NetworkSpec) -> str:
     return "mlp_" + "_".join(str(n) for n in spec.sizes)
 
 
-def build_model(spec: NetworkSpec, options: ExportOptions = ExportOptions(), name: str | None = None) -> onnx.ModelProto:
+def build_model(
+    spec: NetworkSpec, options: ExportOptions = ExportOptions(), name: str | None = None
+) -> onnx.ModelProto:
     """The ONNX model of a spec: one Gemm and one activation node per layer."""
     dtype = np.dtype(options.dtype)
     rows = options.layout == "rows"
@@ -96,7 +100,10 @@ def build_model(spec: NetworkSpec, options: ExportOptions = ExportOptions(), nam
     a = options.input_name
     for l, (W, b, act) in enumerate(zip(spec.weights, spec.biases, spec.activations), 1):
         bias = b.reshape(-1) if rows else b
-        initializers += [numpy_helper.from_array(W.astype(dtype), f"W{l}"), numpy_helper.from_array(bias.astype(dtype), f"b{l}")]
+        initializers += [
+            numpy_helper.from_array(W.astype(dtype), f"W{l}"),
+            numpy_helper.from_array(bias.astype(dtype), f"b{l}"),
+        ]
         z = f"Z{l}"
         gemm_inputs = [a, f"W{l}", f"b{l}"] if rows else [f"W{l}", a, f"b{l}"]
         nodes.append(helper.make_node("Gemm", gemm_inputs, [z], name=z, **({"transB": 1} if rows else {})))

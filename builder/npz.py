@@ -13,7 +13,6 @@ from forwardpass.errors import Kind, SpecError
 
 from .spec import Activation, NetworkSpec, check_sizes, parse_activations
 
-
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 
 

@@ -108,7 +108,9 @@ class _Walk:
             raise ModelFormatError(f"{where}: expected a Gemm taking {self.current!r}")
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-            raise ModelFormatError(f"{where}: alpha and beta must be 1 (got {attrs.get('alpha', 1.0)}, {attrs.get('beta', 1.0)})")
+            raise ModelFormatError(
+                f"{where}: alpha and beta must be 1 (got {attrs.get('alpha', 1.0)}, {attrs.get('beta', 1.0)})"
+            )
         if len(node.input) < 2 or self.current not in node.input[:2]:
             raise ModelFormatError(f"{where}: does not take the previous layer's output {self.current!r}")
         layout = "rows" if node.input[0] == self.current else "columns"
@@ -126,7 +128,9 @@ class _Walk:
         transposed = bool(attrs.get(trans_weight, 0)) == (layout == "columns")
         W = stored.T if transposed else stored
         if self.sizes and W.shape[1] != self.sizes[-1]:
-            raise ModelFormatError(f"{where}: W has {W.shape[1]} columns but the previous layer has {self.sizes[-1]} units")
+            raise ModelFormatError(
+                f"{where}: W has {W.shape[1]} columns but the previous layer has {self.sizes[-1]} units"
+            )
         if not self.sizes:
             self.sizes.append(W.shape[1])
         n = W.shape[0]
@@ -144,7 +148,9 @@ class _Walk:
         where = _where(node)
         if node.op_type not in ACTIVATION_OF or node.domain not in ("", "ai.onnx"):
             known = ", ".join(ACTIVATION_OF)
-            raise ModelFormatError(f"{where}: op {node.op_type} is not an activation forwardpass reads ({known}) or a Gemm")
+            raise ModelFormatError(
+                f"{where}: op {node.op_type} is not an activation forwardpass reads ({known}) or a Gemm"
+            )
         if list(node.input) != [self.current]:
             raise ModelFormatError(f"{where}: does not take the Gemm output {self.current!r}")
         alpha = None

@@ -81,8 +81,7 @@ class NetworkSpec:
         object.__setattr__(self, "activations", acts)
         if len(self.weights) != self.depth or len(self.biases) != self.depth:
             raise SpecError(
-                f"{self.depth} layers need {self.depth} W and b, "
-                f"got {len(self.weights)} W and {len(self.biases)} b"
+                f"{self.depth} layers need {self.depth} W and b, got {len(self.weights)} W and {len(self.biases)} b"
             )
         weights = tuple(self._checked(f"W{l}", w) for l, w in enumerate(self.weights, 1))
         biases = tuple(self._checked(f"b{l}", b) for l, b in enumerate(self.biases, 1))

@@ -17,7 +17,15 @@ import numpy as np
 
 from forwardpass import __version__
 from forwardpass.builder.export import export_file, export_to_repository
-from forwardpass.builder.graph import DEFAULT_OPSET, DTYPES, LAYOUTS, ExportOptions, build_model, default_name, serialize
+from forwardpass.builder.graph import (
+    DEFAULT_OPSET,
+    DTYPES,
+    LAYOUTS,
+    ExportOptions,
+    build_model,
+    default_name,
+    serialize,
+)
 from forwardpass.builder.init import SCALES, initialize
 from forwardpass.builder.npz import load_npz
 from forwardpass.builder.oracle import forward
@@ -52,7 +60,9 @@ class Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = make_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     warnings.showwarning = lambda message, *_args, **_kw: print(f"forwardpass: warning: {message}", file=sys.stderr)
     try:
         return args.handler(args)
@@ -71,49 +81,74 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (provider chosen, files)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    build = sub.add_parser("build", help="build a network and export it as ONNX", formatter_class=fmt,
-                           description="Build a network and export it as ONNX, with Triton's config.pbtxt.")
-    build.add_argument("--sizes", type=_ints, default=None,
-                       help="layer sizes n0,n1,...,nL (default 3,4,1, or read from --weights)")
-    build.add_argument("--activations", default=None, help="one for all layers or one per layer, e.g. "
-                       "relu,sigmoid or leaky_relu:0.2,identity (default: relu hidden, sigmoid output)")
+    build = sub.add_parser(
+        "build",
+        help="build a network and export it as ONNX",
+        formatter_class=fmt,
+        description="Build a network and export it as ONNX, with Triton's config.pbtxt.",
+    )
+    build.add_argument(
+        "--sizes", type=_ints, default=None, help="layer sizes n0,n1,...,nL (default 3,4,1, or read from --weights)"
+    )
+    build.add_argument(
+        "--activations",
+        default=None,
+        help="one for all layers or one per layer, e.g. "
+        "relu,sigmoid or leaky_relu:0.2,identity (default: relu hidden, sigmoid output)",
+    )
     build.add_argument("--init", choices=sorted(SCALES), default="he", help="weight initializer (b = 0)")
     build.add_argument("--seed", type=int, default=0, help="seed of the initializer")
     build.add_argument("--weights", type=Path, help=".npz with W1, b1, ... in the slides' shapes (replaces --init)")
     build.add_argument("--layout", choices=LAYOUTS, default="rows", help="rows: x [batch, n0]; columns: X [n0, batch]")
     build.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     build.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 13 to the installed onnx's newest")
-    build.add_argument("--expose-hidden", action="store_true", help="also output every Z[l] and every A[l] but the last (which is y)")
+    build.add_argument(
+        "--expose-hidden", action="store_true", help="also output every Z[l] and every A[l] but the last (which is y)"
+    )
     build.add_argument("--name", help="model name (default mlp_<sizes>)")
     build.add_argument("--repository", type=Path, default=Path(DEFAULT_REPOSITORY), help="model repository folder")
-    build.add_argument("--version", dest="model_version", type=int,
-                       help="version to write (default: the next one; 1 in a new folder)")
-    build.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
-                       help="config.pbtxt max_batch_size (rows layout; columns writes 0)")
+    build.add_argument(
+        "--version", dest="model_version", type=int, help="version to write (default: the next one; 1 in a new folder)"
+    )
+    build.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help="config.pbtxt max_batch_size (rows layout; columns writes 0)",
+    )
     build.add_argument("--output", type=Path, help="write only this .onnx file, outside any repository")
     build.add_argument("--force", action="store_true", help="replace an existing version or file")
     build.set_defaults(handler=cmd_build)
 
-    check = sub.add_parser("check", help="check a model file against the NumPy oracle", formatter_class=fmt,
-                           description="Run the onnx checker, then random batches through onnxruntime and the "
-                           "oracle of the read-back weights; exit 0 within tolerance, 1 outside it.")
+    check = sub.add_parser(
+        "check",
+        help="check a model file against the NumPy oracle",
+        formatter_class=fmt,
+        description="Run the onnx checker, then random batches through onnxruntime and the "
+        "oracle of the read-back weights; exit 0 within tolerance, 1 outside it.",
+    )
     check.add_argument("file", type=Path)
     _provider_args(check)
     check.add_argument("--batches", type=_ints, default=DEFAULT_BATCHES, help="batch sizes to try")
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     check.set_defaults(handler=cmd_check)
 
-    run = sub.add_parser("run", help="run a model on an input file, locally", formatter_class=fmt,
-                         description="Local inference, no server. Rows layout takes one example per row, columns "
-                         "layout one per column; values are cast to the model's dtype.")
+    run = sub.add_parser(
+        "run",
+        help="run a model on an input file, locally",
+        formatter_class=fmt,
+        description="Local inference, no server. Rows layout takes one example per row, columns "
+        "layout one per column; values are cast to the model's dtype.",
+    )
     run.add_argument("file", type=Path)
     run.add_argument("--input", type=Path, required=True, help="input .npy or .csv")
     run.add_argument("--output", type=Path, help="output .npy or .csv (default: CSV on stdout)")
     _provider_args(run)
     run.set_defaults(handler=cmd_run)
 
-    demo = sub.add_parser("demo", help="build the 3-4-1 network and print onnxruntime beside the oracle",
-                          formatter_class=fmt)
+    demo = sub.add_parser(
+        "demo", help="build the 3-4-1 network and print onnxruntime beside the oracle", formatter_class=fmt
+    )
     demo.add_argument("--weights", type=Path, default=Path(DEMO_WEIGHTS), help="weights .npz (seeded he if absent)")
     demo.add_argument("--batch", type=int, default=5, help="examples to run")
     _provider_args(demo)
@@ -132,8 +167,9 @@ def cmd_build(args: argparse.Namespace) -> int:
             raise InputError("--version applies to a repository; leave it out with --output")
         written = export_file(spec, options, args.output, args.force, name)
     else:
-        written = export_to_repository(spec, options, args.repository, name, args.model_version, args.force,
-                                       args.max_batch_size)
+        written = export_to_repository(
+            spec, options, args.repository, name, args.model_version, args.force, args.max_batch_size
+        )
     for path in (written.model, written.config, written.weights):
         if path is not None:
             print(path)
@@ -152,8 +188,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"provider: {result.provider}; tolerance: {result.mode} ({TOLERANCES[result.mode].reason})")
     for batch, c in result.results.items():
         verdict = "within" if c.ok else "OUTSIDE"
-        print(f"batch {batch}: max abs error {c.max_abs:.3g}, max rel error {c.max_rel:.3g}, "
-              f"{verdict} tolerance (worst error {c.worst:.3g} of its bound)")
+        print(
+            f"batch {batch}: max abs error {c.max_abs:.3g}, max rel error {c.max_rel:.3g}, "
+            f"{verdict} tolerance (worst error {c.worst:.3g} of its bound)"
+        )
     print("ok" if result.ok else "FAILED: onnxruntime disagrees with the oracle")
     return 0 if result.ok else 1
 
@@ -178,11 +216,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     x = np.random.default_rng(0).standard_normal((args.batch, spec.sizes[0])).astype(np.float32)
     y = runtime.predict(x)
     oracle = forward(spec, x.T.astype(np.float64)).output.T
-    print(f"network {'-'.join(map(str, spec.sizes))}, activations {','.join(map(str, spec.activations))}, "
-          f"weights from {source}; onnxruntime on {runtime.provider}")
+    print(
+        f"network {'-'.join(map(str, spec.sizes))}, activations {','.join(map(str, spec.activations))}, "
+        f"weights from {source}; onnxruntime on {runtime.provider}"
+    )
     print(f"{'x':>32}  {'onnxruntime y':>14}  {'oracle y':>14}  {'|difference|':>12}")
     for row, got, want in zip(x, y[:, 0], oracle[:, 0]):
-        print(f"{np.array2string(row, precision=4, floatmode='fixed'):>32}  {got:14.8f}  {want:14.8f}  {abs(got - want):12.3g}")
+        shown = np.array2string(row, precision=4, floatmode="fixed")
+        print(f"{shown:>32}  {got:14.8f}  {want:14.8f}  {abs(got - want):12.3g}")
     return 0
 
 
@@ -197,8 +238,12 @@ def _spec(args: argparse.Namespace) -> NetworkSpec:
 
 
 def _provider_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--provider", choices=PROVIDERS, default="auto",
-                        help="execution provider; auto takes CUDA when onnxruntime-gpu and a GPU are there")
+    parser.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default="auto",
+        help="execution provider; auto takes CUDA when onnxruntime-gpu and a GPU are there",
+    )
     parser.add_argument("--tf32", action="store_true", help="let CUDA compute Gemm in TF32 (faster, ~1e-3 error)")
 
 

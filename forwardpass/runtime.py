@@ -25,6 +25,10 @@ except ImportError:  # neither onnxruntime nor onnxruntime-gpu: said clearly whe
 log = logging.getLogger(__name__)
 
 PROVIDERS = ("auto", "cpu", "cuda")
+# Below this many rows an IO binding, reused while the batch size holds, saves a fifth of a call;
+# above it, copying the output out of the binding costs more than that, and run() hands over
+# onnxruntime's own buffer instead (bench/local.py measures both sides).
+LARGE_BATCH = 4096
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 NUMPY_DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(double)": np.dtype(np.float64)}
@@ -61,51 +65,80 @@ class Runtime:
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
         if inp.type not in NUMPY_DTYPES:
-            raise ModelFormatError(f"{self._what}: input {inp.name!r} is {inp.type}; forwardpass serves float and double")
+            raise ModelFormatError(
+                f"{self._what}: input {inp.name!r} is {inp.type}; forwardpass serves float and double"
+            )
         self.dtype = NUMPY_DTYPES[inp.type]
         self.output_names = tuple(o.name for o in self.session.get_outputs())
+        fixed = [axis for axis, d in enumerate(self.input_shape) if d is not None]
+        if len(self.input_shape) != 2 or len(fixed) != 1:
+            raise ModelFormatError(
+                f"{self._what}: input {inp.name!r} has shape {inp.shape}; expected one batch and one width axis"
+            )
+        self._width_axis = fixed[0]
+        self._width = self.input_shape[self._width_axis]
+        self._batch_axis = 1 - self._width_axis
+        self._first_output = self.output_names[:1]
         self._local = threading.local()  # an IO binding per thread: bindings are not thread-safe
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The model's first output (y or Y) for input x."""
-        return self._run(x, self.output_names[:1])[0]
+        return self._run(x, self._first_output)[0]
 
     def run(self, x: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """The named outputs (all when None) for input x."""
         names = tuple(self.output_names if outputs is None else outputs)
         unknown = [n for n in names if n not in self.output_names]
         if unknown:
-            raise InputError(f"unknown output {unknown[0]!r}; the model has {', '.join(self.output_names)}", Kind.NOT_FOUND)
+            raise InputError(
+                f"unknown output {unknown[0]!r}; the model has {', '.join(self.output_names)}", Kind.NOT_FOUND
+            )
         return dict(zip(names, self._run(x, names)))
 
     def check_input(self, x: object) -> np.ndarray:
         """x as a C-contiguous array, or an InputError naming the expected and received shape and dtype."""
+        # The common case in as few attribute reads as possible: this runs on every request.
+        if (
+            type(x) is np.ndarray
+            and x.dtype == self.dtype
+            and x.ndim == len(self.input_shape)
+            and x.shape[self._width_axis] == self._width
+            and x.flags.c_contiguous
+        ):
+            return x
         if not isinstance(x, np.ndarray):
             raise InputError(f"input {self.input_name!r} must be a numpy array, got {type(x).__name__}")
-        expected = "(" + ", ".join("batch" if d is None else str(d) for d in self.input_shape) + ")"
         fits = x.ndim == len(self.input_shape) and all(d is None or d == n for d, n in zip(self.input_shape, x.shape))
         if not fits:
+            expected = "(" + ", ".join("batch" if d is None else str(d) for d in self.input_shape) + ")"
             raise InputError(f"input {self.input_name!r} has shape {x.shape}, expected {expected}")
         if x.dtype != self.dtype:
-            raise InputError(f"input {self.input_name!r} is {x.dtype}, the model takes {self.dtype} (cast with .astype)")
+            raise InputError(
+                f"input {self.input_name!r} is {x.dtype}, the model takes {self.dtype} (cast with .astype)"
+            )
         return np.ascontiguousarray(x)
 
     def _run(self, x: np.ndarray, names: tuple[str, ...]) -> list[np.ndarray]:
         x = self.check_input(x)
+        if x.shape[self._batch_axis] >= LARGE_BATCH:
+            return self.session.run(names, {self.input_name: x})
         local = self._local
-        if getattr(local, "binding", None) is None:
-            local.binding, local.key = self.session.io_binding(), None
+        try:
+            binding = local.binding
+        except AttributeError:
+            binding = local.binding = self.session.io_binding()
+            local.key = None
         # An output bound once is reused by onnxruntime while its shape holds: rebinding costs a
         # third of a small call, so it happens only when the batch size or the outputs change.
-        key = (x.shape, names)
+        key = (x.shape[0], x.shape[1], names)
         if local.key != key:
-            local.binding.clear_binding_outputs()
+            binding.clear_binding_outputs()
             for name in names:
-                local.binding.bind_output(name)
+                binding.bind_output(name)
             local.key = key
-        local.binding.bind_cpu_input(self.input_name, x)
-        self.session.run_with_iobinding(local.binding)
-        return local.binding.copy_outputs_to_cpu()  # copies: the bound buffers are reused next call
+        binding.bind_cpu_input(self.input_name, x)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()  # copies: the bound buffers are reused next call
 
     def _open(self, model: str | os.PathLike | bytes, provider: str, threads: int | None, tf32: bool):
         options = ort.SessionOptions()
@@ -113,14 +146,18 @@ class Runtime:
             options.intra_op_num_threads = threads
         offered = ort.get_available_providers()
         if provider == "cuda" and CUDA not in offered:
-            raise ProviderError(f"the CUDA provider is not in this onnxruntime ({ort.__version__}: {', '.join(offered)}); {CUDA_HINT}")
+            raise ProviderError(
+                f"the CUDA provider is not in this onnxruntime ({ort.__version__}: {', '.join(offered)}); {CUDA_HINT}"
+            )
         if provider in ("cuda", "auto") and CUDA in offered:
             cuda = (CUDA, {"use_tf32": "1" if tf32 else "0"})
             session = self._session(model, options, [cuda, CPU])
             if CUDA in session.get_providers():
                 return session, "cuda"
             if provider == "cuda":
-                raise ProviderError(f"onnxruntime offers CUDA but no GPU answered (it fell back to the CPU); {CUDA_HINT}")
+                raise ProviderError(
+                    f"onnxruntime offers CUDA but no GPU answered (it fell back to the CPU); {CUDA_HINT}"
+                )
             log.info("the CUDA provider did not start; using the CPU")
         return self._session(model, options, [CPU]), "cpu"
 
@@ -128,7 +165,9 @@ class Runtime:
         if not isinstance(model, bytes) and not os.path.exists(model):
             raise ModelFormatError(f"{self._what}: no such file", Kind.NOT_FOUND)
         try:
-            return ort.InferenceSession(model if isinstance(model, bytes) else os.fspath(model), options, providers=providers)
+            return ort.InferenceSession(
+                model if isinstance(model, bytes) else os.fspath(model), options, providers=providers
+            )
         except Exception as exc:  # onnxruntime raises its own Fail, InvalidGraph, InvalidProtobuf, ...
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelFormatError(f"{self._what}: onnxruntime cannot load it ({reason})") from None

@@ -70,9 +70,7 @@ def layer_bounds(spec: NetworkSpec, X: np.ndarray, unit: float, oracle: Forward 
     return err_Z, err_A
 
 
-def compare(
-    spec: NetworkSpec, X: np.ndarray, actual: np.ndarray, mode: str, layer: str | None = None
-) -> Comparison:
+def compare(spec: NetworkSpec, X: np.ndarray, actual: np.ndarray, mode: str, layer: str | None = None) -> Comparison:
     """Compare a runtime's output for X (both in columns) to the oracle, under `mode`'s bound.
 
     `layer` picks a hidden output ('Z2', 'A1'); by default the network's output.

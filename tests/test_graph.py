@@ -5,12 +5,21 @@ import json
 import numpy as np
 import onnx
 import pytest
-from helpers import random_spec
 
 import forwardpass
-from forwardpass.builder.graph import IR_FOR_OPSET, ExportOptions, build_model, check, ir_version, newest_opset, serialize
+from forwardpass.builder.graph import (
+    IR_FOR_OPSET,
+    ExportOptions,
+    build_model,
+    check,
+    ir_version,
+    newest_opset,
+    serialize,
+)
 from forwardpass.builder.spec import Activation
 from forwardpass.errors import SpecError
+
+from helpers import random_spec
 
 ACTS = (Activation("relu"), Activation("leaky_relu"), Activation("tanh"), Activation("sigmoid"), Activation("identity"))
 

@@ -3,13 +3,14 @@
 import numpy as np
 import onnx
 import pytest
-from helpers import random_spec
 from onnx import TensorProto, helper, numpy_helper
 
 from forwardpass.builder.graph import ExportOptions, build_model, serialize
 from forwardpass.builder.readback import read_file, read_model
 from forwardpass.builder.spec import ACTIVATIONS, Activation
 from forwardpass.errors import Kind, ModelFormatError
+
+from helpers import random_spec
 
 ACTS = tuple(Activation(a) for a in ACTIVATIONS)
 
@@ -40,7 +41,10 @@ def _hand_made(nodes, inits, inp=("inp", [None, 3]), out=("out", [None, 2]), ele
         "hand",
         [helper.make_tensor_value_info(inp[0], elem, inp[1])],
         [helper.make_tensor_value_info(out[0], elem, out[1])],
-        initializer=[numpy_helper.from_array(np.asarray(v, np.float32 if elem == TensorProto.FLOAT else np.float64), k) for k, v in inits.items()],
+        initializer=[
+            numpy_helper.from_array(np.asarray(v, np.float32 if elem == TensorProto.FLOAT else np.float64), k)
+            for k, v in inits.items()
+        ],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -78,8 +82,10 @@ def _refused(model, match):
 
 
 def test_an_op_that_is_not_an_activation_is_named():
-    nodes = [helper.make_node("Gemm", ["inp", "w", "b"], ["z"], transB=1, name="layer1"),
-             helper.make_node("Softplus", ["z"], ["out"], name="soft")]
+    nodes = [
+        helper.make_node("Gemm", ["inp", "w", "b"], ["z"], transB=1, name="layer1"),
+        helper.make_node("Softplus", ["z"], ["out"], name="soft"),
+    ]
     _refused(_hand_made(nodes, {"w": W, "b": B}), r"node 'soft' \(op Softplus\)")
 
 
@@ -102,8 +108,10 @@ def test_weights_from_a_graph_input_are_refused():
     graph = helper.make_graph(
         [helper.make_node("Gemm", ["inp", "w"], ["out"], transB=1, name="g")],
         "hand",
-        [helper.make_tensor_value_info("inp", TensorProto.FLOAT, [None, 3]),
-         helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 3])],
+        [
+            helper.make_tensor_value_info("inp", TensorProto.FLOAT, [None, 3]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 3]),
+        ],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 2])],
     )
     _refused(helper.make_model(graph), "2 inputs besides its weights")

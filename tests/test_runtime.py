@@ -7,12 +7,13 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import assert_matches_oracle, feed, model_bytes, random_input, random_spec, unfeed
 
 from forwardpass.builder.graph import newest_opset
 from forwardpass.builder.spec import Activation
 from forwardpass.errors import InputError, Kind, ModelFormatError, ProviderError
 from forwardpass.runtime import Runtime, cuda_offered
+
+from helpers import assert_matches_oracle, feed, model_bytes, random_input, random_spec, unfeed
 
 ACTS = (Activation("relu"), Activation("sigmoid"))
 

@@ -3,12 +3,13 @@ both layouts, both dtypes, batch sizes from 1 to 65,536, and hypothesis over ran
 
 import numpy as np
 import pytest
-from helpers import assert_matches_oracle, feed, model_bytes, random_input, random_spec, reference_run, unfeed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forwardpass.builder.spec import ACTIVATIONS, Activation
 from forwardpass.runtime import Runtime
+
+from helpers import assert_matches_oracle, feed, model_bytes, random_input, random_spec, reference_run, unfeed
 
 LAYOUTS = ("rows", "columns")
 DTYPES = ("float32", "float64")

@@ -22,8 +22,12 @@ def test_leaky_relu_defaults_to_the_slides_slope():
 
 @pytest.mark.parametrize(
     ("text", "match"),
-    [("swish", "unknown activation 'swish'"), ("relu:0.1", "takes no alpha"), ("leaky_relu:x", "not a number"),
-     ("leaky_relu:nan", "finite")],
+    [
+        ("swish", "unknown activation 'swish'"),
+        ("relu:0.1", "takes no alpha"),
+        ("leaky_relu:x", "not a number"),
+        ("leaky_relu:nan", "finite"),
+    ],
 )
 def test_bad_activations_are_named(text, match):
     with pytest.raises(SpecError, match=match):
@@ -37,9 +41,15 @@ def test_default_activations_follow_the_slides():
         parse_activations("relu,relu", 3)
 
 
-@pytest.mark.parametrize(("sizes", "match"), [((3,), "at least an input and an output"),
-                                              ((3, 0, 1), "size 1 must be a positive int"),
-                                              ((3, 2.5, 1), "size 1"), ((3, True), "size 1")])
+@pytest.mark.parametrize(
+    ("sizes", "match"),
+    [
+        ((3,), "at least an input and an output"),
+        ((3, 0, 1), "size 1 must be a positive int"),
+        ((3, 2.5, 1), "size 1"),
+        ((3, True), "size 1"),
+    ],
+)
 def test_bad_sizes_are_named(sizes, match):
     with pytest.raises(SpecError, match=match):
         initialize(sizes, parse_activations(None, max(len(sizes) - 1, 1)))
@@ -55,7 +65,12 @@ def test_weight_shapes_are_the_slides():
 
 def test_a_wrong_shape_names_the_layer_and_both_shapes():
     with pytest.raises(SpecError, match=r"layer 2: W2 has shape \(4, 1\), expected \(1, 4\)"):
-        NetworkSpec((3, 4, 1), parse_activations(None, 2), (np.ones((4, 3)), np.ones((4, 1))), (np.ones((4, 1)), np.ones((1, 1))))
+        NetworkSpec(
+            (3, 4, 1),
+            parse_activations(None, 2),
+            (np.ones((4, 3)), np.ones((4, 1))),
+            (np.ones((4, 1)), np.ones((1, 1))),
+        )
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

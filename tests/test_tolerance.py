@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from helpers import feed, model_bytes, random_input, random_spec, unfeed
 
 from forwardpass.builder.spec import Activation
 from forwardpass.runtime import Runtime
 from forwardpass.tolerance import TOLERANCES, compare
+
+from helpers import feed, model_bytes, random_input, random_spec, unfeed
 
 ACTS = (Activation("relu"), Activation("tanh"), Activation("sigmoid"))
 
@@ -21,7 +22,9 @@ def test_float64_model_computed_in_float32_fails_the_float64_bound():
     rng = np.random.default_rng(0)
     spec = random_spec(rng, (3, 16, 8, 1), ACTS)
     X = random_input(rng, 3, 256, "float32").astype(np.float64)
-    quietly_float32 = Runtime(model_bytes(spec, dtype="float32"), provider="cpu").predict(feed(X.astype(np.float32), "rows"))
+    quietly_float32 = Runtime(model_bytes(spec, dtype="float32"), provider="cpu").predict(
+        feed(X.astype(np.float32), "rows")
+    )
     assert compare(spec, X, unfeed(quietly_float32, "rows"), "float32").ok
     assert not compare(spec, X, unfeed(quietly_float32, "rows"), "float64").ok
 

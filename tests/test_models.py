@@ -1,0 +1,57 @@
+"""The committed model repository: what it holds, and that `make models` rebuilds it byte for byte."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forwardpass.builder.readback import read_file
+from forwardpass.runtime import Runtime
+
+from helpers import assert_matches_oracle, random_input, reference_run
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = {"mlp_3_4_1": ("relu", "sigmoid"), "mlp_3_4_1_sigmoid": ("sigmoid", "sigmoid")}
+FILES = ("1/model.onnx", "1/weights.npz", "config.pbtxt")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_models_rebuilds_the_committed_bytes(tmp_path):
+    command = [
+        "make",
+        "-s",
+        "-o",
+        ".venv/.installed",
+        "models",
+        f"MODEL_REPO={tmp_path}",
+        f"FP={sys.executable} -m forwardpass",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for name in MODELS:
+        for file in FILES:
+            assert (tmp_path / name / file).read_bytes() == (ROOT / "models" / name / file).read_bytes(), (
+                f"{name}/{file}"
+            )
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_committed_model_is_the_slides_network(name):
+    back = read_file(ROOT / "models" / name / "1" / "model.onnx")
+    assert back.spec.sizes == (3, 4, 1)
+    assert tuple(a.name for a in back.spec.activations) == MODELS[name]
+    assert (back.layout, back.dtype, back.opset) == ("rows", "float32", 17)
+    X = random_input(np.random.default_rng(0), 3, 500, "float32")
+    path = ROOT / "models" / name / "1" / "model.onnx"
+    assert_matches_oracle(back.spec, X, Runtime(path, provider="cpu").predict(X.T).T, "float32")
+    assert_matches_oracle(back.spec, X, reference_run(path.read_bytes(), np.ascontiguousarray(X.T))[0].T, "float32")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_committed_config_names_the_model_and_its_limits(name):
+    config = (ROOT / "models" / name / "config.pbtxt").read_text()
+    assert f'name: "{name}"' in config and 'platform: "onnxruntime_onnx"' in config
+    assert "max_batch_size: 1048576" in config and "dims: [ 3 ]" in config and "dims: [ 1 ]" in config
