@@ -1,7 +1,8 @@
 """Local inference speed: forwardpass's runtime against NumPy and against a bare InferenceSession.run.
 
 Measures, in one run on one machine:
-  * rows/s of Runtime.predict vs a float32 NumPy forward pass of the same network, at several N;
+  * rows/s of Runtime.predict vs a float32 NumPy forward pass of the same network, at several N,
+    in both layouts (each against NumPy computing that layout's form);
   * the per-call time at N = 1 of Runtime.predict vs a bare InferenceSession.run on the same file.
 Each cell is timed in several repeats; the report gives the median and the spread (min to max) and
 the ratios to the baselines, which are what the README quotes. Absolute numbers move with the
@@ -21,6 +22,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ import onnx
 import onnxruntime as ort
 
 from forwardpass import __version__
+from forwardpass.builder.graph import ExportOptions, build_model, serialize
 from forwardpass.builder.readback import read_file
 from forwardpass.builder.spec import NetworkSpec
 from forwardpass.runtime import Runtime
@@ -37,11 +40,19 @@ SIZES = (1, 256, 4096, 65536, 1048576)
 TARGET_SECONDS = 0.2  # per repeat: long enough to dwarf timer noise, short enough to repeat
 
 
-def numpy_forward(spec: NetworkSpec) -> Callable[[np.ndarray], np.ndarray]:
-    """The baseline: the same network in float32 NumPy, rows layout (x W^T + b), weights prepared once."""
+def numpy_forward(spec: NetworkSpec, layout: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The baseline: the same network in float32 NumPy, in the same layout, weights prepared once.
+
+    rows: z = a W^T + b with a of shape (m, n); columns: Z = W A + b, the slides' form.
+    """
+    rows = layout == "rows"
     layers = [
-        (W.T.astype(np.float32).copy(), b.reshape(-1).astype(np.float32), a)
-        for W, b, a in zip(spec.weights, spec.biases, spec.activations)
+        (
+            np.ascontiguousarray(W.T if rows else W, dtype=np.float32),
+            (b.reshape(-1) if rows else b).astype(np.float32),
+            act,
+        )
+        for W, b, act in zip(spec.weights, spec.biases, spec.activations)
     ]
     g = {
         "relu": lambda z: np.maximum(z, 0, out=z),
@@ -50,12 +61,12 @@ def numpy_forward(spec: NetworkSpec) -> Callable[[np.ndarray], np.ndarray]:
         "identity": lambda z: z,
     }
 
-    def run(x: np.ndarray) -> np.ndarray:
-        for Wt, b, act in layers:
-            z = x @ Wt
+    def run(a: np.ndarray) -> np.ndarray:
+        for W, b, act in layers:
+            z = a @ W if rows else W @ a
             z += b
-            x = np.where(z >= 0, z, np.float32(act.alpha) * z) if act.name == "leaky_relu" else g[act.name](z)
-        return x
+            a = np.where(z >= 0, z, np.float32(act.alpha) * z) if act.name == "leaky_relu" else g[act.name](z)
+        return a
 
     return run
 
@@ -102,36 +113,40 @@ def progress(step: int, total: int, label: str) -> None:
 
 
 def measure(model: Path, repeats: int, sizes: tuple[int, ...]) -> dict:
-    spec = read_file(model).spec
+    """Both layouts' rows/s against NumPy, and the per-call time at N = 1 against bare run()."""
+    back = read_file(model)
+    spec = back.spec
+    layouts = {
+        layout: serialize(build_model(spec, ExportOptions(layout, back.dtype, back.opset)))
+        for layout in ("rows", "columns")
+    }
+    steps = 2 * len(sizes) + 1
+    step = 0
+    rng = np.random.default_rng(0)
+    throughput = {}
+    for layout, data in layouts.items():
+        ours, baseline = Runtime(data, provider="cpu"), numpy_forward(spec, layout)
+        cells = []
+        for n in sizes:
+            step += 1
+            progress(step, steps, f"{layout} N={n:,}: forwardpass and NumPy")
+            x = rng.standard_normal((n, spec.sizes[0])).astype(np.float32)
+            x = x if layout == "rows" else np.ascontiguousarray(x.T)
+            np.testing.assert_allclose(ours.predict(x), baseline(x), rtol=1e-4, atol=1e-5)  # same answers
+            reps = repeats if n < 1048576 else max(3, repeats // 2)
+            mine, base = (summary(t, n) for t in time_pair(partial(ours.predict, x), partial(baseline, x), reps))
+            ratio = mine["rows_per_s_median"] / base["rows_per_s_median"]
+            cells.append({"n": n, "forwardpass": mine, "numpy": base, "ratio_rows_per_s": ratio})
+        throughput[layout] = cells
+    progress(steps, steps, "per call at N=1: forwardpass and bare run()")
     ours = Runtime(model, provider="cpu")
     bare = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    baseline = numpy_forward(spec)
-    rng = np.random.default_rng(0)
-    steps = len(sizes) + 1
-    rows = []
-    for step, n in enumerate(sizes, 1):
-        progress(step, steps, f"rows/s at N={n:,}: forwardpass and NumPy")
-        x = rng.standard_normal((n, spec.sizes[0])).astype(np.float32)
-        reps = repeats if n < 1048576 else max(3, repeats // 2)
-        np.testing.assert_allclose(ours.predict(x), baseline(x), rtol=1e-4, atol=1e-5)  # same network, same answer
-        timings = time_pair(lambda x=x: ours.predict(x), lambda x=x: baseline(x), reps)
-        mine, base = (summary(t, n) for t in timings)
-        rows.append(
-            {
-                "n": n,
-                "forwardpass": mine,
-                "numpy": base,
-                "ratio_rows_per_s": mine["rows_per_s_median"] / base["rows_per_s_median"],
-            }
-        )
-    progress(steps, steps, "per call at N=1: forwardpass and bare run()")
     x1 = rng.standard_normal((1, spec.sizes[0])).astype(np.float32)
-    our_call, bare_call = (
-        summary(t, 1) for t in time_pair(lambda: ours.predict(x1), lambda: bare.run(["y"], {"x": x1}), 3 * repeats)
-    )
+    timings = time_pair(partial(ours.predict, x1), partial(bare.run, None, {back.input_name: x1}), 3 * repeats)
+    our_call, bare_call = (summary(t, 1) for t in timings)
     return {
         "model": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model),
-        "throughput": rows,
+        "throughput": throughput,
         "per_call_n1": {
             "bare_run": bare_call,
             "forwardpass": our_call,
@@ -163,42 +178,59 @@ def machine() -> dict:
 
 
 def markdown(result: dict) -> str:
+    """The report: machine and versions, one rows/s table per layout, the per-call table, the ratios."""
     m = result["machine"]
     lines = [
         "# Local inference benchmark",
         "",
-        f"Model `{result['model']}`; {m['cpu']}, {m['cores']} cores; {m['platform']}; {m['date']}.",
+        f"Network of `{result['model']}`; {m['cpu']}, {m['cores']} cores; {m['platform']}; {m['date']}.",
         f"Python {m['python']}, NumPy {m['numpy']}, onnx {m['onnx']}, onnxruntime {m['onnxruntime']}, "
         f"forwardpass {m['forwardpass']}. Both sides use their library's default threads.",
         f"Median of {result['repeats']} repeats (fewer at 1,048,576 rows, 3x as many per call), each side's repeats "
         "interleaved with the other's; spread is min to max. Rerun: `make bench`.",
-        "",
-        "| rows N | forwardpass rows/s | spread | NumPy float32 rows/s | spread | ratio |",
-        "|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in result["throughput"]:
-        ours, base = row["forwardpass"], row["numpy"]
-        lines.append(
-            f"| {row['n']:,} | {ours['rows_per_s_median']:,.0f} | {_spread(ours, row['n'])} | "
-            f"{base['rows_per_s_median']:,.0f} | {_spread(base, row['n'])} | {row['ratio_rows_per_s']:.2f}x |"
-        )
+    for layout, cells in result["throughput"].items():
+        numpy_form = "x @ W.T + b" if layout == "rows" else "W @ X + b"
+        lines += [
+            "",
+            f"## {layout} layout: forwardpass `Runtime.predict` vs NumPy float32 `{numpy_form}`",
+            "",
+            "| rows N | forwardpass rows/s | spread | NumPy rows/s | spread | ratio |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for cell in cells:
+            ours, base, n = cell["forwardpass"], cell["numpy"], cell["n"]
+            lines.append(
+                f"| {n:,} | {ours['rows_per_s_median']:,.0f} | {_spread(ours, n)} | "
+                f"{base['rows_per_s_median']:,.0f} | {_spread(base, n)} | {cell['ratio_rows_per_s']:.2f}x |"
+            )
     call = result["per_call_n1"]
     lines += [
         "",
-        "| per call, N = 1 | median µs | spread µs |",
+        "## Per call, N = 1, rows layout",
+        "",
+        "| | median µs | spread µs |",
         "|---|---:|---:|",
-        f"| bare `InferenceSession.run` | {call['bare_run']['seconds_median'] * 1e6:.1f} | "
-        f"{call['bare_run']['seconds_min'] * 1e6:.1f}-{call['bare_run']['seconds_max'] * 1e6:.1f} |",
-        f"| forwardpass `Runtime.predict` (checks + IO binding) | {call['forwardpass']['seconds_median'] * 1e6:.1f} | "
-        f"{call['forwardpass']['seconds_min'] * 1e6:.1f}-{call['forwardpass']['seconds_max'] * 1e6:.1f} |",
-        "",
-        f"forwardpass per call / bare run(): **{call['ratio']:.2f}x** (target: at most 1.0x). ",
-        "Rows/s at N >= 65,536, forwardpass / NumPy: "
-        + ", ".join(f"**{r['ratio_rows_per_s']:.2f}x** at {r['n']:,}" for r in result["throughput"] if r["n"] >= 65536)
-        + " (target: at least 2x).",
-        "",
     ]
+    for label, key in (("bare `InferenceSession.run`", "bare_run"), ("forwardpass `Runtime.predict`", "forwardpass")):
+        cell = call[key]
+        lines.append(
+            f"| {label} | {cell['seconds_median'] * 1e6:.1f} | "
+            f"{cell['seconds_min'] * 1e6:.1f}-{cell['seconds_max'] * 1e6:.1f} |"
+        )
+    lines += ["", "## Against the targets", "", headline(result), ""]
     return "\n".join(lines)
+
+
+def headline(result: dict) -> str:
+    """The ratios the README quotes, each beside its target."""
+    parts = [
+        f"- per call at N = 1, forwardpass / bare `run()`: **{result['per_call_n1']['ratio']:.2f}x** (target <= 1x)"
+    ]
+    for layout, cells in result["throughput"].items():
+        big = ", ".join(f"**{c['ratio_rows_per_s']:.2f}x** at {c['n']:,}" for c in cells if c["n"] >= 65536)
+        parts.append(f"- rows/s, {layout} layout, forwardpass / NumPy at N >= 65,536: {big} (target >= 2x)")
+    return "\n".join(parts)
 
 
 def _spread(cell: dict, n: int) -> str:
