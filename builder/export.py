@@ -18,7 +18,7 @@ from forwardpass.errors import SpecError
 from .graph import ExportOptions, build_model, check, serialize
 from .npz import npz_bytes
 from .spec import NetworkSpec
-from .tritonconfig import DEFAULT_MAX_BATCH_SIZE, config_text
+from .tritonconfig import DEFAULT_MAX_BATCH_SIZE, spec_config_text
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.pbtxt"
@@ -74,7 +74,7 @@ def export_to_repository(
             f"{model_dir / str(version)} exists; pass --force to replace it, "
             f"or leave out --version to write {versions[-1] + 1}"
         )
-    config = config_text(spec, options, name, max_batch_size)
+    config = spec_config_text(spec, options, name, max_batch_size)
     config_path = model_dir / CONFIG_FILE
     if config_path.exists() and config_path.read_text() != config and not force:
         raise SpecError(

@@ -1,4 +1,4 @@
-"""The `forwardpass` command: build, check, run and demo.
+"""The `forwardpass` command: build, check, run, serve, infer and demo.
 
 A user mistake prints one line on stderr and exits 2; `check` exits 1 when a model is outside its
 tolerance; nothing a user types should end in a traceback.
@@ -61,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = make_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
     )
     warnings.showwarning = lambda message, *_args, **_kw: print(f"forwardpass: warning: {message}", file=sys.stderr)
     try:
@@ -146,6 +148,55 @@ def make_parser() -> argparse.ArgumentParser:
     _provider_args(run)
     run.set_defaults(handler=cmd_run)
 
+    serve = sub.add_parser(
+        "serve",
+        help="serve a model repository over gRPC (Open Inference Protocol)",
+        formatter_class=fmt,
+        description="Serve every model in a Triton-layout repository over "
+        "gRPC, speaking KServe V2 / Triton's GRPCInferenceService. Stops gracefully on SIGTERM.",
+    )
+    serve.add_argument(
+        "--model-repository", type=Path, default=Path(DEFAULT_REPOSITORY), help="models/<name>/<version>/"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8001, help="gRPC port (Triton's default); 0 picks a free one")
+    serve.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default="auto",
+        help="execution provider for every model "
+        "whose config.pbtxt does not ask for one (instance_group KIND_GPU or KIND_CPU)",
+    )
+    serve.add_argument("--grace", type=float, default=10.0, help="seconds calls in flight get to finish on SIGTERM")
+    serve.add_argument(
+        "--skip-bad-models",
+        action="store_true",
+        help="leave out a model that cannot load (reported not ready) instead of failing start-up",
+    )
+    serve.add_argument(
+        "--max-message-mb",
+        type=float,
+        default=64.0,
+        help="largest request or answer, in MiB; larger requests get RESOURCE_EXHAUSTED",
+    )
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    serve.set_defaults(handler=cmd_serve)
+
+    infer = sub.add_parser(
+        "infer",
+        help="send a batch to a running server",
+        formatter_class=fmt,
+        description="Send the rows of a file to a server and print or write the answer; a file "
+        "larger than the message limit goes in several requests.",
+    )
+    infer.add_argument("--url", default="127.0.0.1:8001", help="server address")
+    infer.add_argument("--model", required=True, help="model name")
+    infer.add_argument("--model-version", default="", help="version (default: the server's latest)")
+    infer.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    infer.add_argument("--input", type=Path, required=True, help="input .npy or .csv")
+    infer.add_argument("--output", type=Path, help="output .npy or .csv (default: CSV on stdout)")
+    infer.set_defaults(handler=cmd_infer)
+
     demo = sub.add_parser(
         "demo", help="build the 3-4-1 network and print onnxruntime beside the oracle", formatter_class=fmt
     )
@@ -201,6 +252,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     runtime = Runtime(args.file, provider=args.provider, tf32=args.tf32)
     x = read_array(args.input)
     write_array(runtime.predict(x.astype(runtime.dtype, copy=False)), args.output)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """forwardpass serve."""
+    from forwardpass.server.app import ServeOptions, serve
+
+    logging.getLogger().setLevel(args.log_level.upper())
+    if args.max_message_mb <= 0 or args.grace < 0:
+        raise InputError("--max-message-mb must be positive and --grace not negative")
+    options = ServeOptions(
+        args.model_repository,
+        args.host,
+        args.port,
+        args.provider,
+        args.grace,
+        args.skip_bad_models,
+        int(args.max_message_mb * 2**20),
+    )
+    return serve(options)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    """forwardpass infer."""
+    from .client import Client
+
+    x = read_array(args.input)
+    with Client(args.url, timeout=args.timeout) as client:
+        write_array(client.infer(args.model, x, args.model_version), args.output)
     return 0
 
 

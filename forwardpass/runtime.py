@@ -60,7 +60,7 @@ class Runtime:
             raise ForwardpassError(f"threads must be 0 (onnxruntime decides) or more, got {threads}")
         self._what = "model" if isinstance(model, bytes) else os.fspath(model)
         self.session, self.provider = self._open(model, provider, threads, tf32)
-        log.info("%s runs on %s", self._what, self.provider)
+        log.log(logging.INFO if provider == "auto" else logging.DEBUG, "%s runs on %s", self._what, self.provider)
         (inp,) = self.session.get_inputs()
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)

@@ -1,0 +1,154 @@
+"""Server lifecycle, as grpc's own examples have it: build, add services, bind, start, wait; on
+SIGTERM or Ctrl-C stop taking calls, finish those in flight within a grace period, exit 0.
+
+The server answers live at once and ready only once every model has loaded. Health
+(grpc.health.v1, overall and per model) and reflection (so grpcurl needs no .proto) ride along.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from forwardpass.errors import ForwardpassError, Kind
+from forwardpass.protos import grpc_service_pb2 as pb
+
+from .repository import Repository
+from .servicer import InferenceServicer, ServerState, add_to_server
+
+log = logging.getLogger(__name__)
+
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20  # a 1,000,000-row request of the 3-4-1 model is 12 MB
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `forwardpass serve` takes."""
+
+    model_repository: Path = Path("models")
+    host: str = "127.0.0.1"
+    port: int = 8001
+    provider: str = "auto"
+    grace: float = 10.0
+    skip_bad_models: bool = False
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    threads: int = max(4, 2 * (os.cpu_count() or 1))  # gRPC handler threads
+    ort_threads: int = 1  # onnxruntime threads per call: concurrency comes from the handler threads
+
+
+class Server:
+    """One gRPC server over one model repository."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.state = ServerState()
+        self.repository = Repository(
+            options.model_repository, options.provider, options.ort_threads, options.skip_bad_models
+        )
+        limits = [
+            ("grpc.max_receive_message_length", options.max_message_bytes),
+            ("grpc.max_send_message_length", options.max_message_bytes),
+        ]
+        self.grpc = grpc.server(
+            ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="rpc"), options=limits
+        )
+        add_to_server(InferenceServicer(self.repository, self.state), self.grpc)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
+        self.port = 0
+
+    def start(self) -> int:
+        """Bind, start answering, load the models, then say ready; returns the bound port."""
+        check_port_free(self.options.host, self.options.port)
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        try:
+            self.port = self.grpc.add_insecure_port(address(self.options.host, self.options.port))
+        except RuntimeError as exc:
+            raise ForwardpassError(f"cannot listen on {address(self.options.host, self.options.port)}: {exc}") from None
+        if not self.port:
+            raise ForwardpassError(f"cannot listen on {address(self.options.host, self.options.port)}")
+        self.grpc.start()
+        try:
+            self.repository.load()
+        except ForwardpassError:
+            self.grpc.stop(None)
+            raise
+        self.state.ready = True
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let those in flight finish within `grace` seconds, then close."""
+        self.state.ready = False
+        self.health.enter_graceful_shutdown()
+        self.grpc.stop(self.options.grace if grace is None else grace).wait()
+
+    def banner(self) -> str:
+        """One line: address, models and versions, provider."""
+        models = []
+        providers = set()
+        for name, entry in sorted(self.repository.models.items()):
+            if entry.ready:
+                models.append(f"{name} (version {', '.join(str(v) for v in sorted(entry.versions))})")
+                providers.update(m.runtime.provider for m in entry.versions.values())
+            else:
+                models.append(f"{name} (NOT READY)")
+        where = address(self.options.host, self.port)
+        return f"forwardpass serving on {where}: {', '.join(models)}; provider {', '.join(sorted(providers)) or 'none'}"
+
+    def _set_health(self, status: int) -> None:
+        self.health.set("", status)
+        self.health.set(SERVICE, status)
+        for name, entry in self.repository.models.items():
+            ok = status == health_pb2.HealthCheckResponse.SERVING and entry.ready
+            self.health.set(
+                name, health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+
+
+def serve(options: ServeOptions) -> int:
+    """Run until SIGTERM or SIGINT, then stop gracefully; returns the exit code."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = Server(options)
+    server.start()
+    log.info("%s", server.banner())
+    stop.wait()
+    log.info("stopping: no new calls; finishing those in flight (grace %gs)", options.grace)
+    server.stop()
+    log.info("stopped")
+    return 0
+
+
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail clearly if the port is taken. grpcio binds with SO_REUSEPORT, so a second server would
+    otherwise share a busy port silently; a plain probe socket without it finds the listener."""
+    if port == 0:
+        return
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from a last run is no listener
+        try:
+            probe.bind((bare, port))
+        except OSError as exc:
+            reason = "it is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ForwardpassError(f"cannot listen on {address(host, port)}: {reason}", Kind.UNAVAILABLE) from None

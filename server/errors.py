@@ -1,0 +1,41 @@
+"""ForwardpassError kinds as gRPC status codes, in one decorator around every RPC.
+
+Request-content errors are INVALID_ARGUMENT (Triton's choice), an unknown model or version is
+NOT_FOUND (KServe's and MLServer's choice), a model that is not ready is UNAVAILABLE. A bug is
+logged with its traceback and answered INTERNAL, never left to surface as UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+import grpc
+
+from forwardpass.errors import ForwardpassError, Kind
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    Kind.BAD_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
+    Kind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Kind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Kind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def rpc(method: Callable) -> Callable:
+    """Wrap a servicer method: a ForwardpassError becomes its status and message."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context: grpc.ServicerContext):
+        try:
+            return method(self, request, context)
+        except ForwardpassError as exc:
+            context.abort(STATUS[exc.kind], str(exc))
+        except Exception as exc:  # a bug: keep serving, say so, log the traceback
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}: {type(exc).__name__}: {exc}")
+
+    return wrapper

@@ -1,0 +1,116 @@
+"""The model repository on disk, in Triton's layout, and the model versions loaded from it.
+
+    <repository>/<name>/config.pbtxt          optional
+    <repository>/<name>/<version>/model.onnx  version: digits, not starting with 0 (as Triton)
+
+By default the latest version of each model is loaded, as in Triton; `version_policy` in the
+config picks others. A model that cannot load stops start-up with one line naming the file and
+the reason, or, with skip_bad, is kept as not ready with that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from forwardpass.builder.readback import read_file
+from forwardpass.errors import ForwardpassError, Kind
+from forwardpass.protos.model_config_pb2 import ModelConfig, ModelVersionPolicy
+from forwardpass.runtime import Runtime
+
+from .config import CONFIG_FILE, default_config, model_file, provider_for, read_config, settle
+from .model import ServedModel, not_found
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelEntry:
+    """One model folder: its loaded versions, or why it is not ready."""
+
+    name: str
+    versions: dict[int, ServedModel] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.versions) and not self.reason
+
+
+class Repository:
+    """The models of one repository folder, loaded once at start-up."""
+
+    def __init__(self, root: str | Path, provider: str = "auto", threads: int | None = 1, skip_bad: bool = False):
+        self.root = Path(root)
+        self.provider, self.threads, self.skip_bad = provider, threads, skip_bad
+        self.models: dict[str, ModelEntry] = {}
+
+    def load(self) -> None:
+        """Load every model folder; the first bad one raises unless skip_bad."""
+        if not self.root.is_dir():
+            raise ForwardpassError(f"model repository {self.root} is not a folder", Kind.NOT_FOUND)
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not folders:
+            raise ForwardpassError(f"model repository {self.root} has no model folders", Kind.NOT_FOUND)
+        for folder in folders:
+            try:
+                self.models[folder.name] = self._load_model(folder)
+            except ForwardpassError as exc:
+                if not self.skip_bad:
+                    raise
+                log.warning("model %s is not ready: %s", folder.name, exc)
+                self.models[folder.name] = ModelEntry(folder.name, reason=str(exc))
+
+    def get(self, name: str, version: str = "") -> ServedModel:
+        """The loaded version asked for (the latest when empty); NOT_FOUND or UNAVAILABLE otherwise."""
+        entry = self.entry(name)
+        if not entry.ready:
+            raise ForwardpassError(f"model '{name}' is not ready: {entry.reason}", Kind.UNAVAILABLE)
+        if not version:
+            return entry.versions[max(entry.versions)]
+        number = int(version) if version.isdigit() else None
+        if number not in entry.versions:
+            raise not_found(name, version, [str(v) for v in sorted(entry.versions)])
+        return entry.versions[number]
+
+    def entry(self, name: str) -> ModelEntry:
+        """The model folder's entry, or NOT_FOUND."""
+        if name not in self.models:
+            raise not_found(name, "", sorted(self.models))
+        return self.models[name]
+
+    def _load_model(self, folder: Path) -> ModelEntry:
+        config = read_config(folder)
+        present = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and p.name[0] != "0")
+        if not present:
+            raise ForwardpassError(f"{folder}: no version folders (1/, 2/, ...)")
+        entry = ModelEntry(folder.name)
+        for version in select_versions(present, config.version_policy if config else ModelVersionPolicy(), folder):
+            entry.versions[version] = self._load_version(folder, version, config)
+        return entry
+
+    def _load_version(self, folder: Path, version: int, config: ModelConfig | None) -> ServedModel:
+        path = folder / str(version) / model_file(config or ModelConfig())
+        back = read_file(path)  # also refuses, by name, a file that is not a Gemm + activation chain
+        provider = provider_for(config or ModelConfig(), self.provider)
+        runtime = Runtime(path, provider=provider, threads=self.threads)
+        settled = ModelConfig()
+        settled.CopyFrom(config or default_config(folder.name, runtime, back.layout))
+        served_input, outputs = settle(settled, folder.name, runtime, back.layout, folder / CONFIG_FILE)
+        log.info("loaded %s version %d from %s on %s", folder.name, version, path, runtime.provider)
+        return ServedModel(folder.name, version, runtime, served_input, outputs, settled.max_batch_size, settled)
+
+
+def select_versions(present: list[int], policy: ModelVersionPolicy, folder: Path) -> list[int]:
+    """The versions a Triton version_policy serves: latest (1 by default), all, or specific ones."""
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        return present
+    if choice == "specific":
+        missing = sorted(set(policy.specific.versions) - set(present))
+        if missing:
+            raise ForwardpassError(f"{folder}: version_policy lists versions {missing}, which have no folder")
+        return sorted(set(policy.specific.versions))
+    count = policy.latest.num_versions if choice == "latest" else 1
+    return present[-max(count, 1) :]

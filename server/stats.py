@@ -1,0 +1,61 @@
+"""Per model version counters, as Triton's ModelStatistics reports them (perf_analyzer reads them)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Duration:
+    """A count of events and their cumulative nanoseconds."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int) -> None:
+        self.count += 1
+        self.ns += ns
+
+
+@dataclass
+class Statistics:
+    """Counters of one model version; every update holds the lock, so threads may share it."""
+
+    inference_count: int = 0  # rows computed
+    execution_count: int = 0  # onnxruntime runs
+    last_inference_ms: int = 0
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record_success(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        """One request answered: its rows, and the time spent decoding, computing and encoding."""
+        with self._lock:
+            self.inference_count += rows
+            self.execution_count += 1
+            self.last_inference_ms = time.time_ns() // 1_000_000
+            self.success.add(input_ns + infer_ns + output_ns)
+            self.queue.add(0)  # no queue yet: each request runs as soon as a thread takes it
+            self.compute_input.add(input_ns)
+            self.compute_infer.add(infer_ns)
+            self.compute_output.add(output_ns)
+
+    def record_failure(self, ns: int) -> None:
+        """One request refused or failed after ns nanoseconds."""
+        with self._lock:
+            self.fail.add(ns)
+
+    def snapshot(self) -> Statistics:
+        """A consistent copy to report."""
+        with self._lock:
+            copy = Statistics(self.inference_count, self.execution_count, self.last_inference_ms)
+            for name in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+                value = getattr(self, name)
+                setattr(copy, name, Duration(value.count, value.ns))
+            return copy
