@@ -1,4 +1,4 @@
-# make run: set up .venv and run the main job.   make test: set up and run lint and tests.
+# make run: set up .venv and serve models/.   make test: set up, lint, and run the tests.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FP ?= $(PY) -m forwardpass
 MODEL_REPO ?= models
 
-.PHONY: run test lint models bench clean
+.PHONY: run demo test lint models protos bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(FP) serve --model-repository models
+
+demo: $(STAMP)
 	$(FP) demo
 
+# tritonclient and our stubs both define the protobuf package `inference`; one process can hold
+# only one, so the tritonclient tests run in a pytest process of their own.
 test: $(STAMP) lint
 	$(PY) -m pytest
+	FORWARDPASS_TRITON_TESTS=1 $(PY) -m pytest tests/triton
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -32,6 +38,10 @@ models: $(STAMP)
 		--name mlp_3_4_1 --repository $(MODEL_REPO) --version 1 --force
 	$(FP) build --weights models/mlp_3_4_1_sigmoid/1/weights.npz --activations sigmoid,sigmoid \
 		--name mlp_3_4_1_sigmoid --repository $(MODEL_REPO) --version 1 --force
+
+# Regenerate protos/*_pb2*.py from the .proto files (grpcio-tools 1.81.x, from the test extra).
+protos: $(STAMP)
+	$(PY) protos/generate.py
 
 bench: $(STAMP)
 	$(PY) bench/local.py

@@ -86,13 +86,13 @@ class Server:
         except ForwardpassError:
             self.grpc.stop(None)
             raise
-        self.state.ready = True
+        self.state.loaded = True
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let those in flight finish within `grace` seconds, then close."""
-        self.state.ready = False
+        self.state.stopping = True
         self.health.enter_graceful_shutdown()
         self.grpc.stop(self.options.grace if grace is None else grace).wait()
 

@@ -22,10 +22,16 @@ EXTENSIONS = ("model_configuration", "statistics")
 
 
 class ServerState:
-    """Whether the server takes traffic: ready once models are loaded, not ready while it stops."""
+    """Ready once models are loaded, not ready once it stops. Calls that gRPC accepted before the
+    stop still run to the end: only readiness changes, so load balancers look elsewhere."""
 
     def __init__(self) -> None:
-        self.ready = False
+        self.loaded = False
+        self.stopping = False
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded and not self.stopping
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -35,8 +41,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.repository, self.state = repository, state
 
     def _model(self, name: str, version: str) -> ServedModel:
-        if not self.state.ready:
-            raise ForwardpassError("the server is not ready: it is loading models or stopping", Kind.UNAVAILABLE)
+        if not self.state.loaded:
+            raise ForwardpassError("the server is not ready: it is loading models", Kind.UNAVAILABLE)
         return self.repository.get(name, version)
 
     @rpc

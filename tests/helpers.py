@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
 
 from forwardpass.builder.graph import ExportOptions, build_model, serialize
-from forwardpass.builder.spec import NetworkSpec
+from forwardpass.builder.spec import Activation, NetworkSpec
 from forwardpass.tolerance import compare
 
 
@@ -47,3 +55,81 @@ def reference_run(data: bytes, x: np.ndarray, outputs=None) -> list:
     """onnx's own ReferenceEvaluator, a second runtime beside onnxruntime."""
     evaluator = ReferenceEvaluator(onnx.load_from_string(data))
     return evaluator.run(outputs, {evaluator.input_names[0]: x})
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServerProcess:
+    """`forwardpass serve` in a subprocess on a free loopback port, as users run it."""
+
+    def __init__(self, repository, *args: str, wait: bool = True) -> None:
+        command = [sys.executable, "-m", "forwardpass", "serve", "--port", "0", "--provider", "cpu",
+                   "--model-repository", str(repository), *args]  # fmt: skip
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.port = 0
+        self._banner = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if wait:
+            self.wait_ready()
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._banner.wait(0.05):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("server did not start:\n" + "".join(self.lines))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+            found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                self.port = int(found.group(1))
+                self._banner.set()
+
+
+def build_into(repository: Path, name: str, spec: NetworkSpec, version: int = 1, config: str | None = None, **options):
+    """A model version in a repository folder, with our config or the one given."""
+    from forwardpass.builder.export import export_to_repository
+
+    export_to_repository(spec, ExportOptions(**options), repository, name, version, force=True)
+    if config is not None:
+        (repository / name / "config.pbtxt").write_text(config)
+
+
+def served_repository(root: Path) -> Path:
+    """The repository the server tests serve: the committed models and one model per feature."""
+    import shutil
+
+    repository = root / "models"
+    shutil.copytree(ROOT / "models", repository)
+    rng = np.random.default_rng(42)
+    acts = (Activation("relu"), Activation("tanh"), Activation("sigmoid"))
+    build_into(repository, "hidden", random_spec(rng, (3, 5, 4, 2), acts), expose_hidden=True)
+    build_into(repository, "columns", random_spec(rng, (3, 4, 1), acts[1:]), layout="columns")
+    build_into(repository, "double", random_spec(rng, (3, 4, 1), acts[1:]), dtype="float64")
+    small = random_spec(rng, (3, 4, 1), acts[1:])
+    build_into(repository, "small", small)
+    text = (repository / "small" / "config.pbtxt").read_text().replace("max_batch_size: 1048576", "max_batch_size: 8")
+    (repository / "small" / "config.pbtxt").write_text(text + "dynamic_batching { }\n")
+    for version in (1, 2):
+        build_into(repository, "versions", random_spec(rng, (3, 4, 1), acts[1:]), version)
+        build_into(repository, "latest", random_spec(rng, (3, 4, 1), acts[1:]), version)
+    with open(repository / "versions" / "config.pbtxt", "a") as config:
+        config.write("version_policy: { all { } }\n")
+    (repository / "broken" / "1").mkdir(parents=True)
+    (repository / "broken" / "1" / "model.onnx").write_bytes(b"this is not an onnx model")
+    return repository

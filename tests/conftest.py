@@ -1,0 +1,30 @@
+"""Fixtures shared by the test modules: a served repository and a server on a loopback port."""
+
+import os
+
+import pytest
+
+from helpers import ServerProcess, served_repository
+
+# tritonclient and our stubs both define the protobuf package `inference`, and one process can hold
+# only one of them: the tritonclient tests run in a pytest process of their own (`make test` does).
+TRITON_ONLY = os.environ.get("FORWARDPASS_TRITON_TESTS") == "1"
+collect_ignore = [] if TRITON_ONLY else ["triton"]
+
+
+def pytest_report_header(config):
+    if not TRITON_ONLY:
+        return "tests/triton runs in its own process: FORWARDPASS_TRITON_TESTS=1 pytest tests/triton"
+    return None
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory):
+    return served_repository(tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="session")
+def server(repository):
+    process = ServerProcess(repository, "--skip-bad-models", "--max-message-mb", "16")
+    yield process
+    assert process.stop() == 0, process.output()
