@@ -147,7 +147,8 @@ class Runtime:
         offered = ort.get_available_providers()
         if provider == "cuda" and CUDA not in offered:
             raise ProviderError(
-                f"the CUDA provider is not in this onnxruntime ({ort.__version__}: {', '.join(offered)}); {CUDA_HINT}"
+                f"{self._what}: the CUDA provider is not in this onnxruntime "
+                f"({ort.__version__}: {', '.join(offered)}); {CUDA_HINT}"
             )
         if provider in ("cuda", "auto") and CUDA in offered:
             cuda = (CUDA, {"use_tf32": "1" if tf32 else "0"})
@@ -156,7 +157,7 @@ class Runtime:
                 return session, "cuda"
             if provider == "cuda":
                 raise ProviderError(
-                    f"onnxruntime offers CUDA but no GPU answered (it fell back to the CPU); {CUDA_HINT}"
+                    f"{self._what}: onnxruntime offers CUDA but no GPU answered (it fell back to the CPU); {CUDA_HINT}"
                 )
             log.info("the CUDA provider did not start; using the CPU")
         return self._session(model, options, [CPU]), "cpu"

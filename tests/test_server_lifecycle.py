@@ -151,6 +151,8 @@ def test_infer_command_prints_the_oracles_numbers(server, repository, tmp_path):
     assert run_cli("infer", "--url", server.url, "--model", "versions", "--model-version", "1", "--input",
                    tmp_path / "x.csv", "--output", out).returncode == 0  # fmt: skip
     assert np.load(out).shape == (5, 1)
+    readme_example = run_cli("infer", "--url", server.url, "--model", "mlp_3_4_1", "--input", "examples/x.csv")
+    assert readme_example.returncode == 0 and len(readme_example.stdout.splitlines()) == 3
 
 
 def test_infer_command_errors_are_one_line(server, tmp_path):
@@ -173,3 +175,13 @@ def test_a_second_server_on_a_busy_port_is_refused_not_silently_sharing(committe
         one_error_line(result, "it is in use")
     finally:
         first.stop()
+
+
+def test_kind_gpu_without_cuda_is_a_clear_start_up_error(committed):
+    from forwardpass.runtime import cuda_offered
+
+    if cuda_offered():
+        pytest.skip("this onnxruntime offers CUDA")
+    config = (committed / "mlp_3_4_1" / "config.pbtxt").read_text()
+    (committed / "mlp_3_4_1" / "config.pbtxt").write_text(config + "instance_group [ { kind: KIND_GPU } ]\n")
+    one_error_line(run_cli("serve", "--model-repository", committed, "--port", "0"), "onnxruntime-gpu")
