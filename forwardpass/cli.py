@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
     )
     warnings.showwarning = lambda message, *_args, **_kw: print(f"forwardpass: warning: {message}", file=sys.stderr)
@@ -179,6 +180,12 @@ def make_parser() -> argparse.ArgumentParser:
         default=64.0,
         help="largest request or answer, in MiB; larger requests get RESOURCE_EXHAUSTED",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes sharing the port, each with its own sessions (default: the cores)",
+    )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     serve.set_defaults(handler=cmd_serve)
 
@@ -257,19 +264,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """forwardpass serve."""
-    from forwardpass.server.app import ServeOptions, serve
+    from forwardpass.server.app import ServeOptions
+    from forwardpass.server.workers import serve
 
     logging.getLogger().setLevel(args.log_level.upper())
     if args.max_message_mb <= 0 or args.grace < 0:
         raise InputError("--max-message-mb must be positive and --grace not negative")
     options = ServeOptions(
-        args.model_repository,
-        args.host,
-        args.port,
-        args.provider,
-        args.grace,
-        args.skip_bad_models,
-        int(args.max_message_mb * 2**20),
+        model_repository=args.model_repository,
+        host=args.host,
+        port=args.port,
+        provider=args.provider,
+        grace=args.grace,
+        skip_bad_models=args.skip_bad_models,
+        max_message_bytes=int(args.max_message_mb * 2**20),
+        workers=args.workers,
     )
     return serve(options)
 

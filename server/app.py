@@ -1,5 +1,6 @@
-"""Server lifecycle, as grpc's own examples have it: build, add services, bind, start, wait; on
-SIGTERM or Ctrl-C stop taking calls, finish those in flight within a grace period, exit 0.
+"""One gRPC server's lifecycle, as grpc's own examples have it: build, add services, bind, start;
+on stop, take no new calls and finish those in flight within a grace period. `workers.py` runs
+one of these per worker process.
 
 The server answers live at once and ready only once every model has loaded. Health
 (grpc.health.v1, overall and per model) and reflection (so grpcurl needs no .proto) ride along.
@@ -10,9 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import signal
 import socket
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +43,9 @@ class ServeOptions:
     grace: float = 10.0
     skip_bad_models: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    threads: int = max(4, 2 * (os.cpu_count() or 1))  # gRPC handler threads
-    ort_threads: int = 1  # onnxruntime threads per call: concurrency comes from the handler threads
+    workers: int = os.cpu_count() or 1  # processes, each with its own gRPC server and sessions
+    threads: int = 8  # gRPC handler threads per worker
+    ort_threads: int = 1  # onnxruntime threads per call: concurrency comes from workers and threads
 
 
 class Server:
@@ -72,7 +72,6 @@ class Server:
 
     def start(self) -> int:
         """Bind, start answering, load the models, then say ready; returns the bound port."""
-        check_port_free(self.options.host, self.options.port)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         try:
             self.port = self.grpc.add_insecure_port(address(self.options.host, self.options.port))
@@ -117,21 +116,6 @@ class Server:
             self.health.set(
                 name, health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
             )
-
-
-def serve(options: ServeOptions) -> int:
-    """Run until SIGTERM or SIGINT, then stop gracefully; returns the exit code."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server = Server(options)
-    server.start()
-    log.info("%s", server.banner())
-    stop.wait()
-    log.info("stopping: no new calls; finishing those in flight (grace %gs)", options.grace)
-    server.stop()
-    log.info("stopped")
-    return 0
 
 
 def address(host: str, port: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import grpc
@@ -17,6 +18,7 @@ from .model import PLATFORM, ServedModel
 from .repository import Repository
 
 SERVER_NAME = "forwardpass"
+WORKER_METADATA = "forwardpass-worker-pid"
 # Only what is served: perf_analyzer calls ModelStatistics around every window when it sees "statistics".
 EXTENSIONS = ("model_configuration", "statistics")
 
@@ -61,6 +63,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     def ServerMetadata(self, request, context):
+        context.set_trailing_metadata(((WORKER_METADATA, str(os.getpid())),))  # which worker answered
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
     @rpc

@@ -65,7 +65,8 @@ def test_calls_in_flight_finish_on_sigterm_and_new_ones_are_refused(committed):
         with pytest.raises(grpc.RpcError) as info:
             stub.ServerLive(pb.ServerLiveRequest(), timeout=5)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "stopping: no new calls" in server.output() and "stopped" in server.output()
+    assert "workers: no new calls; finishing those in flight" in server.output()
+    assert "all workers stopped" in server.output()
 
 
 def test_a_broken_model_stops_start_up_with_one_line(committed):

@@ -1,0 +1,176 @@
+"""Worker processes, as grpc's multiprocessing example has them: fork before any gRPC object
+exists, each worker its own gRPC server on the same port (SO_REUSEPORT) and its own onnxruntime
+sessions; the kernel spreads connections over them.
+
+The parent only supervises: it waits for every worker to say ready (or why not), logs and restarts
+a worker that dies, and on SIGTERM or Ctrl-C passes the signal on and waits for all to drain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, replace
+
+from forwardpass.errors import ForwardpassError
+
+from .app import ServeOptions, Server, check_port_free
+
+log = logging.getLogger(__name__)
+
+RESTART_PAUSE = 0.5  # seconds between a worker's death and its replacement, so a crash loop idles
+
+
+@dataclass
+class Worker:
+    """A forked worker: its index (stable across restarts) and its pid."""
+
+    index: int
+    pid: int
+
+
+def serve(options: ServeOptions) -> int:
+    """Serve with options.workers processes until SIGTERM or SIGINT; returns the exit code."""
+    if options.workers < 1:
+        raise ForwardpassError(f"--workers must be at least 1, got {options.workers}")
+    check_port_free(options.host, options.port)
+    reservation = None
+    if options.port == 0:  # every worker must bind the same port: pick it here, hold it until they do
+        reservation = reserve_port(options.host)
+        options = replace(options, port=reservation.getsockname()[1])
+    try:
+        return Supervisor(options, reservation).run()
+    finally:
+        if reservation is not None:
+            reservation.close()
+
+
+def reserve_port(host: str) -> socket.socket:
+    """A bound, not listening, SO_REUSEPORT socket on a free port: workers can bind it, others cannot."""
+    bare = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((bare, 0))
+    return sock
+
+
+class Supervisor:
+    """Forks, watches and restarts the workers; stops them all on a signal."""
+
+    def __init__(self, options: ServeOptions, reservation: socket.socket | None = None) -> None:
+        self.options, self.reservation = options, reservation
+        self.workers: dict[int, Worker] = {}
+        self.stopping = False
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        banners = []
+        for index in range(self.options.workers):
+            try:
+                banners.append(self._spawn(index))
+            except ForwardpassError:
+                self._stop_all()
+                raise
+        log.info("%s; %d worker%s (pids %s)", banners[0], len(self.workers), "s"[: len(self.workers) > 1],
+                 ", ".join(str(pid) for pid in sorted(self.workers)))  # fmt: skip
+        return self._supervise()
+
+    def _supervise(self) -> int:
+        code = 0
+        while self.workers:
+            pid, status = os.waitpid(-1, 0)
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            if self.stopping:
+                code = code or (os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+                continue
+            log.error("worker %d (pid %d) died: %s; restarting it", worker.index, pid, describe(status))
+            time.sleep(RESTART_PAUSE)
+            try:
+                self._spawn(worker.index)
+            except ForwardpassError as exc:
+                log.error("worker %d could not restart: %s; stopping", worker.index, exc)
+                self._stop_all()
+                return 1
+        log.info("all workers stopped")
+        return code
+
+    def _spawn(self, index: int) -> str:
+        """Fork one worker and wait for its first line: its banner, or why it could not start."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(read_end)
+            if self.reservation is not None:
+                self.reservation.close()
+            os._exit(run_worker(self.options, write_end))
+        os.close(write_end)
+        self.workers[pid] = Worker(index, pid)
+        with os.fdopen(read_end) as pipe:
+            line = pipe.readline().rstrip("\n")
+        status, _, text = line.partition(" ")
+        if status != "ready":
+            os.waitpid(pid, 0)
+            self.workers.pop(pid, None)
+            raise ForwardpassError(text or f"worker {index} exited before it was ready")
+        return text
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if not self.stopping:
+            log.info("stopping %d workers: no new calls; finishing those in flight (grace %gs)",
+                     len(self.workers), self.options.grace)  # fmt: skip
+        self._stop_all()
+
+    def _stop_all(self) -> None:
+        self.stopping = True
+        for pid in list(self.workers):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+def run_worker(options: ServeOptions, ready_fd: int) -> int:
+    """The worker's life: serve until SIGTERM, telling the parent on ready_fd when it is ready."""
+    die_with_parent()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with os.fdopen(ready_fd, "w") as ready:
+        try:
+            server = Server(options)
+            server.start()
+        except ForwardpassError as exc:
+            ready.write(f"error {exc}\n")
+            return 2
+        except Exception as exc:  # a bug: the parent shows it, the worker does not hang
+            log.exception("worker failed to start")
+            ready.write(f"error worker failed to start: {type(exc).__name__}: {exc}\n")
+            return 1
+        ready.write(f"ready {server.banner()}\n")
+    stop.wait()
+    server.stop()
+    return 0
+
+
+def die_with_parent() -> None:
+    """Ask Linux for SIGTERM when the parent dies, so a killed supervisor leaves no orphans serving."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's own SIGTERM still reaches workers
+        pass
+
+
+def describe(status: int) -> str:
+    """A wait status in words."""
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
