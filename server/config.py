@@ -102,6 +102,8 @@ def settle(config: ModelConfig, name: str, runtime: Runtime, layout: str, where:
                 f"the model has {DataType.Name(TYPE_OF[datatype])} dims {dims(width[tensor.name])}"
             )
     batching = config.dynamic_batching
+    if config.HasField("dynamic_batching") and config.max_batch_size == 0:
+        log.warning("%s: dynamic_batching needs max_batch_size > 0; requests run one by one", where)
     if any(
         size < 1 or (config.max_batch_size and size > config.max_batch_size) for size in batching.preferred_batch_size
     ):

@@ -15,6 +15,7 @@ from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.protos.model_config_pb2 import ModelConfig
 from forwardpass.runtime import Runtime
 
+from .batching import Batcher
 from .stats import Statistics
 
 # The protocol's datatype names (KServe V2 / Triton) for the dtypes forwardpass serves.
@@ -46,6 +47,19 @@ class ServedModel:
     max_batch_size: int  # rows per request; 0 means no limit from the config
     config: ModelConfig  # the config.pbtxt as settled against the model file
     stats: Statistics = field(default_factory=Statistics)
+    batcher: Batcher | None = None
+
+    def __post_init__(self) -> None:
+        batching = self.config.dynamic_batching
+        if self.config.HasField("dynamic_batching") and self.max_batch_size > 0:
+            self.batcher = Batcher(
+                self.runtime,
+                self.batch_axis,
+                self.max_batch_size,
+                batching.preferred_batch_size,
+                batching.max_queue_delay_microseconds,
+                self.stats,
+            )
 
     @property
     def batch_axis(self) -> int:
@@ -85,9 +99,14 @@ class ServedModel:
             raise ForwardpassError(f"an output is requested twice: {', '.join(requested)}")
         return tuple(requested)
 
-    def infer(self, x: np.ndarray, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """Run the batch; x has been shape-checked and decoded by the caller."""
-        return self.runtime.run(x, outputs)
+    def infer(self, x: np.ndarray, rows: int, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Run x (shape-checked by check_shape), through the dynamic batcher when the config has one."""
+        if self.batcher is not None:
+            return self.batcher.infer(x, rows, outputs)
+        result = self.runtime.run(x, outputs)
+        self.stats.record_execution()
+        self.stats.record_queue(0)
+        return result
 
 
 def not_found(name: str, version: str, known: Sequence[str]) -> ForwardpassError:

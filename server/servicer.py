@@ -85,7 +85,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             x, rows = codec.decode_input(request, model)
             names = codec.requested_outputs(request, model)
             decoded = time.perf_counter_ns()
-            outputs = model.infer(x, names)
+            outputs = model.infer(x, rows, names)
             computed = time.perf_counter_ns()
             response = codec.encode_response(request, model, outputs)
         except Exception:

@@ -35,16 +35,25 @@ class Statistics:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record_success(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
-        """One request answered: its rows, and the time spent decoding, computing and encoding."""
+        """One request answered: its rows, and the time spent decoding, computing (queue included)
+        and encoding."""
         with self._lock:
             self.inference_count += rows
-            self.execution_count += 1
             self.last_inference_ms = time.time_ns() // 1_000_000
             self.success.add(input_ns + infer_ns + output_ns)
-            self.queue.add(0)  # no queue yet: each request runs as soon as a thread takes it
             self.compute_input.add(input_ns)
             self.compute_infer.add(infer_ns)
             self.compute_output.add(output_ns)
+
+    def record_execution(self) -> None:
+        """One onnxruntime run, of one request or of a dynamic batch of several."""
+        with self._lock:
+            self.execution_count += 1
+
+    def record_queue(self, ns: int) -> None:
+        """The time one request waited for its batch (0 without dynamic batching)."""
+        with self._lock:
+            self.queue.add(ns)
 
     def record_failure(self, ns: int) -> None:
         """One request refused or failed after ns nanoseconds."""

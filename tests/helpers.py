@@ -133,3 +133,21 @@ def served_repository(root: Path) -> Path:
     (repository / "broken" / "1").mkdir(parents=True)
     (repository / "broken" / "1" / "model.onnx").write_bytes(b"this is not an onnx model")
     return repository
+
+
+def in_threads(function, arguments: list[tuple]) -> list[BaseException]:
+    """Run function(*args) for every args at once, one thread each; returns what they raised."""
+    errors: list[BaseException] = []
+
+    def guarded(*args):
+        try:
+            function(*args)
+        except Exception as exc:  # collected for the test to assert on, with the thread's own error
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=args) for args in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors

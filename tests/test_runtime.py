@@ -3,7 +3,6 @@
 import logging
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from forwardpass.builder.spec import Activation
 from forwardpass.errors import InputError, Kind, ModelFormatError, ProviderError
 from forwardpass.runtime import Runtime, cuda_offered
 
-from helpers import assert_matches_oracle, feed, model_bytes, random_input, random_spec, unfeed
+from helpers import assert_matches_oracle, feed, in_threads, model_bytes, random_input, random_spec, unfeed
 
 ACTS = (Activation("relu"), Activation("sigmoid"))
 
@@ -72,22 +71,13 @@ def test_results_are_not_overwritten_by_the_next_call(runtime):
 
 
 def test_threads_calling_one_runtime_get_their_own_answers(runtime, spec):
-    errors = []
-
     def worker(seed):
         rng = np.random.default_rng(seed)
-        try:
-            for _ in range(200):
-                X = random_input(rng, 3, int(rng.integers(1, 9)), "float32")
-                assert_matches_oracle(spec, X, unfeed(runtime.predict(feed(X, "rows")), "rows"), "float32")
-        except AssertionError as exc:
-            errors.append(exc)
+        for _ in range(200):
+            X = random_input(rng, 3, int(rng.integers(1, 9)), "float32")
+            assert_matches_oracle(spec, X, unfeed(runtime.predict(feed(X, "rows")), "rows"), "float32")
 
-    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = in_threads(worker, [(s,) for s in range(4)])
     assert not errors, errors[0]
 
 

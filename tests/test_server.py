@@ -14,7 +14,7 @@ from forwardpass.errors import ForwardpassError
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from helpers import assert_matches_oracle, random_input
+from helpers import assert_matches_oracle, in_threads, random_input
 
 COMMITTED = ("mlp_3_4_1", "mlp_3_4_1_sigmoid")
 
@@ -350,7 +350,7 @@ def test_failures_are_counted(stub):
 
 def test_64_concurrent_callers_each_get_their_own_answer(server, repository):
     spec = spec_of(repository, "mlp_3_4_1")
-    errors, barrier = [], threading.Barrier(64)
+    barrier = threading.Barrier(64)
 
     def caller(seed):
         rng = np.random.default_rng(seed)
@@ -358,16 +358,9 @@ def test_64_concurrent_callers_each_get_their_own_answer(server, repository):
             barrier.wait()
             for _ in range(5):
                 X = random_input(rng, 3, int(rng.integers(1, 50)), "float32")
-                try:
-                    assert_matches_oracle(spec, X, client.infer("mlp_3_4_1", X.T).T, "float32")
-                except (AssertionError, ForwardpassError) as exc:
-                    errors.append(exc)
+                assert_matches_oracle(spec, X, client.infer("mlp_3_4_1", X.T).T, "float32")
 
-    threads = [threading.Thread(target=caller, args=(seed,)) for seed in range(64)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = in_threads(caller, [(seed,) for seed in range(64)])
     assert not errors, errors[:3]
 
 
