@@ -69,11 +69,11 @@ class ServedModel:
     def dtype(self) -> np.dtype:
         return self.runtime.dtype
 
-    def check_shape(self, shape: Sequence[int]) -> int:
+    def check_shape(self, shape: tuple[int, ...]) -> int:
         """The number of rows a request of this input shape carries, or the error that names why not."""
-        shape = tuple(shape)
-        fits = len(shape) == len(self.input.shape) and all(d == -1 or d == n for d, n in zip(self.input.shape, shape))
-        if not fits or any(n < 0 for n in shape):
+        expected = self.input.shape
+        fits = len(shape) == len(expected) and all(d == n if d != -1 else n >= 0 for d, n in zip(expected, shape))
+        if not fits:
             raise ForwardpassError(
                 f"unexpected shape for input '{self.input.name}' for model '{self.name}': "
                 f"expected {self.input.shape_text()}, got [{', '.join(str(n) for n in shape)}]"

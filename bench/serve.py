@@ -1,0 +1,618 @@
+"""Serving speed: forwardpass beside the gRPC ceiling and the servers users would run instead.
+
+    python bench/serve.py             # everything, 3 runs (make bench): about 15 minutes
+    python bench/serve.py --quick     # forwardpass and the bare server only, a second per cell (CI)
+
+Servers, each started here on loopback and driven by the same load generator (bench/loadgen.py: a
+closed loop over several connections, the same pre-encoded request for all):
+  * bare: a gRPC server on the same stack with the same message sizes that does no inference;
+  * forwardpass with 1 and N workers, dynamic batching off and on, and its handler on grpc.aio;
+  * MLServer 1.7 through a small onnxruntime runtime, defaults and parallel_workers=0, and Triton
+    as bundled by nvidia-pytriton, each in a virtualenv of its own (built on first use, in .bench/).
+Cells: batch-1 requests at concurrency 1, 16 and 64, and 65,536-row requests at concurrency 1:
+requests/s, rows/s, p50 and p99, CPU of server and client, and each server's resident memory.
+h2load (nghttp2-client), where installed, drives the same bytes from C to show where the Python
+client, not the server, was the limit. Results: bench/results/serve.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import peers  # noqa: E402  (bench/peers: the peer servers and their virtualenvs)
+
+from forwardpass.protos import grpc_service_pb2 as pb  # noqa: E402
+
+MODEL = ROOT / "models" / "mlp_3_4_1" / "1" / "model.onnx"
+METHOD = "/inference.GRPCInferenceService/ModelInfer"
+CELLS = (("batch 1", 1, 1), ("batch 1", 16, 1), ("batch 1", 64, 1), ("65,536 rows", 1, 65536))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Target:
+    """One server to measure: how to start it."""
+
+    name: str
+    command: list[str] | None = None  # a plain process; or a peer started through bench/peers
+    peer: str | None = None
+    options: dict = field(default_factory=dict)
+    cells: tuple = CELLS
+
+
+def request_bytes(rows: int) -> bytes:
+    x = np.random.default_rng(rows).standard_normal((rows, 3)).astype(np.float32)
+    request = pb.ModelInferRequest(model_name="mlp_3_4_1")
+    request.inputs.add(name="x", datatype="FP32", shape=x.shape)
+    request.raw_input_contents.append(x.tobytes())
+    return request.SerializeToString()
+
+
+def response_bytes(rows: int) -> bytes:
+    """What forwardpass answers for `rows` rows, for the bare server to echo: same sizes on the wire."""
+    response = pb.ModelInferResponse(model_name="mlp_3_4_1", model_version="1")
+    response.outputs.add(name="y", datatype="FP32", shape=[rows, 1])
+    response.raw_output_contents.append(np.zeros((rows, 1), np.float32).tobytes())
+    return response.SerializeToString()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(parents.get(current, []))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICK
+
+
+def rss_mb(pids: list[int]) -> list[float]:
+    sizes = []
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes.append(int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return sizes
+
+
+def machine_busy() -> tuple[float, float]:
+    fields = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+class Bench:
+    """Runs every target over every cell, repeats, and keeps the raw results."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="forwardpass-bench-"))
+        self.requests = {rows: self.work / f"request-{rows}.bin" for rows in (1, 65536)}
+        for rows, path in self.requests.items():
+            path.write_bytes(request_bytes(rows))
+            (self.work / f"response-{rows}.bin").write_bytes(response_bytes(rows))
+        self.expected = {}
+        self.results: list[dict] = []
+        self.workers = args.workers
+
+    def targets(self) -> list[Target]:
+        py = sys.executable
+        fp = [py, "-m", "forwardpass", "serve", "--provider", "cpu", "--log-level", "warning"]
+        plain, batched = self._repositories()
+        n = self.workers
+        targets = [
+            Target("bare gRPC, 1 process", [py, "bench/stacks.py", "bare", "--workers", "1"]),
+            Target(f"bare gRPC, {n} processes", [py, "bench/stacks.py", "bare", "--workers", str(n)]),
+            Target("forwardpass, 1 worker", [*fp, "--workers", "1", "--model-repository", str(plain)]),
+            Target(f"forwardpass, {n} workers", [*fp, "--workers", str(n), "--model-repository", str(plain)]),
+            Target("forwardpass, 1 worker, batching", [*fp, "--workers", "1", "--model-repository", str(batched)]),
+            Target(
+                f"forwardpass, {n} workers, batching", [*fp, "--workers", str(n), "--model-repository", str(batched)]
+            ),
+        ]
+        if self.args.quick:
+            return [targets[0], targets[3]]
+        targets.insert(
+            3,
+            Target(
+                "forwardpass handler on grpc.aio, 1 process",
+                [py, "bench/stacks.py", "aio", "--model-repository", str(plain)],
+            ),
+        )
+        if not self.args.no_peers:
+            targets += [
+                Target("MLServer 1.7.1, defaults", peer="mlserver", options={"parallel_workers": 1}),
+                Target("MLServer 1.7.1, parallel_workers=0", peer="mlserver", options={"parallel_workers": 0}),
+                Target("Triton (PyTriton 0.7.0)", peer="pytriton"),
+            ]
+        return targets
+
+    def _repositories(self) -> tuple[Path, Path]:
+        plain, batched = self.work / "plain", self.work / "batched"
+        for repo in (plain, batched):
+            shutil.copytree(ROOT / "models" / "mlp_3_4_1", repo / "mlp_3_4_1")
+        config = batched / "mlp_3_4_1" / "config.pbtxt"
+        config.write_text(config.read_text() + "dynamic_batching { }\n")
+        return plain, batched
+
+    def start(self, target: Target, port: int) -> subprocess.Popen:
+        if target.peer == "mlserver":
+            python = peers.ensure_venv("mlserver", ROOT / ".bench")
+            return peers.start_mlserver(python, MODEL, port, self.work / f"mlserver-{port}", **target.options)
+        if target.peer == "pytriton":
+            python = peers.ensure_venv("pytriton", ROOT / ".bench")
+            return peers.start_pytriton(python, MODEL, port, self.work / f"pytriton-{port}", max_batch_size=65536)
+        command = [*target.command, "--port", str(port)]
+        if "bare" in command:
+            command += ["--response", str(self.work / "response-1.bin")]
+        return subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+
+    def run(self) -> None:
+        targets = self.targets()
+        steps = self.args.runs * len(targets)
+        step = 0
+        for run in range(self.args.runs):
+            for target in targets:
+                step += 1
+                progress(step, steps, f"run {run + 1}: {target.name}")
+                self._measure(target, run)
+
+    def _measure(self, target: Target, run: int) -> None:
+        port = free_port()
+        process = self.start(target, port)
+        try:
+            wait_answering(port, process, self.requests[1].read_bytes(), timeout=300)
+            self._check_answer(target, port)
+            tree = process_tree(process.pid)
+            memory = rss_mb(tree)
+            for label, concurrency, rows in target.cells:
+                if "bare" in target.name and rows != 1:
+                    continue  # measured below with the matching canned response
+                cell = self._cell(port, process, concurrency, rows)
+                self.results.append(
+                    {
+                        "target": target.name,
+                        "run": run,
+                        "cell": label,
+                        "concurrency": concurrency,
+                        "rows": rows,
+                        "rss_mb": memory,
+                        **cell,
+                    }
+                )
+        finally:
+            peers.stop(process)
+        if "bare" in target.name:
+            self._bare_large(target, run)
+
+    def _bare_large(self, target: Target, run: int) -> None:
+        """The ceiling for 65,536-row requests: the bare server answering with a 65,536-row response."""
+        port = free_port()
+        command = [*target.command, "--port", str(port), "--response", str(self.work / "response-65536.bin")]
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        try:
+            wait_answering(port, process, self.requests[65536].read_bytes(), timeout=60)
+            cell = self._cell(port, process, 1, 65536)
+            memory = rss_mb(process_tree(process.pid))
+            self.results.append(
+                {
+                    "target": target.name,
+                    "run": run,
+                    "cell": "65,536 rows",
+                    "concurrency": 1,
+                    "rows": 65536,
+                    "rss_mb": memory,
+                    **cell,
+                }
+            )
+        finally:
+            peers.stop(process)
+
+    def _check_answer(self, target: Target, port: int) -> None:
+        if "bare" in target.name:
+            return
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            raw = channel.unary_unary(METHOD)(self.requests[1].read_bytes(), timeout=30)
+        response = pb.ModelInferResponse.FromString(raw)
+        y = np.frombuffer(response.raw_output_contents[0], np.float32)
+        self.expected.setdefault("y", y)
+        if not np.allclose(y, self.expected["y"], rtol=1e-5, atol=1e-6):
+            raise RuntimeError(f"{target.name} answers {y}, others {self.expected['y']}")
+
+    def _cell(self, port: int, process: subprocess.Popen, concurrency: int, rows: int) -> dict:
+        clients = 1 if concurrency == 1 else 2
+        per_client = max(1, concurrency // clients)
+        outs = [self.work / f"load-{port}-{concurrency}-{rows}-{i}.json" for i in range(clients)]
+        warmup, seconds = (0.3, 1.0) if self.args.quick else (1.0, 4.0)
+        command = [
+            sys.executable,
+            str(ROOT / "bench" / "loadgen.py"),
+            "--url",
+            f"127.0.0.1:{port}",
+            "--request",
+            str(self.requests[rows]),
+            "--concurrency",
+            str(per_client),
+            "--channels",
+            str(max(1, per_client // 4)),
+            "--warmup",
+            str(warmup),
+            "--seconds",
+            str(seconds),
+        ]
+        loads = [subprocess.Popen([*command, "--out", str(out)]) for out in outs]
+        time.sleep(warmup)
+        tree = process_tree(process.pid)
+        server_before, busy_before = cpu_seconds(tree), machine_busy()
+        time.sleep(seconds)
+        server_cpu = cpu_seconds(tree) - server_before
+        busy_after = machine_busy()
+        for load in loads:
+            load.wait(timeout=120)
+        results = [json.loads(out.read_text()) for out in outs]
+        latencies = sorted(v for r in results for v in r["latencies_ms"])
+        answers = sum(r["answers"] for r in results)
+        errors: dict[str, int] = {}
+        for r in results:
+            for code, count in r["errors"].items():
+                errors[code] = errors.get(code, 0) + count
+        machine = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1]) * (os.cpu_count() or 1)
+        return {
+            "req_per_s": answers / seconds,
+            "rows_per_s": answers * rows / seconds,
+            "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99),
+            "errors": errors,
+            "server_cores": server_cpu / seconds,
+            "client_cores": sum(r["cpu_s"] for r in results) / (seconds + warmup),
+            "machine_cores": machine,
+            "server_cpu_ms_per_req": server_cpu / answers * 1000 if answers else None,
+        }
+
+
+def h2load(port: int, rows: int, connections: int, streams: int, seconds: float, work: Path) -> dict | None:
+    """The same request from nghttp2's h2load (C, no Python client in the way); None if not installed."""
+    if shutil.which("h2load") is None:
+        return None
+    body = request_bytes(rows)
+    frame = work / f"h2load-{rows}.bin"
+    frame.write_bytes(b"\x00" + len(body).to_bytes(4, "big") + body)  # gRPC's length-prefixed message
+    command = [
+        "h2load",
+        f"http://127.0.0.1:{port}{METHOD}",
+        "-d",
+        str(frame),
+        "-c",
+        str(connections),
+        "-m",
+        str(streams),
+        "-D",
+        str(max(1, round(seconds))),  # whole seconds only
+        "--warm-up-time",
+        "1",
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
+    result = {"command": " ".join(command[:1] + command[2:]), "concurrency": connections * streams}
+    for line in output.splitlines():
+        if line.startswith("finished in"):
+            result["req_per_s"] = float(line.split(",")[1].split()[0])
+        if line.startswith("requests:"):
+            parts = line.replace(",", "").split()
+            result["succeeded"], result["failed"] = int(parts[7]), int(parts[9])
+        if line.startswith("time for request:"):
+            result["mean_ms"] = _ms(line.split()[5])
+    return result
+
+
+def _ms(text: str) -> float:
+    for unit, factor in (("us", 1e-3), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def wait_answering(port: int, process: subprocess.Popen, request: bytes, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(METHOD)
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode} before answering")
+            try:
+                call(request, timeout=5)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
+def progress(step: int, total: int, label: str) -> None:
+    done = int(30 * step / total)
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{total} {label:<60}")
+    sys.stderr.flush()
+    if step == total:
+        sys.stderr.write("\n")
+
+
+def worker_statistics(port: int, workers: int) -> dict:
+    """ModelStatistics summed over every worker: one connection per try until each pid has answered."""
+    seen: dict[str, pb.ModelStatistics] = {}
+    for _ in range(20 * workers):
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
+
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            _, call = stub.ServerMetadata.with_call(pb.ServerMetadataRequest(), timeout=10)
+            pid = dict(call.trailing_metadata()).get("forwardpass-worker-pid")
+            seen[pid] = stub.ModelStatistics(pb.ModelStatisticsRequest(name="mlp_3_4_1"), timeout=10).model_stats[0]
+        if len(seen) >= workers:
+            break
+    stats = list(seen.values())
+    total = {"workers_seen": len(stats)}
+    for name in ("inference_count", "execution_count"):
+        total[name] = sum(getattr(s, name) for s in stats)
+    for name in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
+        total[name] = {
+            "count": sum(getattr(s.inference_stats, name).count for s in stats),
+            "ns": sum(getattr(s.inference_stats, name).ns for s in stats),
+        }
+    return total
+
+
+class ServeBench(Bench):
+    """Bench, plus the per-request profile, batching counts and h2load."""
+
+    def extras(self) -> dict:
+        py = sys.executable
+        plain, batched = self.work / "plain", self.work / "batched"
+        fp = [py, "-m", "forwardpass", "serve", "--provider", "cpu", "--log-level", "warning"]
+        extras: dict = {"profile": self._profile([*fp, "--workers", "1", "--model-repository", str(plain)])}
+        extras["batching"] = {}
+        for workers in sorted({1, self.workers}):
+            command = [*fp, "--workers", str(workers), "--model-repository", str(batched)]
+            extras["batching"][workers] = self._batching(command, workers)
+        extras["h2load"] = self._h2load(fp, plain, batched)
+        return extras
+
+    def _served(self, command: list[str]):
+        port = free_port()
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_answering(port, process, self.requests[1].read_bytes(), timeout=120)
+        return port, process
+
+    def _profile(self, command: list[str]) -> dict:
+        """One request end to end at concurrency 1: decode / infer / encode on the server, the rest gRPC."""
+        port, process = self._served(command)
+        try:
+            before = worker_statistics(port, 1)
+            cell = self._cell(port, process, 1, 1)
+            after = worker_statistics(port, 1)
+        finally:
+            peers.stop(process)
+        count = after["success"]["count"] - before["success"]["count"]
+
+        def avg_us(name: str) -> float:
+            return (after[name]["ns"] - before[name]["ns"]) / max(count, 1) / 1000
+
+        split = {
+            "decode_us": avg_us("compute_input"),
+            "infer_us": avg_us("compute_infer"),
+            "encode_us": avg_us("compute_output"),
+        }
+        split["grpc_and_client_us"] = cell["p50_ms"] * 1000 - sum(split.values())
+        split["p50_us"] = cell["p50_ms"] * 1000
+        return split
+
+    def _batching(self, command: list[str], workers: int) -> dict:
+        port, process = self._served(command)
+        try:
+            before = worker_statistics(port, workers)
+            cell = self._cell(port, process, 64, 1)
+            after = worker_statistics(port, workers)
+        finally:
+            peers.stop(process)
+        requests = after["success"]["count"] - before["success"]["count"]
+        runs = after["execution_count"] - before["execution_count"]
+        return {
+            "requests": requests,
+            "onnxruntime_runs": runs,
+            "runs_per_request": runs / max(requests, 1),
+            "workers_seen": after["workers_seen"],
+            "req_per_s": cell["req_per_s"],
+        }
+
+    def _h2load(self, fp: list[str], plain: Path, batched: Path) -> list[dict]:
+        if shutil.which("h2load") is None:
+            return []
+        n = self.workers
+        seconds = 1.0 if self.args.quick else 4.0
+        commands = {
+            f"bare gRPC, {n} processes": [
+                sys.executable,
+                "bench/stacks.py",
+                "bare",
+                "--workers",
+                str(n),
+                "--response",
+                str(self.work / "response-1.bin"),
+            ],
+            f"forwardpass, {n} workers": [*fp, "--workers", str(n), "--model-repository", str(plain)],
+            f"forwardpass, {n} workers, batching": [*fp, "--workers", str(n), "--model-repository", str(batched)],
+        }
+        rows = []
+        for name, command in commands.items():
+            port, process = self._served(command)
+            try:
+                for connections, streams in ((1, 1), (4, 4), (8, 8)):
+                    result = h2load(port, 1, connections, streams, seconds, self.work)
+                    rows.append({"target": name, **result})
+            finally:
+                peers.stop(process)
+        return rows
+
+
+def aggregate(results: list[dict]) -> list[dict]:
+    """Median and spread over runs, per target and cell."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["target"], r["cell"], r["concurrency"]), []).append(r)
+    rows = []
+    for (target, cell, concurrency), runs in groups.items():
+
+        def med(key, runs=runs):
+            values = [r[key] for r in runs if r[key] is not None]
+            return statistics.median(values) if values else None
+
+        errors: dict[str, int] = {}
+        for r in runs:
+            for code, count in r["errors"].items():
+                errors[code] = errors.get(code, 0) + count
+        rows.append(
+            {
+                "target": target,
+                "cell": cell,
+                "concurrency": concurrency,
+                "runs": len(runs),
+                "req_per_s": med("req_per_s"),
+                "req_per_s_min": min(r["req_per_s"] for r in runs),
+                "req_per_s_max": max(r["req_per_s"] for r in runs),
+                "rows_per_s": med("rows_per_s"),
+                "p50_ms": med("p50_ms"),
+                "p99_ms": med("p99_ms"),
+                "server_cores": med("server_cores"),
+                "client_cores": med("client_cores"),
+                "machine_cores": med("machine_cores"),
+                "server_cpu_ms_per_req": med("server_cpu_ms_per_req"),
+                "rss_mb_total": max(sum(r["rss_mb"]) for r in runs),
+                "rss_mb_max_process": max(max(r["rss_mb"]) for r in runs),
+                "errors": errors,
+            }
+        )
+    return rows
+
+
+def machine() -> dict:
+    import onnxruntime
+
+    cpu = platform.machine()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="forwardpass and bare only, 1 s cells, 1 run (CI)")
+    parser.add_argument("--no-peers", action="store_true", help="leave out MLServer and Triton")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="N, for the N-worker cells")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs = 1
+    bench = ServeBench(args)
+    try:
+        bench.run()
+        extras = bench.extras()
+    finally:
+        shutil.rmtree(bench.work, ignore_errors=True)
+    report = {
+        "machine": machine(),
+        "quick": args.quick,
+        "runs": args.runs,
+        "workers": args.workers,
+        "cells": aggregate(bench.results),
+        "raw": bench.results,
+        **extras,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "serve-quick" if args.quick else "serve"
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    from serve_report import markdown
+
+    (args.out / f"{stem}.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""The Markdown report of bench/serve.py: the table, the per-request profile, and the targets."""
+
+from __future__ import annotations
+
+PEERS = ("MLServer", "Triton")
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    n = report["workers"]
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"{m['cpu']}, {m['cores']} cores, {m['platform']}; Python {m['python']}, grpcio {m['grpcio']}, "
+        f"onnxruntime {m['onnxruntime']}, NumPy {m['numpy']}; {m['date']}.",
+        f"{report['runs']} run(s) per cell; medians, with req/s min-max over runs. Load: bench/loadgen.py "
+        "(grpc.aio, closed loop, one pre-encoded request for every server; 1 process at c=1, 2 above). "
+        "Client and servers share the machine's cores. Rerun: `make bench`.",
+        "",
+        "| server | cell | c | req/s (min-max) | rows/s | p50 ms | p99 ms | server cores | client cores | "
+        "machine cores | server CPU ms/req | RSS MB total (largest process) | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in report["cells"]:
+        errors = sum(c["errors"].values())
+        lines.append(
+            f"| {c['target']} | {c['cell']} | {c['concurrency']} | {c['req_per_s']:,.0f} "
+            f"({c['req_per_s_min']:,.0f}-{c['req_per_s_max']:,.0f}) | {c['rows_per_s']:,.0f} | {_f(c['p50_ms'])} | "
+            f"{_f(c['p99_ms'])} | {c['server_cores']:.2f} | {c['client_cores']:.2f} | {c['machine_cores']:.2f} | "
+            f"{_f(c['server_cpu_ms_per_req'], 3)} | {c['rss_mb_total']:.0f} ({c['rss_mb_max_process']:.0f}) | "
+            f"{errors} |"
+        )
+    cores = m["cores"]
+    bound = [c for c in report["cells"] if c["machine_cores"] >= 0.9 * cores]
+    lines += [
+        "",
+        f"Cells where the whole machine was at least 90% busy ({0.9 * cores:.1f} of {cores} cores), so the "
+        "load generator, not only the server, limited them: "
+        + (", ".join(f"{c['target']} c={c['concurrency']} {c['cell']}" for c in bound) or "none")
+        + ".",
+    ]
+    if report.get("profile"):
+        p = report["profile"]
+        lines += [
+            "",
+            "## One request, end to end (forwardpass, 1 worker, batch 1, c=1)",
+            "",
+            "| decode µs | onnxruntime µs | encode µs | gRPC, transport and client µs | p50 µs |",
+            "|---:|---:|---:|---:|---:|",
+            f"| {p['decode_us']:.1f} | {p['infer_us']:.1f} | {p['encode_us']:.1f} | "
+            f"{p['grpc_and_client_us']:.0f} | {p['p50_us']:.0f} |",
+        ]
+    if report.get("batching"):
+        lines += [
+            "",
+            "## Dynamic batching at c=64 (batch-1 requests)",
+            "",
+            "| workers | requests | onnxruntime runs | runs per request | req/s |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for workers, b in report["batching"].items():
+            lines.append(
+                f"| {workers} | {b['requests']:,} | {b['onnxruntime_runs']:,} | {b['runs_per_request']:.3f} | "
+                f"{b['req_per_s']:,.0f} |"
+            )
+    if report.get("h2load"):
+        lines += [
+            "",
+            "## h2load (nghttp2, C): the same bytes without a Python client",
+            "",
+            "| server | connections x streams | req/s | mean ms | failed |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for h in report["h2load"]:
+            lines.append(
+                f"| {h['target']} | {h['concurrency']} | {h.get('req_per_s', 0):,.0f} | "
+                f"{_f(h.get('mean_ms'))} | {h.get('failed', '?')} |"
+            )
+    lines += ["", "## Against the targets", ""] + [f"- {line}" for line in verdicts(report, n)] + [""]
+    return "\n".join(lines)
+
+
+def verdicts(report: dict, n: int) -> list[str]:
+    cells = {(c["target"], c["cell"], c["concurrency"]): c for c in report["cells"]}
+
+    def get(target: str, cell: str, c: int):
+        return cells.get((target, cell, c))
+
+    out = []
+    for workers, label in ((1, "1 worker"), (n, f"{n} workers")):
+        ours = get(f"forwardpass, {label}", "batch 1", 1)
+        bare = get(f"bare gRPC, {'1 process' if workers == 1 else f'{n} processes'}", "batch 1", 1)
+        if ours and bare:
+            ratio = ours["req_per_s"] / bare["req_per_s"]
+            out.append(
+                f"c=1 req/s, forwardpass {label} / bare: **{ratio:.2f}x** (target >= 0.9x): "
+                f"{'met' if ratio >= 0.9 else 'not met'}"
+            )
+    peer_cells = [c for c in report["cells"] if c["target"].startswith(PEERS)]
+    ours_cells = [c for c in report["cells"] if c["target"].startswith("forwardpass,")]
+    for concurrency in (16, 64):
+        peer = [c for c in peer_cells if c["cell"] == "batch 1" and c["concurrency"] == concurrency]
+        mine = [c for c in ours_cells if c["cell"] == "batch 1" and c["concurrency"] == concurrency]
+        if peer and mine:
+            best_peer = max(peer, key=lambda c: c["req_per_s"])
+            best = max(mine, key=lambda c: c["req_per_s"])
+            ratio = best["req_per_s"] / best_peer["req_per_s"]
+            lower = all(best["p99_ms"] < c["p99_ms"] for c in peer)
+            out.append(
+                f"c={concurrency} req/s, best forwardpass ({best['target']}) / best peer ({best_peer['target']}): "
+                f"**{ratio:.2f}x** (target >= 1.5x): {'met' if ratio >= 1.5 else 'not met'}; p99 "
+                f"{best['p99_ms']:.1f} ms, {'lower' if lower else 'not lower'} than every peer's"
+            )
+    ours64 = get(f"forwardpass, {n} workers", "batch 1", 64)
+    bare64 = get(f"bare gRPC, {n} processes", "batch 1", 64)
+    if ours64 and bare64 and ours64["server_cpu_ms_per_req"] and bare64["server_cpu_ms_per_req"]:
+        ratio = ours64["server_cpu_ms_per_req"] / bare64["server_cpu_ms_per_req"]
+        out.append(
+            f"server CPU per request at c=64, forwardpass {n} workers / bare: **{ratio:.2f}x** "
+            f"({ours64['server_cpu_ms_per_req']:.3f} vs {bare64['server_cpu_ms_per_req']:.3f} ms; target <= 1.5x): "
+            f"{'met' if ratio <= 1.5 else 'not met'}"
+        )
+    large = [c for c in ours_cells if c["cell"] == "65,536 rows"]
+    peer_large = [c for c in peer_cells if c["cell"] == "65,536 rows"]
+    bare_large = [c for c in report["cells"] if c["target"].startswith("bare") and c["cell"] == "65,536 rows"]
+    if large:
+        best = max(large, key=lambda c: c["rows_per_s"])
+        if peer_large:
+            best_peer = max(peer_large, key=lambda c: c["rows_per_s"])
+            ratio = best["rows_per_s"] / best_peer["rows_per_s"]
+            out.append(
+                f"65,536-row requests, best forwardpass / best peer ({best_peer['target']}) rows/s: "
+                f"**{ratio:.2f}x** (target >= 1.5x): {'met' if ratio >= 1.5 else 'not met'}"
+            )
+        if bare_large:
+            ceiling = max(bare_large, key=lambda c: c["rows_per_s"])
+            ratio = best["rows_per_s"] / ceiling["rows_per_s"]
+            out.append(
+                f"65,536-row requests, best forwardpass / bare ceiling for the same bytes: **{ratio:.2f}x** "
+                f"(target >= 0.8x): {'met' if ratio >= 0.8 else 'not met'}"
+            )
+    for workers, label in ((1, "1 worker"), (n, f"{n} workers")):
+        on = get(f"forwardpass, {label}, batching", "batch 1", 64)
+        off = get(f"forwardpass, {label}", "batch 1", 64)
+        b = (report.get("batching") or {}).get(workers) or (report.get("batching") or {}).get(str(workers))
+        if on and off:
+            ratio = on["req_per_s"] / off["req_per_s"]
+            runs = f"; {b['runs_per_request']:.3f} onnxruntime runs per request" if b else ""
+            out.append(f"batching on / off at c=64, {label}: **{ratio:.2f}x** req/s (target: no worse){runs}")
+    per_worker = [c["rss_mb_max_process"] for c in ours_cells]
+    if per_worker:
+        out.append(
+            f"resident memory per forwardpass process: at most **{max(per_worker):.0f} MB** (target < 150 MB): "
+            f"{'met' if max(per_worker) < 150 else 'not met'}"
+        )
+    return out
+
+
+def _f(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,120 @@
+"""Servers the benchmark measures beside `forwardpass serve`, on the same gRPC method and bytes.
+
+    python bench/stacks.py bare --port P --response resp.bin [--workers N] [--aio]
+        the ceiling: the same stack and message sizes, no decoding, no inference: it answers
+        every ModelInfer with the same pre-encoded response
+    python bench/stacks.py aio --port P --model-repository models
+        forwardpass's own handler (decode, onnxruntime, encode) on a grpc.aio server, to weigh
+        the sync server forwardpass uses against asyncio
+
+Both print "serving on HOST:PORT" once bound, and stop on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+
+SERVICE = "inference.GRPCInferenceService"
+LIMITS = [("grpc.max_receive_message_length", 64 * 2**20), ("grpc.max_send_message_length", 64 * 2**20)]
+
+
+def bare_sync(port: int, response: bytes, workers: int) -> None:
+    """N forked processes, each a sync server with 8 threads, as forwardpass runs its workers."""
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            server = grpc.server(ThreadPoolExecutor(max_workers=8), options=LIMITS)
+            handler = grpc.unary_unary_rpc_method_handler(lambda request, context: response)
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler}),))
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            server.start()
+            _wait_for_sigterm()
+            server.stop(1).wait()
+            os._exit(0)
+        children.append(pid)
+    print(f"serving on 127.0.0.1:{port}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: [os.kill(pid, signal.SIGTERM) for pid in children])
+    for pid in children:
+        os.waitpid(pid, 0)
+
+
+def _wait_for_sigterm() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+
+
+async def bare_aio(port: int, response: bytes) -> None:
+    async def echo(request, context):
+        return response
+
+    server = grpc.aio.server(options=LIMITS)
+    handler = grpc.unary_unary_rpc_method_handler(echo)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler}),))
+    await _serve_aio(server, port)
+
+
+async def ours_aio(port: int, repository: Path) -> None:
+    """forwardpass's decode / infer / encode, unchanged, in an asyncio handler."""
+    from forwardpass.protos import grpc_service_pb2 as pb
+    from forwardpass.server import codec
+    from forwardpass.server.repository import Repository
+
+    models = Repository(repository, provider="cpu", threads=1)
+    models.load()
+
+    async def infer(request, context):
+        model = models.get(request.model_name, request.model_version)
+        x, rows = codec.decode_input(request, model)
+        return codec.encode_response(request, model, model.infer(x, rows, codec.requested_outputs(request, model)))
+
+    server = grpc.aio.server(options=LIMITS)
+    handler = grpc.unary_unary_rpc_method_handler(
+        infer,
+        request_deserializer=pb.ModelInferRequest.FromString,
+        response_serializer=pb.ModelInferResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler}),))
+    await _serve_aio(server, port)
+
+
+async def _serve_aio(server, port: int) -> None:
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print(f"serving on 127.0.0.1:{port}", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=["bare", "aio"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--response", type=Path, help="bare: the pre-encoded ModelInferResponse")
+    parser.add_argument("--workers", type=int, default=1, help="bare, sync: processes")
+    parser.add_argument("--aio", action="store_true", help="bare: a grpc.aio server instead of sync")
+    parser.add_argument("--model-repository", type=Path, help="aio: the models to serve")
+    args = parser.parse_args()
+    if args.kind == "bare" and args.aio:
+        asyncio.run(bare_aio(args.port, args.response.read_bytes()))
+    elif args.kind == "bare":
+        bare_sync(args.port, args.response.read_bytes(), args.workers)
+    else:
+        asyncio.run(ours_aio(args.port, args.model_repository))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
