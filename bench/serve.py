@@ -412,7 +412,7 @@ def worker_statistics(port: int, workers: int) -> dict:
     total = {"workers_seen": len(stats)}
     for name in ("inference_count", "execution_count"):
         total[name] = sum(getattr(s, name) for s in stats)
-    for name in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
+    for name in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
         total[name] = {
             "count": sum(getattr(s.inference_stats, name).count for s in stats),
             "ns": sum(getattr(s.inference_stats, name).ns for s in stats),
@@ -511,7 +511,14 @@ class ServeBench(Bench):
             port, process = self._served(command)
             try:
                 for connections, streams in ((1, 1), (4, 4), (8, 8)):
+                    # h2load counts HTTP/2 answers; the gRPC status rides in trailers it does not read,
+                    # so forwardpass's own success counter says how many calls really succeeded.
+                    counted = "forwardpass" in name
+                    before = worker_statistics(port, n) if counted else None
                     result = h2load(port, 1, connections, streams, seconds, self.work)
+                    if counted:
+                        after = worker_statistics(port, n)
+                        result["grpc_failed"] = after["fail"]["count"] - before["fail"]["count"]
                     rows.append({"target": name, **result})
             finally:
                 peers.stop(process)

@@ -68,13 +68,13 @@ def markdown(report: dict) -> str:
             "",
             "## h2load (nghttp2, C): the same bytes without a Python client",
             "",
-            "| server | connections x streams | req/s | mean ms | failed |",
-            "|---|---|---:|---:|---:|",
+            "| server | connections x streams | req/s | mean ms | HTTP/2 failed | gRPC failed (server's count) |",
+            "|---|---|---:|---:|---:|---:|",
         ]
         for h in report["h2load"]:
             lines.append(
                 f"| {h['target']} | {h['concurrency']} | {h.get('req_per_s', 0):,.0f} | "
-                f"{_f(h.get('mean_ms'))} | {h.get('failed', '?')} |"
+                f"{_f(h.get('mean_ms'))} | {h.get('failed', '?')} | {h.get('grpc_failed', '-')} |"
             )
     lines += ["", "## Against the targets", ""] + [f"- {line}" for line in verdicts(report, n)] + [""]
     return "\n".join(lines)

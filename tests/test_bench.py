@@ -1,0 +1,29 @@
+"""The benchmarks run, in their quick modes, so they cannot rot; their numbers are not asserted."""
+
+import json
+import subprocess
+import sys
+
+from helpers import ROOT
+
+
+def test_local_bench_quick(tmp_path):
+    result = subprocess.run([sys.executable, "bench/local.py", "--quick", "--out", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "local-quick.json").read_text())
+    assert {c["n"] for c in report["throughput"]["rows"]} == {1, 256, 4096, 65536}
+    assert "Against the targets" in (tmp_path / "local-quick.md").read_text()
+
+
+def test_serve_bench_quick(tmp_path):
+    result = subprocess.run([sys.executable, "bench/serve.py", "--quick", "--out", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "serve-quick.json").read_text())
+    cells = {(c["target"].split(",")[0], c["cell"], c["concurrency"]) for c in report["cells"]}
+    assert ("forwardpass", "batch 1", 64) in cells and ("bare gRPC", "65,536 rows", 1) in cells
+    assert all(sum(c["errors"].values()) == 0 for c in report["cells"])
+    assert report["profile"]["infer_us"] > 0
+    markdown = (tmp_path / "serve-quick.md").read_text()
+    assert "## Against the targets" in markdown and "## One request, end to end" in markdown
