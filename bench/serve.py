@@ -8,7 +8,8 @@ closed loop over several connections, the same pre-encoded request for all):
   * bare: a gRPC server on the same stack with the same message sizes that does no inference;
   * forwardpass with 1 and N workers, dynamic batching off and on, and its handler on grpc.aio;
   * MLServer 1.7 through a small onnxruntime runtime, defaults and parallel_workers=0, and Triton
-    as bundled by nvidia-pytriton, each in a virtualenv of its own (built on first use, in .bench/).
+    as bundled by nvidia-pytriton, each in a virtualenv of its own (built on first use, about a
+    minute each, under ~/.cache/forwardpass-peers).
 Cells: batch-1 requests at concurrency 1, 16 and 64, and 65,536-row requests at concurrency 1:
 requests/s, rows/s, p50 and p99, CPU of server and client, and each server's resident memory.
 h2load (nghttp2-client), where installed, drives the same bytes from C to show where the Python
@@ -24,7 +25,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -74,12 +74,6 @@ def response_bytes(rows: int) -> bytes:
     response.outputs.add(name="y", datatype="FP32", shape=[rows, 1])
     response.raw_output_contents.append(np.zeros((rows, 1), np.float32).tobytes())
     return response.SerializeToString()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def process_tree(pid: int) -> list[int]:
@@ -185,10 +179,10 @@ class Bench:
 
     def start(self, target: Target, port: int) -> subprocess.Popen:
         if target.peer == "mlserver":
-            python = peers.ensure_venv("mlserver", ROOT / ".bench")
+            python = peers.ensure_venv("mlserver", peers.default_root())
             return peers.start_mlserver(python, MODEL, port, self.work / f"mlserver-{port}", **target.options)
         if target.peer == "pytriton":
-            python = peers.ensure_venv("pytriton", ROOT / ".bench")
+            python = peers.ensure_venv("pytriton", peers.default_root())
             return peers.start_pytriton(python, MODEL, port, self.work / f"pytriton-{port}", max_batch_size=65536)
         command = [*target.command, "--port", str(port)]
         if "bare" in command:
@@ -208,7 +202,7 @@ class Bench:
                 self._measure(target, run)
 
     def _measure(self, target: Target, run: int) -> None:
-        port = free_port()
+        port = peers.free_port()
         process = self.start(target, port)
         try:
             wait_answering(port, process, self.requests[1].read_bytes(), timeout=300)
@@ -237,7 +231,7 @@ class Bench:
 
     def _bare_large(self, target: Target, run: int) -> None:
         """The ceiling for 65,536-row requests: the bare server answering with a 65,536-row response."""
-        port = free_port()
+        port = peers.free_port()
         command = [*target.command, "--port", str(port), "--response", str(self.work / "response-65536.bin")]
         process = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -436,7 +430,7 @@ class ServeBench(Bench):
         return extras
 
     def _served(self, command: list[str]):
-        port = free_port()
+        port = peers.free_port()
         process = subprocess.Popen(
             [*command, "--port", str(port)],
             cwd=ROOT,

@@ -76,8 +76,33 @@ def markdown(report: dict) -> str:
                 f"| {h['target']} | {h['concurrency']} | {h.get('req_per_s', 0):,.0f} | "
                 f"{_f(h.get('mean_ms'))} | {h.get('failed', '?')} | {h.get('grpc_failed', '-')} |"
             )
+    lines += stack_choice(report)
     lines += ["", "## Against the targets", ""] + [f"- {line}" for line in verdicts(report, n)] + [""]
     return "\n".join(lines)
+
+
+def stack_choice(report: dict) -> list[str]:
+    """The figures that decide sync grpc.server against grpc.aio for forwardpass's own handler."""
+    cells = {(c["target"], c["concurrency"]): c for c in report["cells"] if c["cell"] == "batch 1"}
+    rows = []
+    for concurrency in (1, 16, 64):
+        sync = cells.get(("forwardpass, 1 worker", concurrency))
+        aio = cells.get(("forwardpass handler on grpc.aio, 1 process", concurrency))
+        if sync and aio:
+            rows.append(
+                f"| {concurrency} | {sync['req_per_s']:,.0f} | {aio['req_per_s']:,.0f} | "
+                f"{sync['req_per_s'] / aio['req_per_s']:.2f}x |"
+            )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Sync grpc.server or grpc.aio, for forwardpass's handler (1 process, batch 1)",
+        "",
+        "| c | sync req/s | aio req/s | sync / aio |",
+        "|---:|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def verdicts(report: dict, n: int) -> list[str]:

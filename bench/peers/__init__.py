@@ -52,6 +52,12 @@ def _say(message: str) -> None:
     print(f"[peers] {message}", file=sys.stderr, flush=True)
 
 
+def default_root() -> Path:
+    """Where the venvs live unless --root says otherwise: outside the work tree, so they survive it."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "forwardpass-peers"
+
+
 def ensure_venv(name: str, root: Path) -> Path:
     """Create (once) the virtualenv ``root/venv-{name}`` with the pinned packages; return its python.
 
@@ -75,7 +81,8 @@ def ensure_venv(name: str, root: Path) -> Path:
     venv.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     _say(f"venv-{name}: creating {venv}")
-    # The interpreter running this module: the peers need a CPython 3.11 with a shared libpython.
+    # On the interpreter running this (its base install, when that is a venv itself): PyTriton's
+    # Python-backend stub then loads this interpreter's shared libpython (see start_pytriton).
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     _say(f"venv-{name}: upgrading pip")
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
@@ -93,28 +100,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(argv: list[str], workdir: Path, env: dict[str, str]) -> subprocess.Popen:
-    """Start a server in a session of its own (so stop() can signal it and all its children),
-    its stdout and stderr going to ``workdir/server.log`` (a pipe nobody reads could fill and block it).
-    """
-    log = open(workdir / "server.log", "wb")  # noqa: SIM115 - the child keeps it; closed in stop()
-    proc = subprocess.Popen(
-        argv,
-        cwd=workdir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    proc.log_path = workdir / "server.log"  # type: ignore[attr-defined]
-    proc.log_file = log  # type: ignore[attr-defined]
-    return proc
+class PeerProcess(subprocess.Popen):
+    """A server process whose stdout and stderr go to ``log_path`` (a pipe nobody reads could fill and block it)."""
+
+    log_path: Path
 
 
-def _tail(proc: subprocess.Popen, chars: int = 4000) -> str:
+def _start(argv: list[str], workdir: Path, env: dict[str, str]) -> PeerProcess:
+    """Start a server in a session of its own, so that stop() can signal it and all its children at once."""
+    log_path = workdir / "server.log"
+    with open(log_path, "wb") as log:  # the child holds its own copy of the descriptor
+        process = PeerProcess(
+            argv,
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    process.log_path = log_path
+    return process
+
+
+def _tail(process: subprocess.Popen, chars: int = 4000) -> str:
     """The last ``chars`` characters of a server's log, for error messages."""
-    path = getattr(proc, "log_path", None)
+    path = getattr(process, "log_path", None)
     if path is None or not Path(path).exists():
         return "(no log)"
     return Path(path).read_text(errors="replace")[-chars:]
@@ -132,8 +143,9 @@ def start_mlserver(
 
     The model runs in ``mlserver_runtime.OnnxModel``, a custom runtime as MLServer users write one.
     ``parallel_workers=0`` runs inference in the main process (MLServer's fastest setting); with
-    ``adaptive_batching`` requests are merged up to 64 rows or 2 ms. HTTP goes to a free port;
-    metrics are off. The settings files are written into ``workdir``.
+    ``adaptive_batching`` MLServer merges up to 64 requests (MLServer counts requests, not rows),
+    waiting at most 2 ms for them. HTTP goes to a free port; metrics are off. The settings files
+    and the server's log (server.log) are written into ``workdir``.
     """
     workdir = Path(workdir).resolve()
     model_dir = workdir / MODEL_NAME
@@ -161,10 +173,9 @@ def start_mlserver(
     env = dict(os.environ)
     # MLServer imports the runtime by module name; the parallel workers inherit this path too.
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), *filter(None, [env.get("PYTHONPATH")])])
-    # The venv's bin/ first on PATH: MLServer's workers are started with that interpreter.
-    env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", "")])
     _say(f"mlserver: starting on {HOST}:{port} (parallel_workers={parallel_workers}, adaptive={adaptive_batching})")
-    return _start([str(python), "-m", "mlserver", "start", str(workdir)], workdir, env)
+    # The venv's console script: the mlserver package has no __main__ to run with -m.
+    return _start([str(Path(python).parent / "mlserver"), "start", str(workdir)], workdir, env)
 
 
 def _libdir(python: Path) -> str:
@@ -184,7 +195,8 @@ def start_pytriton(
     """Start PyTriton's bundled Triton server (CPU) serving ``model`` as ``mlp_3_4_1`` on 127.0.0.1:``port``.
 
     The infer function runs onnxruntime on the same file; Triton's dynamic batcher is on (no delay)
-    up to ``max_batch_size`` rows. HTTP and metrics go to other free ports.
+    up to ``max_batch_size`` rows. HTTP and metrics go to other free ports. PyTriton's workspace
+    (sockets, model store) and the server's log (server.log) are in ``workdir``.
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -213,62 +225,100 @@ def start_pytriton(
     return _start(argv, workdir, env)
 
 
-def wait_ready(port: int, process: subprocess.Popen, timeout: float) -> None:
-    """Wait until the server on 127.0.0.1:``port`` says ServerReady, or raise with its log's tail.
+def _model_ready_request(model: str) -> bytes:
+    """A serialized ModelReadyRequest: field 1 (``name``), a length-delimited string."""
+    name = model.encode()
+    length = bytearray()
+    n = len(name)
+    while True:  # the length as a protobuf varint: 7 bits a byte, high bit set on all but the last
+        length.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            break
+    return b"\x0a" + bytes(length) + name
 
-    A raw unary call keeps this free of any protocol stubs: the request is the empty message and
-    the response's field 1 is the bool ``ready`` (b"\\x08\\x01" when true).
+
+def wait_ready(port: int, process: subprocess.Popen, timeout: float, model: str | None = MODEL_NAME) -> None:
+    """Wait until the server on 127.0.0.1:``port`` is ready to serve, or raise with its log's tail.
+
+    Ready means ServerReady and, unless ``model`` is None, ModelReady for ``model``: Triton (under
+    PyTriton) answers ServerReady before PyTriton has loaded any model. Raw unary calls keep this
+    free of protocol stubs: both responses hold the bool ``ready`` as field 1 (bytes 08 01 when true).
     """
     import grpc  # the caller's grpc; imported here so the module loads without it
 
+    checks = [("/inference.GRPCInferenceService/ServerReady", b"")]
+    if model is not None:
+        checks.append(("/inference.GRPCInferenceService/ModelReady", _model_ready_request(model)))
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(f"{HOST}:{port}") as channel:
-        ready = channel.unary_unary("/inference.GRPCInferenceService/ServerReady")
+        calls = [(channel.unary_unary(method), request) for method, request in checks]
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited with {process.returncode} before ready:\n{_tail(process)}")
             try:
-                if ready(b"", timeout=1.0) == b"\x08\x01":
+                if all(call(request, timeout=1.0) == b"\x08\x01" for call, request in calls):
                     return
             except grpc.RpcError:
-                pass  # not listening yet, or not ready: ask again
+                pass  # not listening yet, or the model not known yet: ask again
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server on port {port} not ready after {timeout:.0f} s:\n{_tail(process)}")
-            time.sleep(0.25)
+            time.sleep(0.1)
 
 
 def stop(process: subprocess.Popen, timeout: float = 20.0) -> None:
-    """Stop a server started here and every process in its session: SIGTERM, then SIGKILL after ``timeout``."""
-    pgid = process.pid  # start_new_session made the server a session and group leader
+    """Stop a server started here and every process in its session: SIGTERM, then SIGKILL after ``timeout``.
+
+    The whole group is signalled, as a terminal's Ctrl-C would: both servers run worker processes
+    (MLServer's inference pool, Triton and PyTriton's proxies) that must not outlive the benchmark.
+    """
+    pgid = process.pid  # start_new_session made the server the leader of its own group
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    # Wait for the leader and for its children, which may take longer to shut down (or hang).
+    while time.monotonic() < deadline:
+        process.poll()
+        if process.returncode is not None and not _group_alive(pgid):
+            return
+        time.sleep(0.1)
+    _say(f"pid {pgid}: still running {timeout:.0f} s after SIGTERM, killing its process group")
+    _signal_group(pgid, signal.SIGKILL)
+    process.wait()
+    # The group's other members were reparented: give the kernel a moment to reap them.
+    while _group_alive(pgid) and time.monotonic() < deadline + 5:
+        time.sleep(0.1)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    """Send ``signum`` to process group ``pgid``; a group that is already gone is fine."""
     try:
-        os.killpg(pgid, signal.SIGTERM)
+        os.killpg(pgid, signum)
     except ProcessLookupError:
         pass
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _say(f"pid {process.pid}: no exit {timeout:.0f} s after SIGTERM, killing its group")
-    # Children may outlive the leader (or ignore SIGTERM): wait for the group to empty, then kill it.
-    deadline = time.monotonic() + timeout
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _group_alive(pgid):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    process.wait()
-    log = getattr(process, "log_file", None)
-    if log is not None:
-        log.close()
 
 
 def _group_alive(pgid: int) -> bool:
-    """Whether any process is still in group ``pgid`` (signal 0 probes without signalling)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    """Whether any live (not zombie) process is still in group ``pgid``.
+
+    A zombie has exited and only waits to be reaped by its parent, so it does not count. Read
+    from /proc; where there is none, a signal-0 probe answers (zombies included).
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
         return True
-    return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        # After the command name in parentheses (which may itself hold spaces): state, ppid, pgrp.
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            return True
+    return False
