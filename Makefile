@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FP ?= $(PY) -m forwardpass
 MODEL_REPO ?= models
 
-.PHONY: run demo test lint models protos bench clean
+.PHONY: run demo test lint models protos bench bench-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,15 @@ models: $(STAMP)
 protos: $(STAMP)
 	$(PY) protos/generate.py
 
-bench: $(STAMP)
+# The serving benchmark builds MLServer's and PyTriton's virtualenvs on first use (a minute each,
+# under ~/.cache/forwardpass-peers) and uses h2load from Debian's nghttp2-client when it can.
+bench: $(STAMP) bench-tools
 	$(PY) bench/local.py
+	$(PY) bench/serve.py
+
+bench-tools:
+	@command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client) \
+		|| echo "h2load not installed (apt-get install nghttp2-client): its cells are left out"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

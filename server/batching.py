@@ -1,11 +1,16 @@
 """Triton's dynamic batcher, so that a config.pbtxt means the same here as in Triton.
 
-Requests queue in arrival order. One thread takes the oldest and adds the following ones while
-their rows fit in max_batch_size (rows, not requests; a request is never split). The batch runs at
-once when it reaches max_batch_size or a preferred_batch_size, or when nothing more fits; otherwise
-it waits until the oldest request has waited max_queue_delay_microseconds (0 by default: no wait,
-so batches form only from requests that arrived while the previous batch ran). Each caller gets
-exactly its own rows back.
+Requests queue in arrival order. A batch takes the oldest request and the following ones while
+their rows fit in max_batch_size (rows, not requests; a request is never split). It runs at once
+when it reaches max_batch_size or a preferred_batch_size, or when the next request does not fit;
+otherwise it waits until the oldest request has waited max_queue_delay_microseconds (0 by
+default: no wait, so batches form only from requests that arrived while the previous batch ran,
+as with one Triton model instance). Each caller gets exactly its own rows back.
+
+No thread of its own: the caller that finds the batcher idle leads, forms the batch and runs it;
+the others wait. When it is done, the leader hands the lead to the oldest request still queued.
+An idle batcher therefore costs a lone request no thread switch, which keeps batching no slower
+than running requests one by one on a CPU.
 """
 
 from __future__ import annotations
@@ -23,15 +28,16 @@ from forwardpass.runtime import Runtime
 from .stats import Statistics
 
 
-@dataclass
+@dataclass(eq=False)  # identity, not field equality: x is an array
 class Pending:
-    """One request waiting for its batch."""
+    """One request waiting for its batch, or to lead the next one."""
 
     x: np.ndarray
     rows: int
     outputs: tuple[str, ...]
     enqueued_ns: int = field(default_factory=time.monotonic_ns)
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event | None = None  # followers only: a leader never waits
+    lead: bool = False  # set, then woken: form and run the next batch
     result: dict[str, np.ndarray] | None = None
     error: BaseException | None = None
 
@@ -53,28 +59,47 @@ class Batcher:
         self.delay_ns = max_delay_us * 1000
         self.stats = stats or Statistics()
         self.queue: deque[Pending] = deque()
-        self.ready = threading.Condition()
-        threading.Thread(target=self._loop, name="batcher", daemon=True).start()
+        self.arrived = threading.Condition()  # guards queue and busy; notified on every arrival
+        self.busy = False  # a leader is forming or running a batch
 
     def infer(self, x: np.ndarray, rows: int, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Queue x (rows already checked against max_batch_size) and wait for its own outputs."""
         pending = Pending(x, rows, outputs)
-        with self.ready:
+        with self.arrived:
             self.queue.append(pending)
-            self.ready.notify()
-        pending.done.wait()
+            pending.lead = not self.busy
+            if not pending.lead:
+                pending.wake = threading.Event()
+            self.busy = True
+            self.arrived.notify()
+        while pending.result is None and pending.error is None:
+            if pending.lead:
+                pending.lead = False
+                self._lead()
+            else:
+                pending.wake.wait()
+                pending.wake.clear()
         if pending.error is not None:
             raise pending.error
         return pending.result
 
-    def _loop(self) -> None:
-        while True:
-            self._run(self._next_batch())
+    def _lead(self) -> None:
+        """Form one batch, run it, then pass the lead on (or leave the batcher idle)."""
+        batch = self._form()
+        self._run(batch)
+        with self.arrived:
+            successor = self.queue[0] if self.queue else None
+            self.busy = successor is not None
+            if successor is not None:
+                successor.lead = True
+        for pending in batch:
+            if pending.wake is not None:
+                pending.wake.set()
+        if successor is not None:  # still queued, so not in this batch, and a follower
+            successor.wake.set()
 
-    def _next_batch(self) -> list[Pending]:
-        with self.ready:
-            while not self.queue:
-                self.ready.wait()
+    def _form(self) -> list[Pending]:
+        with self.arrived:
             batch = [self.queue.popleft()]
             rows = batch[0].rows
             deadline = batch[0].enqueued_ns + self.delay_ns
@@ -86,7 +111,7 @@ class Batcher:
                 remaining = deadline - time.monotonic_ns()
                 if full or remaining <= 0:
                     return batch
-                self.ready.wait(remaining / 1e9)
+                self.arrived.wait(remaining / 1e9)
 
     def _run(self, batch: list[Pending]) -> None:
         start = time.monotonic_ns()
@@ -94,14 +119,13 @@ class Batcher:
             names = tuple(dict.fromkeys(name for p in batch for name in p.outputs))  # union, in order
             x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch], axis=self.axis)
             outputs = self.runtime.run(x, names)
-            self.stats.record_execution()
-            bounds = np.cumsum([p.rows for p in batch])[:-1]
-            pieces = {name: np.split(array, bounds, axis=self.axis) for name, array in outputs.items()}
-            for i, pending in enumerate(batch):
-                pending.result = {name: pieces[name][i] for name in pending.outputs}
-        except BaseException as exc:  # every caller of the batch hears of it; the loop lives on
+            first = 0
+            for pending in batch:  # each caller's own rows: views, no copies
+                rows = slice(first, first + pending.rows)
+                first += pending.rows
+                where = rows if self.axis == 0 else (slice(None), rows)
+                pending.result = {name: outputs[name][where] for name in pending.outputs}
+        except Exception as exc:  # every caller of the batch hears of it; the batcher goes on
             for pending in batch:
                 pending.error = exc
-        for pending in batch:
-            self.stats.record_queue(start - pending.enqueued_ns)
-            pending.done.set()
+        self.stats.record_execution([start - pending.enqueued_ns for pending in batch])

@@ -105,7 +105,6 @@ class ServedModel:
             return self.batcher.infer(x, rows, outputs)
         result = self.runtime.run(x, outputs)
         self.stats.record_execution()
-        self.stats.record_queue(0)
         return result
 
 

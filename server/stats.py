@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -45,15 +46,13 @@ class Statistics:
             self.compute_infer.add(infer_ns)
             self.compute_output.add(output_ns)
 
-    def record_execution(self) -> None:
-        """One onnxruntime run, of one request or of a dynamic batch of several."""
+    def record_execution(self, queued_ns: Sequence[int] = (0,)) -> None:
+        """One onnxruntime run, of one request or of a dynamic batch, with each request's wait for it
+        (0 without dynamic batching)."""
         with self._lock:
             self.execution_count += 1
-
-    def record_queue(self, ns: int) -> None:
-        """The time one request waited for its batch (0 without dynamic batching)."""
-        with self._lock:
-            self.queue.add(ns)
+            for ns in queued_ns:
+                self.queue.add(ns)
 
     def record_failure(self, ns: int) -> None:
         """One request refused or failed after ns nanoseconds."""
