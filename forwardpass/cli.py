@@ -186,6 +186,12 @@ def make_parser() -> argparse.ArgumentParser:
         default=os.cpu_count() or 1,
         help="worker processes sharing the port, each with its own sessions (default: the cores)",
     )
+    serve.add_argument(
+        "--ort-threads",
+        type=int,
+        default=1,
+        help="onnxruntime intra-op threads per worker; 0 lets onnxruntime use every core",
+    )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     serve.set_defaults(handler=cmd_serve)
 
@@ -279,6 +285,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         skip_bad_models=args.skip_bad_models,
         max_message_bytes=int(args.max_message_mb * 2**20),
         workers=args.workers,
+        ort_threads=args.ort_threads,
     )
     return serve(options)
 

@@ -144,6 +144,10 @@ class Runtime:
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
+        if threads != 1:
+            # Idle pool threads would spin for work, burning cores that other workers and the gRPC
+            # threads need; a small model's calls are too short to gain from spinning.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         offered = ort.get_available_providers()
         if provider == "cuda" and CUDA not in offered:
             raise ProviderError(
