@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+INTEROP := $(VENV)/.interop
 FP ?= $(PY) -m forwardpass
 MODEL_REPO ?= models
 
@@ -22,7 +23,15 @@ demo: $(STAMP)
 
 # tritonclient and our stubs both define the protobuf package `inference`; one process can hold
 # only one, so the tritonclient tests run in a pytest process of their own.
-test: $(STAMP) lint
+# The other runtimes and trainers the interop tests use: the interop extra (openvino, tract,
+# scikit-learn, torch, skl2onnx) and onnxruntime-node, whose install script would fetch CUDA
+# binaries from a host this machine cannot reach: the CPU build inside the package is enough.
+$(INTEROP): $(STAMP) interop/package.json interop/package-lock.json
+	$(PY) -m pip install --quiet -e '.[cpu,test,interop]'
+	ONNXRUNTIME_NODE_INSTALL=skip npm ci --prefix interop --no-audit --no-fund --loglevel=error
+	touch $(INTEROP)
+
+test: $(STAMP) $(INTEROP) lint
 	$(PY) -m pytest
 	FORWARDPASS_TRITON_TESTS=1 $(PY) -m pytest tests/triton
 

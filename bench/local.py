@@ -243,6 +243,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="2 repeats, N up to 65,536: a smoke run, not a report")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results")
+    parser.add_argument("--update-readme", action="store_true", help="put the headline in the README")
     args = parser.parse_args()
     sizes = SIZES[:4] if args.quick else SIZES
     repeats = 2 if args.quick else args.repeats
@@ -252,6 +253,10 @@ def main() -> int:
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))
+    if args.update_readme:
+        from readme import replace_section
+
+        replace_section("local-headline", headline(result) + "\n")
     return 0
 
 

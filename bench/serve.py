@@ -1,6 +1,6 @@
 """Serving speed: forwardpass beside the gRPC ceiling and the servers users would run instead.
 
-    python bench/serve.py             # everything, 3 runs (make bench): about 15 minutes
+    python bench/serve.py             # everything, 2 runs (make bench): about 30 minutes
     python bench/serve.py --quick     # forwardpass and the bare server only, a second per cell (CI)
 
 Servers, each started here on loopback and driven by the same load generator (bench/loadgen.py: a
@@ -583,10 +583,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="forwardpass and bare only, 1 s cells, 1 run (CI)")
     parser.add_argument("--no-peers", action="store_true", help="leave out MLServer and Triton")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="N, for the N-worker cells")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--update-readme", action="store_true", help="put the headline in the README")
+    parser.add_argument("--report", type=Path, help="only write the Markdown (and README) from this JSON")
     args = parser.parse_args()
+    if args.report:
+        return write_report(json.loads(args.report.read_text()), args.out, args.report.stem, args.update_readme)
     if args.quick:
         args.runs = 1
     bench = ServeBench(args)
@@ -607,10 +611,17 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "serve-quick" if args.quick else "serve"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    from serve_report import markdown
+    return write_report(report, args.out, stem, args.update_readme)
 
-    (args.out / f"{stem}.md").write_text(markdown(report))
+
+def write_report(report: dict, out: Path, stem: str, update_readme: bool) -> int:
+    from readme import replace_section
+    from serve_report import headline, markdown
+
+    (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
+    if update_readme:
+        replace_section("serve-headline", headline(report))
     return 0
 
 

@@ -81,6 +81,36 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def headline(report: dict) -> str:
+    """For the README: batch-1 req/s per server at each concurrency, and the verdicts."""
+    cells = [c for c in report["cells"] if c["cell"] == "batch 1"]
+    large = {c["target"]: c for c in report["cells"] if c["cell"] == "65,536 rows"}
+    targets = list(dict.fromkeys(c["target"] for c in cells))
+    lines = [
+        "| server | c=1 req/s | c=16 | c=64 | p99 ms at c=64 | 65,536-row requests, rows/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for target in targets:
+        by_c = {c["concurrency"]: c for c in cells if c["target"] == target}
+        rows_per_s = large[target]["rows_per_s"] if target in large else None
+        lines.append(
+            f"| {target} | "
+            + " | ".join(f"{by_c[c]['req_per_s']:,.0f}" if c in by_c else "-" for c in (1, 16, 64))
+            + f" | {_f(by_c[64]['p99_ms'], 1) if 64 in by_c else '-'} | "
+            + (f"{rows_per_s / 1e6:.1f} M" if rows_per_s else "-")
+            + " |"
+        )
+    m = report["machine"]
+    lines += [
+        "",
+        f"{m['cpu']}, {m['cores']} cores, {m['date']}; {report['runs']} runs, medians. "
+        "Full table, CPU, memory, profile and h2load: bench/results/serve.md.",
+        "",
+    ]
+    lines += [f"- {line}" for line in verdicts(report, report["workers"])]
+    return "\n".join(lines) + "\n"
+
+
 def stack_choice(report: dict) -> list[str]:
     """The figures that decide sync grpc.server against grpc.aio for forwardpass's own handler."""
     cells = {(c["target"], c["concurrency"]): c for c in report["cells"] if c["cell"] == "batch 1"}

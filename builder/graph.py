@@ -41,6 +41,7 @@ ONNX_OP = {
     "relu": "Relu",
     "leaky_relu": "LeakyRelu",
     "identity": "Identity",
+    "softmax": "Softmax",
 }
 
 
@@ -108,7 +109,7 @@ def build_model(
         gemm_inputs = [a, f"W{l}", f"b{l}"] if rows else [f"W{l}", a, f"b{l}"]
         nodes.append(helper.make_node("Gemm", gemm_inputs, [z], name=z, **({"transB": 1} if rows else {})))
         a = options.output_name if l == spec.depth else f"A{l}"
-        attrs = {"alpha": act.alpha} if act.name == "leaky_relu" else {}
+        attrs = _attributes(act.name, act.alpha, rows)
         nodes.append(helper.make_node(ONNX_OP[act.name], [z], [a], name=a, **attrs))
         hidden += [(z, spec.sizes[l])] + ([(a, spec.sizes[l])] if l < spec.depth else [])
     outputs = [(options.output_name, spec.sizes[-1])] + (hidden if options.expose_hidden else [])
@@ -138,6 +139,14 @@ def serialize(model: onnx.ModelProto) -> bytes:
 def check(model: onnx.ModelProto) -> None:
     """onnx's full check (types and shapes included); raises onnx's ValidationError."""
     onnx.checker.check_model(model, full_check=True)
+
+
+def _attributes(name: str, alpha: float | None, rows: bool) -> dict:
+    if name == "leaky_relu":
+        return {"alpha": alpha}
+    if name == "softmax":
+        return {"axis": 1 if rows else 0}  # over the units: the last axis in rows, the first in columns
+    return {}
 
 
 def _tensor_type(name: str, width: int, options: ExportOptions) -> onnx.ValueInfoProto:

@@ -38,11 +38,18 @@ def identity(z: np.ndarray) -> np.ndarray:
     return z
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    """exp(z_i) / sum_j exp(z_j) over the units of each column; shifted by the max, which cancels."""
+    e = np.exp(z - z.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
+
+
 def g(activation: Activation, z: np.ndarray) -> np.ndarray:
     """Apply one layer's activation."""
     if activation.name == "leaky_relu":
         return leaky_relu(z, activation.alpha)
-    return {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "identity": identity}[activation.name](z)
+    functions = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "identity": identity, "softmax": softmax}
+    return functions[activation.name](z)
 
 
 @dataclass(frozen=True)

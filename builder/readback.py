@@ -34,6 +34,7 @@ class ReadBack:
     input_name: str
     output_name: str
     hidden_outputs: tuple[str, ...]
+    producer: str = ""
 
     @property
     def options(self) -> ExportOptions:
@@ -85,7 +86,7 @@ def read_model(model: onnx.ModelProto) -> ReadBack:
         spec = NetworkSpec(walk.sizes, tuple(walk.acts), tuple(walk.weights), tuple(walk.biases))
     except SpecError as exc:
         raise ModelFormatError(str(exc)) from None
-    return ReadBack(spec, walk.layout, dtype, opset, inputs[0].name, walk.current, hidden)
+    return ReadBack(spec, walk.layout, dtype, opset, inputs[0].name, walk.current, hidden, model.producer_name)
 
 
 class _Walk:
@@ -154,9 +155,16 @@ class _Walk:
         if list(node.input) != [self.current]:
             raise ModelFormatError(f"{where}: does not take the Gemm output {self.current!r}")
         alpha = None
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "LeakyRelu":
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             alpha = attrs.get("alpha", ONNX_LEAKY_DEFAULT)
+        if node.op_type == "Softmax":
+            units_axes = (1, -1) if self.layout == "rows" else (0, -2)
+            if attrs.get("axis", -1) not in units_axes:
+                raise ModelFormatError(
+                    f"{where}: axis {attrs.get('axis', -1)} is not the units axis of {self.layout} layout "
+                    f"({units_axes[0]})"
+                )
         self.acts.append(Activation(ACTIVATION_OF[node.op_type], alpha))
         self.current = node.output[0]
         self.tensors.add(self.current)

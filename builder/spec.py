@@ -14,7 +14,8 @@ import numpy as np
 
 from forwardpass.errors import SpecError
 
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "identity")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "identity", "softmax")
+OUTPUT_ONLY = ("softmax",)  # over the output units: a distribution over classes, for classifiers
 ALIASES = {"linear": "identity"}
 DEFAULT_LEAKY_ALPHA = 0.01  # the slides' slope for z < 0
 SATURATING = ("sigmoid", "tanh")  # the slides: "don't be used except for output"
@@ -79,6 +80,9 @@ class NetworkSpec:
         if len(acts) != len(sizes) - 1:
             raise SpecError(f"{len(sizes) - 1} layers need {len(sizes) - 1} activations, got {len(acts)}")
         object.__setattr__(self, "activations", acts)
+        for l, act in enumerate(acts[:-1], 1):
+            if act.name in OUTPUT_ONLY:
+                raise SpecError(f"layer {l} is hidden: {act.name} is an output-only activation")
         if len(self.weights) != self.depth or len(self.biases) != self.depth:
             raise SpecError(
                 f"{self.depth} layers need {self.depth} W and b, got {len(self.weights)} W and {len(self.biases)} b"

@@ -30,7 +30,9 @@ from forwardpass.builder.graph import (
 from forwardpass.builder.init import SCALES, initialize
 from forwardpass.builder.npz import load_npz
 from forwardpass.builder.oracle import forward
+from forwardpass.builder.readback import read_file
 from forwardpass.builder.spec import NetworkSpec, parse_activations
+from forwardpass.builder.trained import import_trained
 from forwardpass.builder.tritonconfig import DEFAULT_MAX_BATCH_SIZE
 
 from .arrays import read_array, write_array
@@ -102,6 +104,15 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--init", choices=sorted(SCALES), default="he", help="weight initializer (b = 0)")
     build.add_argument("--seed", type=int, default=0, help="seed of the initializer")
     build.add_argument("--weights", type=Path, help=".npz with W1, b1, ... in the slides' shapes (replaces --init)")
+    build.add_argument(
+        "--from",
+        dest="trained",
+        type=Path,
+        metavar="MODEL",
+        help="a trained model: a fitted scikit-learn MLPClassifier/MLPRegressor (.pkl, .joblib) "
+        "or a PyTorch nn.Sequential, whole or as a state dict (.pt, .pth). Pickles run code when "
+        "loaded: use only files you trust (PyTorch files load with weights_only)",
+    )
     build.add_argument("--layout", choices=LAYOUTS, default="rows", help="rows: x [batch, n0]; columns: X [n0, batch]")
     build.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     build.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 13 to the installed onnx's newest")
@@ -148,6 +159,17 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, help="output .npy or .csv (default: CSV on stdout)")
     _provider_args(run)
     run.set_defaults(handler=cmd_run)
+
+    show = sub.add_parser(
+        "show",
+        help="print a model's layers; --svg draws the network",
+        formatter_class=fmt,
+        description="Print the layers of a model file (sizes, activations, parameters, opset, "
+        "layout, producer); --svg draws the network as the slides do.",
+    )
+    show.add_argument("file", type=Path)
+    show.add_argument("--svg", type=Path, help="write a drawing of the network to this .svg file")
+    show.set_defaults(handler=cmd_show)
 
     serve = sub.add_parser(
         "serve",
@@ -268,6 +290,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    """forwardpass show FILE."""
+    from .show import layer_table, network_svg
+
+    model = read_file(args.file)
+    print(layer_table(model))
+    if args.svg:
+        if args.svg.suffix != ".svg":
+            raise InputError(f"{args.svg}: the drawing is SVG; name the file .svg")
+        args.svg.write_text(network_svg(model.spec))
+        print(f"drawing: {args.svg}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """forwardpass serve."""
     from forwardpass.server.app import ServeOptions
@@ -324,6 +360,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _spec(args: argparse.Namespace) -> NetworkSpec:
+    if args.trained and args.weights:
+        raise InputError("--from and --weights both give weights; use one")
+    if args.trained:
+        spec = import_trained(args.trained, args.activations)
+        if args.sizes is not None and tuple(args.sizes) != spec.sizes:
+            raise InputError(f"--sizes {list(args.sizes)} given, but {args.trained} has sizes {list(spec.sizes)}")
+        return spec
     if args.weights:
         spec = load_npz(args.weights, sizes=args.sizes)
         if args.activations is None:

@@ -7,7 +7,8 @@ forward pass, scaled by the unit roundoff u of the arithmetic:
     |fl(W a + b) - (W a + b)| <= (n + 2) u (|W| |a| + |b|)        per Gemm with n inputs,
 
 carried through the layers (each activation is Lipschitz: 1/4 for sigmoid, 1 for the others, alpha
-at most 1 in practice for leaky ReLU) plus the activation's own rounding. The bound is computed in
+at most 1 in practice for leaky ReLU; softmax scales each output by at most e^2m when its column's
+inputs are off by m) plus the activation's own rounding. The bound is computed in
 float64 from the same spec and input, elementwise, so it is tight where values are small and
 loose only where the arithmetic itself is.
 """
@@ -41,8 +42,8 @@ TOLERANCES = {
     )
 }
 
-# sigmoid and tanh are computed by approximations (onnxruntime's MLAS, for one) accurate to a few
-# units in the last place of values in [-1, 1]: allow 8 u absolute for their own rounding.
+# sigmoid, tanh and softmax are computed by approximations (onnxruntime's MLAS, for one) accurate
+# to a few units in the last place of values in [-1, 1]: allow 8 u absolute for their own rounding.
 APPROXIMATED_ULPS = 8.0
 
 
@@ -101,6 +102,10 @@ def _through(name: str, alpha: float | None, err_z: np.ndarray, abs_a: np.ndarra
         return 0.25 * err_z + APPROXIMATED_ULPS * unit
     if name == "tanh":
         return err_z + APPROXIMATED_ULPS * unit
+    if name == "softmax":
+        # Inputs off by at most m in a column scale each output by between e^-2m and e^2m.
+        spread = np.expm1(2 * err_z.max(axis=0, keepdims=True))
+        return abs_a * spread + APPROXIMATED_ULPS * unit
     if name == "leaky_relu":
         return max(1.0, abs(alpha)) * err_z + unit * abs_a  # one multiply on the negative side
     return err_z  # relu and identity add no rounding

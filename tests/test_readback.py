@@ -12,7 +12,7 @@ from forwardpass.errors import Kind, ModelFormatError
 
 from helpers import random_spec
 
-ACTS = tuple(Activation(a) for a in ACTIVATIONS)
+ACTS = tuple(Activation(a) for a in ACTIVATIONS if a != "softmax")[:4] + (Activation("softmax"),)
 
 
 @pytest.mark.parametrize("layout", ["rows", "columns"])

@@ -1,0 +1,88 @@
+"""`forwardpass show`: a model's layers as a table, and the network drawn the way the slides draw it.
+
+The drawing puts the input units, each hidden layer's units and the output units in columns of
+circles, with one edge per weight: blue for positive, red for negative, thicker and darker the
+larger |w| is relative to the largest weight of the network.
+"""
+
+from __future__ import annotations
+
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from forwardpass.builder.readback import ReadBack
+from forwardpass.builder.spec import NetworkSpec
+
+COLUMN_GAP, ROW_GAP, RADIUS, MARGIN = 170, 56, 17, 40
+POSITIVE, NEGATIVE = "#1f5fbf", "#c0392b"
+
+
+def layer_table(model: ReadBack) -> str:
+    """The layers as text: units, activation, W and b shapes, parameters; the model's facts above."""
+    spec = model.spec
+    sizes = "-".join(str(n) for n in spec.sizes)
+    lines = [
+        f"network {sizes}, {model.layout} layout, {model.dtype}, opset {model.opset}"
+        + (f", producer {model.producer}" if model.producer else ""),
+        f"input {model.input_name!r}, output {model.output_name!r}"
+        + (f", hidden outputs {', '.join(model.hidden_outputs)}" if model.hidden_outputs else ""),
+        "",
+        f"{'layer':>5}  {'units':>5}  {'activation':<16} {'W shape':<12} {'b shape':<10} {'parameters':>10}",
+    ]
+    for l, (W, b, act) in enumerate(zip(spec.weights, spec.biases, spec.activations), 1):
+        lines.append(
+            f"{l:>5}  {spec.sizes[l]:>5}  {str(act):<16} {str(W.shape):<12} {str(b.shape):<10} {W.size + b.size:>10,}"
+        )
+    lines.append(f"total parameters: {parameter_count(spec):,}")
+    return "\n".join(lines)
+
+
+def parameter_count(spec: NetworkSpec) -> int:
+    return sum(W.size + b.size for W, b in zip(spec.weights, spec.biases))
+
+
+def network_svg(spec: NetworkSpec) -> str:
+    """The network as an SVG document: units as circles, weights as shaded edges."""
+    tallest = max(spec.sizes)
+    width = 2 * MARGIN + COLUMN_GAP * (len(spec.sizes) - 1) + 2 * RADIUS
+    height = 2 * MARGIN + ROW_GAP * (tallest - 1) + 2 * RADIUS + 30
+    centers = [_column(l, n, tallest) for l, n in enumerate(spec.sizes)]
+    largest = max(float(np.abs(W).max()) for W in spec.weights) or 1.0
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
+    for l, W in enumerate(spec.weights, 1):
+        for j in range(W.shape[0]):
+            for k in range(W.shape[1]):
+                (x1, y1), (x2, y2) = centers[l - 1][k], centers[l][j]
+                strength = abs(float(W[j, k])) / largest
+                color = POSITIVE if W[j, k] >= 0 else NEGATIVE
+                parts.append(
+                    f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{color}" '
+                    f'stroke-width="{0.5 + 3.5 * strength:.2f}" stroke-opacity="{0.15 + 0.85 * strength:.2f}">'
+                    f"<title>W[{l}][{j + 1},{k + 1}] = {W[j, k]:.4g}</title></line>"
+                )
+    for l, column in enumerate(centers):
+        for i, (x, y) in enumerate(column):
+            label = f"x{i + 1}" if l == 0 else (f"ŷ{i + 1}" if l == spec.depth else f"a{i + 1}")
+            parts.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{RADIUS}" fill="white" stroke="black" stroke-width="1.5"/>'
+                f'<text x="{x:.1f}" y="{y + 4:.1f}" font-family="sans-serif" font-size="12" '
+                f'text-anchor="middle">{escape(label)}</text>'
+            )
+        caption = "input" if l == 0 else f"layer {l}: {spec.activations[l - 1]}"
+        parts.append(
+            f'<text x="{column[0][0]:.1f}" y="{height - 12}" font-family="sans-serif" font-size="12" '
+            f'text-anchor="middle">{escape(caption)}</text>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def _column(layer: int, units: int, tallest: int) -> list[tuple[float, float]]:
+    """Centers of one layer's circles, the column centred vertically against the tallest one."""
+    x = MARGIN + RADIUS + layer * COLUMN_GAP
+    top = MARGIN + RADIUS + (tallest - units) * ROW_GAP / 2
+    return [(x, top + i * ROW_GAP) for i in range(units)]
