@@ -118,6 +118,7 @@ def describe(name: str, data: bytes | str, model, X: np.ndarray) -> dict:
     feed = {session.get_inputs()[0].name: X}
     probabilities = _positive_class(session.run(None, feed), session)
     expected = model.predict_proba(X.astype(np.float64))[:, 1]
+    # A sanity check that every file holds the same network, not a tolerance claim: float32 files.
     assert np.allclose(probabilities, expected, rtol=1e-4, atol=1e-5), f"{name} disagrees with predict_proba"
     seconds = []
     session.run(None, feed)
@@ -138,8 +139,9 @@ def describe(name: str, data: bytes | str, model, X: np.ndarray) -> dict:
 def _positive_class(outputs: list, session) -> np.ndarray:
     """P(class 1) from whatever the exporter answers: one sigmoid column, or skl2onnx's probabilities."""
     names = [o.name for o in session.get_outputs()]
-    if "probabilities" in names:
-        table = outputs[names.index("probabilities")]
+    named = [i for i, name in enumerate(names) if "probab" in name]  # skl2onnx: output_probability
+    if named:
+        table = outputs[named[0]]
         return np.array([row[1] for row in table]) if isinstance(table, list) else np.asarray(table)[:, 1]
     return np.asarray(outputs[0]).reshape(-1)
 

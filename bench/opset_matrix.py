@@ -48,7 +48,8 @@ def matrix() -> tuple[list[int], dict[str, dict[int, str]]]:
                     ok = compare(spec, X.astype(np.float64), out.T, "float32").ok
                     cells[runtime][opset] = "ok" if ok else "runs, outside the float32 bound"
                 except Exception as exc:  # the runtime's own words, first line
-                    cells[runtime][opset] = "fails: " + (str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    cells[runtime][opset] = "fails: ..." + first[-110:] if len(first) > 110 else "fails: " + first
     return opsets, cells
 
 

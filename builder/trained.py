@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,9 @@ def from_torch(path: Path, activations: str | None = None) -> NetworkSpec:
         with torch.serialization.safe_globals(allowed):
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # an unpickling error names the class it would not load
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if refused:
+            raise SpecError(f"{path}: holds {refused.group(1)}, which forwardpass cannot map") from None
         raise SpecError(f"{path}: cannot load it with weights_only ({str(exc).strip().splitlines()[0]})") from None
     if isinstance(loaded, nn.Module):
         if activations is not None:

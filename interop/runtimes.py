@@ -75,7 +75,7 @@ def _openvino_default(model: Path, x: np.ndarray) -> np.ndarray:
 def _tract(model: Path, x: np.ndarray) -> np.ndarray:
     import tract
 
-    runnable = tract.onnx().model_for_path(str(model)).into_optimized().into_runnable()
+    runnable = tract.onnx().load(str(model)).into_model().into_runnable()
     return runnable.run([x])[0].to_numpy()
 
 
