@@ -30,7 +30,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from readme import replace_section  # noqa: E402
+from readme import publish  # noqa: E402
 
 ROWS = 65536
 
@@ -170,13 +170,9 @@ def main() -> int:
     X = np.random.default_rng(1).standard_normal((ROWS, 3)).astype(np.float32)
     files = {**export_forwardpass(model), **export_skl2onnx(model), **export_torch(model)}
     rows = [describe(name, data, model, X) for name, data in files.items()]
-    table = markdown(rows)
-    out = ROOT / "bench" / "results" / "converters.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("# One trained network, four exporters (bench/converters.py)\n\n" + table)
-    print(table)
-    if args.update_readme:
-        replace_section("converters", table)
+    publish(
+        "converters", "One trained network, four exporters (bench/converters.py)", markdown(rows), args.update_readme
+    )
     return 0
 
 

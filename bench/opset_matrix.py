@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "interop"))
 
-from readme import replace_section  # noqa: E402
+from readme import publish  # noqa: E402
 
 from forwardpass.builder.graph import ExportOptions, build_model, newest_opset, serialize  # noqa: E402
 from forwardpass.builder.npz import load_npz  # noqa: E402
@@ -106,12 +106,7 @@ def main() -> int:
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     table = markdown(*matrix()) + openvino_precision()
-    out = ROOT / "bench" / "results" / "opset_matrix.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("# Opsets each runtime accepts (bench/opset_matrix.py)\n\n" + table)
-    print(table)
-    if args.update_readme:
-        replace_section("opset-matrix", table)
+    publish("opset-matrix", "Opsets each runtime accepts (bench/opset_matrix.py)", table, args.update_readme)
     return 0
 
 
