@@ -208,6 +208,23 @@ def make_parser() -> argparse.ArgumentParser:
         default=os.cpu_count() or 1,
         help="worker processes sharing the port, each with its own sessions (default: the cores)",
     )
+    serve.add_argument("--threads", type=int, default=8, help="gRPC handler threads per worker")
+    serve.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=256,
+        help="calls a worker takes at once; beyond it RESOURCE_EXHAUSTED, never an unbounded queue",
+    )
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve over TLS (with --tls-key)")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--tls-client-ca", type=Path, help="PEM CA: mutual TLS, clients must show a certificate it signed"
+    )
+    serve.add_argument(
+        "--auth-token-file",
+        type=Path,
+        help="every RPC but health must carry 'authorization: Bearer <token in this file>'",
+    )
     serve.add_argument(
         "--ort-threads",
         type=int,
@@ -230,6 +247,13 @@ def make_parser() -> argparse.ArgumentParser:
     infer.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     infer.add_argument("--input", type=Path, required=True, help="input .npy or .csv")
     infer.add_argument("--output", type=Path, help="output .npy or .csv (default: CSV on stdout)")
+    infer.add_argument("--tls", action="store_true", help="connect over TLS (implied by the --tls-* files)")
+    infer.add_argument(
+        "--tls-ca", type=Path, help="PEM CA that signed the server's certificate (default: system roots)"
+    )
+    infer.add_argument("--tls-cert", type=Path, help="PEM client certificate, for mutual TLS")
+    infer.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    infer.add_argument("--auth-token-file", type=Path, help="send 'authorization: Bearer <token in this file>'")
     infer.set_defaults(handler=cmd_infer)
 
     demo = sub.add_parser(
@@ -310,8 +334,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from forwardpass.server.workers import serve
 
     logging.getLogger().setLevel(args.log_level.upper())
+    from forwardpass.server.security import read_token
+
     if args.max_message_mb <= 0 or args.grace < 0:
         raise InputError("--max-message-mb must be positive and --grace not negative")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise InputError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise InputError("--tls-client-ca needs --tls-cert and --tls-key")
+    if min(args.threads, args.max_concurrent_rpcs) < 1:
+        raise InputError("--threads and --max-concurrent-rpcs must be at least 1")
     options = ServeOptions(
         model_repository=args.model_repository,
         host=args.host,
@@ -322,16 +354,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_message_bytes=int(args.max_message_mb * 2**20),
         workers=args.workers,
         ort_threads=args.ort_threads,
+        threads=args.threads,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        auth_token=read_token(args.auth_token_file) if args.auth_token_file else None,
     )
     return serve(options)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
     """forwardpass infer."""
+    from forwardpass.server.security import read_token
+
     from .client import Client
 
     x = read_array(args.input)
-    with Client(args.url, timeout=args.timeout) as client:
+    token = read_token(args.auth_token_file) if args.auth_token_file else None
+    tls = dict(tls=args.tls, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    with Client(args.url, timeout=args.timeout, token=token, **tls) as client:
         write_array(client.infer(args.model, x, args.model_version), args.output)
     return 0
 

@@ -11,7 +11,9 @@ answers are joined. Server errors come back as ForwardpassError with the status'
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -26,10 +28,12 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20  # the server's default limit
 ENVELOPE_BYTES = 64 * 1024  # room for the message around the raw bytes
 NUMPY = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 KIND_OF = {
+    grpc.StatusCode.UNAUTHENTICATED: Kind.BAD_INPUT,
     grpc.StatusCode.INVALID_ARGUMENT: Kind.BAD_INPUT,
     grpc.StatusCode.NOT_FOUND: Kind.NOT_FOUND,
     grpc.StatusCode.UNAVAILABLE: Kind.UNAVAILABLE,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Kind.TOO_LARGE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Kind.DEADLINE,
 }
 
 
@@ -37,14 +41,29 @@ class Client:
     """One channel to a server; thread-safe, as gRPC channels are."""
 
     def __init__(
-        self, url: str = DEFAULT_URL, timeout: float | None = None, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+        self,
+        url: str = DEFAULT_URL,
+        timeout: float | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: bool = False,
+        tls_ca: str | os.PathLike | None = None,
+        tls_cert: str | os.PathLike | None = None,
+        tls_key: str | os.PathLike | None = None,
+        token: str | None = None,
     ):
+        """TLS when asked or when any TLS file is given (system roots without tls_ca); tls_cert and
+        tls_key for mutual TLS; token as `authorization: Bearer <token>` on every call."""
         self.url, self.timeout, self.max_message_bytes = url, timeout, max_message_bytes
         limits = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
-        self.channel = grpc.insecure_channel(url, options=limits)
+        if tls or tls_ca or tls_cert or tls_key:
+            credentials = grpc.ssl_channel_credentials(_pem(tls_ca), _pem(tls_key), _pem(tls_cert))
+            self.channel = grpc.secure_channel(url, credentials, options=limits)
+        else:
+            self.channel = grpc.insecure_channel(url, options=limits)
+        self._auth = (("authorization", f"Bearer {token}"),) if token else None
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
 
     def __enter__(self) -> Client:
@@ -98,13 +117,22 @@ class Client:
 
     def _call(self, method: str, request):
         try:
-            return getattr(self.stub, method)(request, timeout=self.timeout)
+            return getattr(self.stub, method)(request, timeout=self.timeout, metadata=self._auth)
         except grpc.RpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.UNAVAILABLE and "connect" in (exc.details() or "").lower():
                 raise ForwardpassError(f"cannot reach {self.url}: {exc.details()}", Kind.UNAVAILABLE) from None
             kind = KIND_OF.get(code, Kind.UNAVAILABLE)
             raise ForwardpassError(f"{method} failed with {code.name}: {exc.details()}", kind) from None
+
+
+def _pem(path: str | os.PathLike | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ForwardpassError(f"{path}: cannot read it ({exc.strerror})", Kind.NOT_FOUND) from None
 
 
 def _split(x: np.ndarray, axis: int, rows: int) -> list[np.ndarray]:

@@ -16,6 +16,7 @@ class Kind(enum.Enum):
     NOT_FOUND = "not found"
     UNAVAILABLE = "unavailable"
     TOO_LARGE = "too large"
+    DEADLINE = "deadline exceeded"
 
 
 class ForwardpassError(Exception):

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -24,6 +24,7 @@ from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.protos import grpc_service_pb2 as pb
 
 from .repository import Repository
+from .security import TokenAuth, server_credentials
 from .servicer import InferenceServicer, ServerState, add_to_server
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,15 @@ class ServeOptions:
     workers: int = os.cpu_count() or 1  # processes, each with its own gRPC server and sessions
     threads: int = 8  # gRPC handler threads per worker
     ort_threads: int = 1  # onnxruntime threads per call: concurrency comes from workers and threads
+    max_concurrent_rpcs: int = 256  # per worker: beyond it RESOURCE_EXHAUSTED, never an unbounded queue
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # mutual TLS: clients must show a certificate it signed
+    auth_token: str | None = field(default=None, repr=False)  # never logged
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
 
 class Server:
@@ -62,7 +72,10 @@ class Server:
             ("grpc.max_send_message_length", options.max_message_bytes),
         ]
         self.grpc = grpc.server(
-            ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="rpc"), options=limits
+            ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="rpc"),
+            options=limits,
+            interceptors=[TokenAuth(options.auth_token)] if options.auth_token else [],
+            maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
         add_to_server(InferenceServicer(self.repository, self.state), self.grpc)
         self.health = health.HealthServicer(experimental_non_blocking=True)
@@ -73,12 +86,19 @@ class Server:
     def start(self) -> int:
         """Bind, start answering, load the models, then say ready; returns the bound port."""
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        where = address(self.options.host, self.options.port)
         try:
-            self.port = self.grpc.add_insecure_port(address(self.options.host, self.options.port))
+            if self.options.tls:
+                credentials = server_credentials(
+                    self.options.tls_cert, self.options.tls_key, self.options.tls_client_ca
+                )
+                self.port = self.grpc.add_secure_port(where, credentials)
+            else:
+                self.port = self.grpc.add_insecure_port(where)
         except RuntimeError as exc:
-            raise ForwardpassError(f"cannot listen on {address(self.options.host, self.options.port)}: {exc}") from None
+            raise ForwardpassError(f"cannot listen on {where}: {exc}") from None
         if not self.port:
-            raise ForwardpassError(f"cannot listen on {address(self.options.host, self.options.port)}")
+            raise ForwardpassError(f"cannot listen on {where}")
         self.grpc.start()
         try:
             self.repository.load()

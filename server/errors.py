@@ -22,6 +22,7 @@ STATUS = {
     Kind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Kind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Kind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Kind.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 

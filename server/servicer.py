@@ -84,6 +84,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             x, rows = codec.decode_input(request, model)
             names = codec.requested_outputs(request, model)
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:  # waited out its deadline in the queue: skip it
+                raise ForwardpassError("the call's deadline passed before it was computed", Kind.DEADLINE)
             decoded = time.perf_counter_ns()
             outputs = model.infer(x, rows, names)
             computed = time.perf_counter_ns()

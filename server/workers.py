@@ -8,6 +8,7 @@ a worker that dies, and on SIGTERM or Ctrl-C passes the signal on and waits for 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -38,6 +39,8 @@ def serve(options: ServeOptions) -> int:
     if options.workers < 1:
         raise ForwardpassError(f"--workers must be at least 1, got {options.workers}")
     check_port_free(options.host, options.port)
+    if not is_loopback(options.host) and not (options.tls or options.auth_token):
+        log.warning("listening on %s without TLS or a token: anyone who reaches it can call it", options.host)
     reservation = None
     if options.port == 0:  # every worker must bind the same port: pick it here, hold it until they do
         reservation = reserve_port(options.host)
@@ -47,6 +50,17 @@ def serve(options: ServeOptions) -> int:
     finally:
         if reservation is not None:
             reservation.close()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host names this machine only (127.0.0.0/8, ::1, localhost)."""
+    bare = host.strip("[]")
+    if bare == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def reserve_port(host: str) -> socket.socket:
@@ -92,6 +106,8 @@ class Supervisor:
                 continue
             log.error("worker %d (pid %d) died: %s; restarting it", worker.index, pid, describe(status))
             time.sleep(RESTART_PAUSE)
+            if self.stopping:  # a signal came during the pause: no replacement to stop later
+                continue
             try:
                 self._spawn(worker.index)
             except ForwardpassError as exc:
@@ -112,6 +128,8 @@ class Supervisor:
             os._exit(run_worker(self.options, write_end))
         os.close(write_end)
         self.workers[pid] = Worker(index, pid)
+        if self.stopping:  # the signal came between the check and the fork: this one stops too
+            os.kill(pid, signal.SIGTERM)
         with os.fdopen(read_end) as pipe:
             line = pipe.readline().rstrip("\n")
         status, _, text = line.partition(" ")

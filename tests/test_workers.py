@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -55,6 +56,11 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(three_worker
     assert len(before) == 3
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
+    # Connections the kernel had already queued on the dead worker's socket are reset with it (a
+    # client retries those); once the supervisor has reaped it, every new connection is answered.
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{victim}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     x = np.ones((2, 3), np.float32)
     request = pb.ModelInferRequest(model_name="mlp_3_4_1")
     request.inputs.add(name="x", datatype="FP32", shape=x.shape)
