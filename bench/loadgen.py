@@ -24,11 +24,22 @@ import grpc
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
-async def run(url: str, request: bytes, concurrency: int, channels: int, warmup: float, seconds: float) -> dict:
+async def run(
+    url: str,
+    request: bytes,
+    concurrency: int,
+    channels: int,
+    warmup: float,
+    seconds: float,
+    timeline: list | None = None,
+    retries: bool = True,
+) -> dict:
+    """Drive the server; with `timeline`, append (seconds since start, latency ms, status) of every call."""
     options = [
         ("grpc.use_local_subchannel_pool", 1),  # one connection per channel, so load spreads over workers
         ("grpc.max_send_message_length", -1),
         ("grpc.max_receive_message_length", -1),
+        ("grpc.enable_retries", int(retries)),  # off: a failed call is counted, not quietly sent again
     ]
     pool = [grpc.aio.insecure_channel(url, options=options) for _ in range(channels)]
     calls = [channel.unary_unary(METHOD) for channel in pool]  # bytes in, bytes out: no (de)serializing
@@ -49,8 +60,12 @@ async def run(url: str, request: bytes, concurrency: int, channels: int, warmup:
             except grpc.RpcError as exc:
                 if sent >= measure_from:
                     errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+                if timeline is not None:
+                    timeline.append((sent - start, (time.perf_counter() - sent) * 1000, exc.code().name))
                 continue
             done = time.perf_counter()
+            if timeline is not None:
+                timeline.append((sent - start, (done - sent) * 1000, "OK"))
             if sent >= measure_from and done <= stop_at:
                 latencies.append((done - sent) * 1000)
                 answers += 1
