@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -151,3 +152,21 @@ def in_threads(function, arguments: list[tuple]) -> list[BaseException]:
     for thread in threads:
         thread.join()
     return errors
+
+
+def run_cli(*args, timeout: float = 120):
+    """`python -m forwardpass ARGS` from the repository root, as a user runs it."""
+    env = {**os.environ, "COLUMNS": "200"}  # keep --help lines unwrapped
+    command = [sys.executable, "-m", "forwardpass", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+def assert_one_error_line(result, match: str, logs_allowed: bool = False) -> None:
+    """Exit code 2 and one line on stderr naming the problem, never a traceback (server log lines
+    may come before it when logs_allowed)."""
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    if logs_allowed:
+        lines = [line for line in lines if " WARNING " not in line and " INFO " not in line]
+    assert len(lines) == 1 and match in lines[0], result.stderr
+    assert "Traceback" not in result.stderr

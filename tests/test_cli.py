@@ -1,10 +1,5 @@
 """The forwardpass command, run as users run it: a real process, real files, real onnxruntime."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,20 +7,7 @@ from forwardpass.builder.oracle import forward
 from forwardpass.builder.readback import read_file
 from forwardpass.tolerance import compare
 
-ROOT = Path(__file__).resolve().parent.parent  # relative paths below are the repository's own
-
-
-def cli(*args):
-    env = {**os.environ, "COLUMNS": "200"}  # keep --help lines unwrapped
-    command = [sys.executable, "-m", "forwardpass", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
-
-
-def assert_user_error(result, match):
-    assert result.returncode == 2, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and match in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+from helpers import ROOT, assert_one_error_line, run_cli
 
 
 @pytest.fixture
@@ -34,28 +16,28 @@ def repo(tmp_path):
 
 
 def test_build_writes_a_triton_repository_and_next_versions(repo):
-    first = cli("build", "--repository", repo)
+    first = run_cli("build", "--repository", repo)
     assert first.returncode == 0, first.stderr
     model_dir = repo / "mlp_3_4_1"
     assert (model_dir / "1" / "model.onnx").exists() and (model_dir / "1" / "weights.npz").exists()
     assert "max_batch_size: 1048576" in (model_dir / "config.pbtxt").read_text()
-    second = cli("build", "--repository", repo, "--seed", "1")
+    second = run_cli("build", "--repository", repo, "--seed", "1")
     assert second.returncode == 0 and (model_dir / "2" / "model.onnx").exists()
     before = (model_dir / "2" / "model.onnx").read_bytes()
-    assert cli("build", "--repository", repo, "--seed", "2", "--force").returncode == 0
+    assert run_cli("build", "--repository", repo, "--seed", "2", "--force").returncode == 0
     assert not (model_dir / "3").exists() and (model_dir / "2" / "model.onnx").read_bytes() != before
 
 
 def test_build_never_overwrites_without_force(repo):
-    assert cli("build", "--repository", repo).returncode == 0
-    assert_user_error(cli("build", "--repository", repo, "--version", "1"), "exists; pass --force")
-    assert_user_error(
-        cli("build", "--repository", repo, "--name", "mlp_3_4_1", "--sizes", "5,1"), "describes a different model"
+    assert run_cli("build", "--repository", repo).returncode == 0
+    assert_one_error_line(run_cli("build", "--repository", repo, "--version", "1"), "exists; pass --force")
+    assert_one_error_line(
+        run_cli("build", "--repository", repo, "--name", "mlp_3_4_1", "--sizes", "5,1"), "describes a different model"
     )
 
 
 def test_build_columns_writes_triton_config_without_batch(repo):
-    assert cli("build", "--repository", repo, "--layout", "columns", "--dtype", "float64").returncode == 0
+    assert run_cli("build", "--repository", repo, "--layout", "columns", "--dtype", "float64").returncode == 0
     config = (repo / "mlp_3_4_1" / "config.pbtxt").read_text()
     assert "max_batch_size: 0" in config and "dims: [ 3, -1 ]" in config and "TYPE_FP64" in config
 
@@ -70,7 +52,7 @@ def test_build_from_weights_and_single_file_output(tmp_path):
     }
     np.savez(tmp_path / "w.npz", **arrays)
     out = tmp_path / "net.onnx"
-    result = cli(
+    result = run_cli(
         "build",
         "--weights",
         tmp_path / "w.npz",
@@ -85,11 +67,11 @@ def test_build_from_weights_and_single_file_output(tmp_path):
     back = read_file(out)
     assert back.spec.sizes == (2, 5, 3) and str(back.spec.activations[0]) == "leaky_relu:0.1"
     np.testing.assert_array_equal(back.spec.weights[1], arrays["W2"])
-    assert_user_error(cli("build", "--weights", tmp_path / "w.npz", "--output", out), "exists; pass --force")
+    assert_one_error_line(run_cli("build", "--weights", tmp_path / "w.npz", "--output", out), "exists; pass --force")
 
 
 def test_build_warns_about_hidden_sigmoid(repo):
-    result = cli("build", "--repository", repo, "--activations", "sigmoid")
+    result = run_cli("build", "--repository", repo, "--activations", "sigmoid")
     assert result.returncode == 0
     assert "forwardpass: warning: layer 1 is hidden and uses sigmoid" in result.stderr
 
@@ -110,14 +92,14 @@ def test_build_warns_about_hidden_sigmoid(repo):
 )
 def test_user_mistakes_are_one_line_and_exit_2(repo, args, match):
     extra = ["--repository", repo] if args[0] == "build" else []
-    result = cli(*args, *extra)
+    result = run_cli(*args, *extra)
     if "--provider" in args and result.returncode == 0:
         pytest.skip("this machine runs CUDA")
-    assert_user_error(result, match)
+    assert_one_error_line(result, match)
 
 
 def test_check_a_committed_model():
-    result = cli("check", "models/mlp_3_4_1/1/model.onnx")
+    result = run_cli("check", "models/mlp_3_4_1/1/model.onnx")
     assert result.returncode == 0, result.stderr
     assert "onnx checker passed" in result.stdout and "provider: cpu" in result.stdout.replace("cuda", "cpu")
     assert result.stdout.count("within tolerance") == 3 and result.stdout.strip().endswith("ok")
@@ -134,7 +116,7 @@ def test_check_refuses_a_non_mlp(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
     )
     onnx.save(helper.make_model(graph), tmp_path / "relu.onnx")
-    assert_user_error(cli("check", tmp_path / "relu.onnx"), "node 'lonely' (op Relu): expected a Gemm")
+    assert_one_error_line(run_cli("check", tmp_path / "relu.onnx"), "node 'lonely' (op Relu): expected a Gemm")
 
 
 @pytest.mark.parametrize("fmt", ["csv", "npy"])
@@ -143,7 +125,7 @@ def test_run_reads_and_writes_files(tmp_path, fmt):
     path = tmp_path / f"x.{fmt}"
     np.savetxt(path, x, delimiter=",") if fmt == "csv" else np.save(path, x)
     out = tmp_path / f"y.{fmt}"
-    result = cli("run", "models/mlp_3_4_1/1/model.onnx", "--input", path, "--output", out)
+    result = run_cli("run", "models/mlp_3_4_1/1/model.onnx", "--input", path, "--output", out)
     assert result.returncode == 0, result.stderr
     y = np.loadtxt(out, delimiter=",", ndmin=2) if fmt == "csv" else np.load(out)
     spec = read_file(ROOT / "models/mlp_3_4_1/1/model.onnx").spec
@@ -152,10 +134,10 @@ def test_run_reads_and_writes_files(tmp_path, fmt):
 
 
 def test_run_prints_csv_to_stdout_for_a_columns_model(tmp_path):
-    assert cli("build", "--repository", tmp_path, "--layout", "columns", "--name", "cols").returncode == 0
+    assert run_cli("build", "--repository", tmp_path, "--layout", "columns", "--name", "cols").returncode == 0
     X = np.arange(12, dtype=float).reshape(3, 4) / 10
     np.savetxt(tmp_path / "X.csv", X, delimiter=",")
-    result = cli("run", tmp_path / "cols" / "1" / "model.onnx", "--input", tmp_path / "X.csv")
+    result = run_cli("run", tmp_path / "cols" / "1" / "model.onnx", "--input", tmp_path / "X.csv")
     assert result.returncode == 0, result.stderr
     Y = np.loadtxt(result.stdout.splitlines(), delimiter=",", ndmin=2)
     spec = read_file(tmp_path / "cols" / "1" / "model.onnx").spec
@@ -164,27 +146,27 @@ def test_run_prints_csv_to_stdout_for_a_columns_model(tmp_path):
 
 def test_run_with_the_wrong_width_or_format(tmp_path):
     np.savetxt(tmp_path / "x.csv", np.ones((2, 5)), delimiter=",")
-    assert_user_error(
-        cli("run", "models/mlp_3_4_1/1/model.onnx", "--input", tmp_path / "x.csv"),
+    assert_one_error_line(
+        run_cli("run", "models/mlp_3_4_1/1/model.onnx", "--input", tmp_path / "x.csv"),
         "input 'x' has shape (2, 5), expected (batch, 3)",
     )
     (tmp_path / "x.txt").write_text("1,2,3\n")
-    assert_user_error(
-        cli("run", "models/mlp_3_4_1/1/model.onnx", "--input", tmp_path / "x.txt"), "unknown format '.txt'"
+    assert_one_error_line(
+        run_cli("run", "models/mlp_3_4_1/1/model.onnx", "--input", tmp_path / "x.txt"), "unknown format '.txt'"
     )
     (tmp_path / "bad.csv").write_text("1,2,three\n")
-    assert_user_error(
-        cli("run", "models/mlp_3_4_1/1/model.onnx", "--input", tmp_path / "bad.csv"), "cannot read it as .csv"
+    assert_one_error_line(
+        run_cli("run", "models/mlp_3_4_1/1/model.onnx", "--input", tmp_path / "bad.csv"), "cannot read it as .csv"
     )
 
 
 def test_demo_prints_onnxruntime_beside_the_oracle():
-    result = cli("demo", "--batch", "3")
+    result = run_cli("demo", "--batch", "3")
     assert result.returncode == 0, result.stderr
     assert "onnxruntime y" in result.stdout and "oracle y" in result.stdout
     assert len(result.stdout.strip().splitlines()) == 5
 
 
 def test_help_shows_defaults():
-    out = cli("build", "--help").stdout
+    out = run_cli("build", "--help").stdout
     assert "(default: rows)" in out and "(default: 17)" in out and "(default: 1048576)" in out
