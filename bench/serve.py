@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import peers  # noqa: E402  (bench/peers: the peer servers and their virtualenvs)
 
 from forwardpass.protos import grpc_service_pb2 as pb  # noqa: E402
+from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
 
 MODEL = ROOT / "models" / "mlp_3_4_1" / "1" / "model.onnx"
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -394,8 +395,6 @@ def worker_statistics(port: int, workers: int) -> dict:
     seen: dict[str, pb.ModelStatistics] = {}
     for _ in range(20 * workers):
         with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
-            from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
-
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             _, call = stub.ServerMetadata.with_call(pb.ServerMetadataRequest(), timeout=10)
             pid = dict(call.trailing_metadata()).get("forwardpass-worker-pid")
