@@ -210,6 +210,18 @@ def make_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--threads", type=int, default=8, help="gRPC handler threads per worker")
     serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics (Triton's names, summed over workers) on this port; 0: off",
+    )
+    serve.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint")
+    serve.add_argument(
+        "--log-requests",
+        action="store_true",
+        help="a structured log line per successful request too (failures always get one)",
+    )
+    serve.add_argument(
         "--max-concurrent-rpcs",
         type=int,
         default=256,
@@ -360,6 +372,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         auth_token=read_token(args.auth_token_file) if args.auth_token_file else None,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        log_requests=args.log_requests,
     )
     return serve(options)
 

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.protos import grpc_service_pb2 as pb
 
+from .metrics import SharedCounters, serve_metrics
 from .repository import Repository
 from .security import TokenAuth, server_credentials
 from .servicer import InferenceServicer, ServerState, add_to_server
@@ -52,6 +53,9 @@ class ServeOptions:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # mutual TLS: clients must show a certificate it signed
     auth_token: str | None = field(default=None, repr=False)  # never logged
+    metrics_port: int = 0  # 0: no metrics endpoint
+    metrics_host: str = "127.0.0.1"
+    log_requests: bool = False  # a log line per successful request too, not only per failure
 
     @property
     def tls(self) -> bool:
@@ -61,8 +65,8 @@ class ServeOptions:
 class Server:
     """One gRPC server over one model repository."""
 
-    def __init__(self, options: ServeOptions) -> None:
-        self.options = options
+    def __init__(self, options: ServeOptions, counters: SharedCounters | None = None, worker: int = 0) -> None:
+        self.options, self.counters, self.worker = options, counters, worker
         self.state = ServerState()
         self.repository = Repository(
             options.model_repository, options.provider, options.ort_threads, options.skip_bad_models
@@ -77,7 +81,7 @@ class Server:
             interceptors=[TokenAuth(options.auth_token)] if options.auth_token else [],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
-        add_to_server(InferenceServicer(self.repository, self.state), self.grpc)
+        add_to_server(InferenceServicer(self.repository, self.state, options.log_requests), self.grpc)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
@@ -105,6 +109,11 @@ class Server:
         except ForwardpassError:
             self.grpc.stop(None)
             raise
+        if self.counters is not None:
+            for entry in self.repository.models.values():
+                for version, model in entry.versions.items():
+                    model.stats.shared = self.counters.row(self.worker, model.name, str(version))
+            serve_metrics(self.counters, self.options.metrics_host, self.options.metrics_port)
         self.state.loaded = True
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         return self.port

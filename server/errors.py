@@ -8,6 +8,7 @@ logged with its traceback and answered INTERNAL, never left to surface as UNKNOW
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 
@@ -26,6 +27,11 @@ STATUS = {
 }
 
 
+def log_event(level: int, event: str, **fields) -> None:
+    """One structured line: the event and its fields as JSON, for log pipelines to parse."""
+    log.log(level, "%s", json.dumps({"event": event, **fields}, sort_keys=True))
+
+
 def rpc(method: Callable) -> Callable:
     """Wrap a servicer method: a ForwardpassError becomes its status and message."""
 
@@ -34,6 +40,15 @@ def rpc(method: Callable) -> Callable:
         try:
             return method(self, request, context)
         except ForwardpassError as exc:
+            model = getattr(request, "model_name", None) or getattr(request, "name", "")
+            log_event(
+                logging.WARNING,
+                "failed",
+                rpc=method.__name__,
+                model=model,
+                status=STATUS[exc.kind].name,
+                reason=str(exc),
+            )
             context.abort(STATUS[exc.kind], str(exc))
         except Exception as exc:  # a bug: keep serving, say so, log the traceback
             log.exception("%s failed", method.__name__)

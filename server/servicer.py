@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -13,7 +14,7 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
 from . import codec
-from .errors import rpc
+from .errors import log_event, rpc
 from .model import PLATFORM, ServedModel
 from .repository import Repository
 
@@ -39,8 +40,8 @@ class ServerState:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Thin RPCs over a Repository; errors map to statuses in `errors.rpc`."""
 
-    def __init__(self, repository: Repository, state: ServerState) -> None:
-        self.repository, self.state = repository, state
+    def __init__(self, repository: Repository, state: ServerState, log_requests: bool = False) -> None:
+        self.repository, self.state, self.log_requests = repository, state, log_requests
 
     def _model(self, name: str, version: str) -> ServedModel:
         if not self.state.loaded:
@@ -96,6 +97,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise
         done = time.perf_counter_ns()
         model.stats.record_success(rows, decoded - start, computed - decoded, done - computed)
+        if self.log_requests:
+            log_event(
+                logging.INFO,
+                "request",
+                model=model.name,
+                version=str(model.version),
+                rows=rows,
+                id=request.id,
+                status="OK",
+                us=(done - start) // 1000,
+            )
         return response
 
     @rpc

@@ -7,6 +7,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from .metrics import INDEX
+
 
 @dataclass
 class Duration:
@@ -33,6 +37,7 @@ class Statistics:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
+    shared: np.ndarray | None = field(default=None, repr=False)  # this worker's Prometheus row, if any
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record_success(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
@@ -45,6 +50,14 @@ class Statistics:
             self.compute_input.add(input_ns)
             self.compute_infer.add(infer_ns)
             self.compute_output.add(output_ns)
+            if self.shared is not None:
+                row, us = self.shared, 1000
+                row[INDEX["nv_inference_request_success"]] += 1
+                row[INDEX["nv_inference_count"]] += rows
+                row[INDEX["nv_inference_request_duration_us"]] += (input_ns + infer_ns + output_ns) // us
+                row[INDEX["nv_inference_compute_input_duration_us"]] += input_ns // us
+                row[INDEX["nv_inference_compute_infer_duration_us"]] += infer_ns // us
+                row[INDEX["nv_inference_compute_output_duration_us"]] += output_ns // us
 
     def record_execution(self, queued_ns: Sequence[int] = (0,)) -> None:
         """One onnxruntime run, of one request or of a dynamic batch, with each request's wait for it
@@ -53,11 +66,16 @@ class Statistics:
             self.execution_count += 1
             for ns in queued_ns:
                 self.queue.add(ns)
+            if self.shared is not None:
+                self.shared[INDEX["nv_inference_exec_count"]] += 1
+                self.shared[INDEX["nv_inference_queue_duration_us"]] += sum(queued_ns) // 1000
 
     def record_failure(self, ns: int) -> None:
         """One request refused or failed after ns nanoseconds."""
         with self._lock:
             self.fail.add(ns)
+            if self.shared is not None:
+                self.shared[INDEX["nv_inference_request_failure"]] += 1
 
     def snapshot(self) -> Statistics:
         """A consistent copy to report."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from forwardpass.errors import ForwardpassError
 
 from .app import ServeOptions, Server, check_port_free
+from .metrics import SharedCounters, model_versions
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,17 @@ def serve(options: ServeOptions) -> int:
     check_port_free(options.host, options.port)
     if not is_loopback(options.host) and not (options.tls or options.auth_token):
         log.warning("listening on %s without TLS or a token: anyone who reaches it can call it", options.host)
+    counters = None
+    if options.metrics_port:
+        check_port_free(options.metrics_host, options.metrics_port)
+        if options.model_repository.is_dir():  # otherwise start-up says what is wrong with it
+            counters = SharedCounters(model_versions(options.model_repository), options.workers)
     reservation = None
     if options.port == 0:  # every worker must bind the same port: pick it here, hold it until they do
         reservation = reserve_port(options.host)
         options = replace(options, port=reservation.getsockname()[1])
     try:
-        return Supervisor(options, reservation).run()
+        return Supervisor(options, reservation, counters).run()
     finally:
         if reservation is not None:
             reservation.close()
@@ -75,8 +81,10 @@ def reserve_port(host: str) -> socket.socket:
 class Supervisor:
     """Forks, watches and restarts the workers; stops them all on a signal."""
 
-    def __init__(self, options: ServeOptions, reservation: socket.socket | None = None) -> None:
-        self.options, self.reservation = options, reservation
+    def __init__(
+        self, options: ServeOptions, reservation: socket.socket | None = None, counters: SharedCounters | None = None
+    ) -> None:
+        self.options, self.reservation, self.counters = options, reservation, counters
         self.workers: dict[int, Worker] = {}
         self.stopping = False
 
@@ -125,7 +133,7 @@ class Supervisor:
             os.close(read_end)
             if self.reservation is not None:
                 self.reservation.close()
-            os._exit(run_worker(self.options, write_end))
+            os._exit(run_worker(self.options, write_end, self.counters, index))
         os.close(write_end)
         self.workers[pid] = Worker(index, pid)
         if self.stopping:  # the signal came between the check and the fork: this one stops too
@@ -154,7 +162,7 @@ class Supervisor:
                 pass
 
 
-def run_worker(options: ServeOptions, ready_fd: int) -> int:
+def run_worker(options: ServeOptions, ready_fd: int, counters: SharedCounters | None = None, index: int = 0) -> int:
     """The worker's life: serve until SIGTERM, telling the parent on ready_fd when it is ready."""
     die_with_parent()
     stop = threading.Event()
@@ -162,7 +170,7 @@ def run_worker(options: ServeOptions, ready_fd: int) -> int:
         signal.signal(sig, lambda *_: stop.set())
     with os.fdopen(ready_fd, "w") as ready:
         try:
-            server = Server(options)
+            server = Server(options, counters, index)
             server.start()
         except ForwardpassError as exc:
             ready.write(f"error {exc}\n")

@@ -22,18 +22,21 @@ def committed(tmp_path):
 
 
 def test_calls_in_flight_finish_on_sigterm_and_new_ones_are_refused(committed):
-    server = ServerProcess(committed, "--grace", "30")
-    x = np.random.default_rng(0).standard_normal((1_000_000, 3)).astype(np.float32)
+    # A batching delay of 1.5 s holds every call inside the server, in flight for certain, when
+    # SIGTERM comes; the grace period lets them finish.
+    config = committed / "mlp_3_4_1" / "config.pbtxt"
+    config.write_text(config.read_text() + "dynamic_batching { max_queue_delay_microseconds: 1500000 }\n")
+    server = ServerProcess(committed, "--grace", "30", "--workers", "1")
+    X = random_input(np.random.default_rng(0), 3, 5, "float32")
     request = pb.ModelInferRequest(model_name="mlp_3_4_1")
-    request.inputs.add(name="x", datatype="FP32", shape=x.shape)
-    request.raw_input_contents.append(x.tobytes())
-    limits = [("grpc.max_send_message_length", 64 * 2**20), ("grpc.max_receive_message_length", 64 * 2**20)]
+    request.inputs.add(name="x", datatype="FP32", shape=[5, 3])
+    request.raw_input_contents.append(np.ascontiguousarray(X.T).tobytes())
     results, errors = [], []
-    with grpc.insecure_channel(server.url, options=limits) as channel:
+    with grpc.insecure_channel(server.url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         assert stub.ServerReady(pb.ServerReadyRequest()).ready
         futures = [stub.ModelInfer.future(request, timeout=60) for _ in range(6)]
-        time.sleep(0.2)  # the requests are on the wire: 72 MB to send and compute
+        time.sleep(0.5)  # received and waiting in the batcher
         server.process.send_signal(15)
         for future in futures:
             try:
@@ -43,8 +46,8 @@ def test_calls_in_flight_finish_on_sigterm_and_new_ones_are_refused(committed):
         assert not errors, [e.details() for e in errors]
         spec = read_file(committed / "mlp_3_4_1" / "1" / "model.onnx").spec
         for response in results:
-            y = np.frombuffer(response.raw_output_contents[0], np.float32).reshape(-1, 1)
-            assert_matches_oracle(spec, x[:1000].T, y[:1000].T, "float32")
+            y = np.frombuffer(response.raw_output_contents[0], np.float32).reshape(5, 1)
+            assert_matches_oracle(spec, X, y.T, "float32")
         assert server.process.wait(60) == 0, server.output()
         with pytest.raises(grpc.RpcError) as info:
             stub.ServerLive(pb.ServerLiveRequest(), timeout=5)

@@ -1,0 +1,96 @@
+"""Prometheus metrics, named and labelled as Triton's are, summed over every worker.
+
+The supervisor maps one table of counters into shared memory before it forks: a row per worker,
+a slot per model version found in the repository. Each worker adds into its own row (a restarted
+worker keeps adding to the same row, so counters never go back) and serves /metrics on the same
+port as its siblings (SO_REUSEPORT); whichever answers sums the whole table.
+"""
+
+from __future__ import annotations
+
+import mmap
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+# (Prometheus name, help): the counters Triton exports under the same names, and what they count.
+COUNTERS = (
+    ("nv_inference_request_success", "Number of successful inference requests, all batch sizes"),
+    ("nv_inference_request_failure", "Number of failed inference requests, all batch sizes"),
+    ("nv_inference_count", "Number of inferences performed (rows; does not include cached requests)"),
+    ("nv_inference_exec_count", "Number of model executions performed (onnxruntime runs)"),
+    ("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds"),
+    ("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds"),
+    ("nv_inference_compute_input_duration_us", "Cumulative compute input duration in microseconds"),
+    ("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in microseconds"),
+    ("nv_inference_compute_output_duration_us", "Cumulative inference compute output duration in microseconds"),
+)
+INDEX = {name: i for i, (name, _) in enumerate(COUNTERS)}
+
+
+def model_versions(repository: Path) -> list[tuple[str, str]]:
+    """Every (model, version) folder of a repository, without loading anything: the table's slots."""
+    slots = []
+    for folder in sorted(p for p in Path(repository).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for version in sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and p.name[0] != "0"):
+            slots.append((folder.name, version))
+    return slots
+
+
+class SharedCounters:
+    """int64 counters [worker, model version, counter] in memory shared by every forked process."""
+
+    def __init__(self, slots: list[tuple[str, str]], workers: int) -> None:
+        self.slots = {slot: i for i, slot in enumerate(slots)}
+        shape = (workers, max(len(slots), 1), len(COUNTERS))
+        self._memory = mmap.mmap(-1, int(np.prod(shape)) * 8)  # anonymous and shared: survives fork
+        self.table = np.frombuffer(self._memory, dtype=np.int64).reshape(shape)
+
+    def row(self, worker: int, model: str, version: str) -> np.ndarray | None:
+        """One worker's counters for one model version (None for a version the table has no slot for)."""
+        slot = self.slots.get((model, version))
+        return None if slot is None else self.table[worker, slot]
+
+    def render(self) -> str:
+        """The Prometheus text exposition of the table, summed over workers."""
+        totals = self.table.sum(axis=0)
+        lines = []
+        for i, (name, help_text) in enumerate(COUNTERS):
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+            for (model, version), slot in self.slots.items():
+                lines.append(f'{name}{{model="{model}",version="{version}"}} {int(totals[slot, i])}')
+        return "\n".join(lines) + "\n"
+
+
+def serve_metrics(counters: SharedCounters, host: str, port: int) -> ThreadingHTTPServer:
+    """Serve GET /metrics from a daemon thread; the port is shared with the sibling workers."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server hook name
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404, "metrics are at /metrics")
+                return
+            body = counters.render().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args) -> None:  # scrapes every few seconds: not worth a line
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        def server_bind(self) -> None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            super().server_bind()
+
+    server = Server((host.strip("[]"), port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
