@@ -206,7 +206,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=os.cpu_count() or 1,
-        help="worker processes sharing the port, each with its own sessions (default: the cores)",
+        help="worker processes sharing the port, each with its own sessions; one per core by default",
     )
     serve.add_argument("--threads", type=int, default=8, help="gRPC handler threads per worker")
     serve.add_argument(
@@ -356,6 +356,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError("--tls-client-ca needs --tls-cert and --tls-key")
     if min(args.threads, args.max_concurrent_rpcs) < 1:
         raise InputError("--threads and --max-concurrent-rpcs must be at least 1")
+    for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
+        if not 0 <= port <= 65535:
+            raise InputError(f"{flag} {port} is not a TCP port (0 to 65535)")
     options = ServeOptions(
         model_repository=args.model_repository,
         host=args.host,

@@ -88,6 +88,9 @@ def test_build_warns_about_hidden_sigmoid(repo):
         (["run", "missing.onnx", "--input", "x.csv"], "missing.onnx: no such file"),
         (["check", "models/mlp_3_4_1/1/model.onnx", "--provider", "cuda"], "onnxruntime-gpu"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["serve", "--port", "70000"], "--port 70000 is not a TCP port"),
+        (["serve", "--workers", "0"], "--workers must be at least 1"),
+        (["show", "missing.onnx"], "missing.onnx: no such file"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(repo, args, match):
