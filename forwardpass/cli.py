@@ -210,6 +210,21 @@ def make_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--threads", type=int, default=8, help="gRPC handler threads per worker")
     serve.add_argument(
+        "--model-control-mode",
+        choices=["none", "poll", "explicit"],
+        default="none",
+        help="none: models load at start-up only; poll: rescan the repository and load new versions; "
+        "explicit: RepositoryModelLoad/Unload decide (Triton's modes)",
+    )
+    serve.add_argument("--repository-poll-secs", type=float, default=15.0, help="poll mode: seconds between rescans")
+    serve.add_argument(
+        "--load-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="explicit mode: a model to load at start-up (repeatable; * for all)",
+    )
+    serve.add_argument(
         "--metrics-port",
         type=int,
         default=0,
@@ -356,6 +371,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError("--tls-client-ca needs --tls-cert and --tls-key")
     if min(args.threads, args.max_concurrent_rpcs) < 1:
         raise InputError("--threads and --max-concurrent-rpcs must be at least 1")
+    if args.repository_poll_secs <= 0:
+        raise InputError("--repository-poll-secs must be positive")
+    if args.load_model and args.model_control_mode != "explicit":
+        raise InputError("--load-model applies to --model-control-mode explicit")
     for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
         if not 0 <= port <= 65535:
             raise InputError(f"{flag} {port} is not a TCP port (0 to 65535)")
@@ -378,6 +397,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         log_requests=args.log_requests,
+        model_control_mode=args.model_control_mode,
+        repository_poll_secs=args.repository_poll_secs,
+        load_models=tuple(args.load_model),
     )
     return serve(options)
 

@@ -34,6 +34,7 @@ KIND_OF = {
     grpc.StatusCode.UNAVAILABLE: Kind.UNAVAILABLE,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Kind.TOO_LARGE,
     grpc.StatusCode.DEADLINE_EXCEEDED: Kind.DEADLINE,
+    grpc.StatusCode.UNIMPLEMENTED: Kind.UNSUPPORTED,
 }
 
 

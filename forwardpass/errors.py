@@ -17,6 +17,7 @@ class Kind(enum.Enum):
     UNAVAILABLE = "unavailable"
     TOO_LARGE = "too large"
     DEADLINE = "deadline exceeded"
+    UNSUPPORTED = "not supported"
 
 
 class ForwardpassError(Exception):

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.protos import grpc_service_pb2 as pb
 
+from .control import ModelControl
 from .metrics import SharedCounters, serve_metrics
 from .repository import Repository
 from .security import TokenAuth, server_credentials
@@ -56,6 +57,10 @@ class ServeOptions:
     metrics_port: int = 0  # 0: no metrics endpoint
     metrics_host: str = "127.0.0.1"
     log_requests: bool = False  # a log line per successful request too, not only per failure
+    model_control_mode: str = "none"  # none | poll | explicit, as Triton's
+    repository_poll_secs: float = 15.0
+    load_models: tuple[str, ...] = ()  # explicit mode: what loads at start-up ("*": everything)
+    wanted_file: Path | None = None  # explicit mode: set by the supervisor, shared by the workers
 
     @property
     def tls(self) -> bool:
@@ -81,7 +86,10 @@ class Server:
             interceptors=[TokenAuth(options.auth_token)] if options.auth_token else [],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
-        add_to_server(InferenceServicer(self.repository, self.state, options.log_requests), self.grpc)
+        self.control = ModelControl(
+            self.repository, options.model_control_mode, options.wanted_file, self._models_changed
+        )
+        add_to_server(InferenceServicer(self.repository, self.state, options.log_requests, self.control), self.grpc)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
@@ -105,18 +113,32 @@ class Server:
             raise ForwardpassError(f"cannot listen on {where}")
         self.grpc.start()
         try:
-            self.repository.load()
+            self.repository.load(self.control.wanted())
         except ForwardpassError:
             self.grpc.stop(None)
             raise
+        self._attach_metrics()
         if self.counters is not None:
-            for entry in self.repository.models.values():
-                for version, model in entry.versions.items():
-                    model.stats.shared = self.counters.row(self.worker, model.name, str(version))
             serve_metrics(self.counters, self.options.metrics_host, self.options.metrics_port)
         self.state.loaded = True
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        if self.options.model_control_mode == "poll":
+            self.control.poll(self.options.repository_poll_secs)
         return self.port
+
+    def _models_changed(self) -> None:
+        """After a load, unload or rescan: metrics rows for new versions, and health per model."""
+        self._attach_metrics()
+        if self.state.ready:
+            self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    def _attach_metrics(self) -> None:
+        if self.counters is None:
+            return
+        for entry in self.repository.models.values():
+            for version, model in entry.versions.items():
+                if model.stats.shared is None:  # a version added after start-up has no slot: no metrics
+                    model.stats.shared = self.counters.row(self.worker, model.name, str(version))
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let those in flight finish within `grace` seconds, then close."""

@@ -24,6 +24,7 @@ STATUS = {
     Kind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Kind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Kind.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Kind.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,  # Triton's UNSUPPORTED, e.g. a load in the wrong mode
 }
 
 

@@ -11,6 +11,7 @@ the reason, or, with skip_bad, is kept as not ready with that reason.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from .config import CONFIG_FILE, default_config, model_file, provider_for, read_
 from .model import ServedModel, not_found
 
 log = logging.getLogger(__name__)
+
+UNLOADED = "unloaded"
 
 
 @dataclass
@@ -39,28 +42,96 @@ class ModelEntry:
 
 
 class Repository:
-    """The models of one repository folder, loaded once at start-up."""
+    """The models of one repository folder: loaded at start-up, and again by refresh (poll mode) or
+    load_model / unload_model (explicit mode). The tables are replaced whole, never edited in
+    place, so a request sees either the old set of versions or the new one; a version it already
+    holds finishes its call even after it was replaced."""
 
     def __init__(self, root: str | Path, provider: str = "auto", threads: int | None = 1, skip_bad: bool = False):
         self.root = Path(root)
         self.provider, self.threads, self.skip_bad = provider, threads, skip_bad
         self.models: dict[str, ModelEntry] = {}
 
-    def load(self) -> None:
-        """Load every model folder; the first bad one raises unless skip_bad."""
-        if not self.root.is_dir():
-            raise ForwardpassError(f"model repository {self.root} is not a folder", Kind.NOT_FOUND)
-        folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not folders:
-            raise ForwardpassError(f"model repository {self.root} has no model folders", Kind.NOT_FOUND)
+    def load(self, only: Collection[str] | None = None) -> None:
+        """Load every model folder (or those named); the first bad one raises unless skip_bad."""
+        folders = self._folders()
+        if only is not None:
+            unknown = sorted(set(only) - {f.name for f in folders})
+            if unknown:
+                raise ForwardpassError(f"model repository {self.root} has no model {unknown[0]!r}", Kind.NOT_FOUND)
+        models = {}
         for folder in folders:
+            if only is not None and folder.name not in only:
+                models[folder.name] = ModelEntry(folder.name, reason=UNLOADED)
+                continue
             try:
-                self.models[folder.name] = self._load_model(folder)
+                models[folder.name] = self._load_model(folder)
             except ForwardpassError as exc:
                 if not self.skip_bad:
                     raise
                 log.warning("model %s is not ready: %s", folder.name, exc)
-                self.models[folder.name] = ModelEntry(folder.name, reason=str(exc))
+                models[folder.name] = ModelEntry(folder.name, reason=str(exc))
+        self.models = models
+
+    def refresh(self) -> None:
+        """Poll mode: load new model folders and versions, drop removed ones, keep what still
+        stands; a version that fails to load is refused and what served before keeps serving."""
+        on_disk = {folder.name: folder for folder in self._folders(allow_empty=True)}
+        self.models = {name: self._refreshed(folder, self.models.get(name)) for name, folder in on_disk.items()}
+
+    def load_model(self, name: str) -> None:
+        """Explicit mode: load a model folder (new versions too); on failure raise and keep the old."""
+        folder = self.root / name
+        if not folder.is_dir():
+            raise ForwardpassError(f"model repository {self.root} has no model {name!r}", Kind.NOT_FOUND)
+        entry = self._refreshed(folder, self.models.get(name))
+        if not entry.ready:
+            raise ForwardpassError(f"model '{name}' could not load: {entry.reason}", Kind.UNAVAILABLE)
+        self.models = {**self.models, name: entry}
+
+    def unload_model(self, name: str) -> None:
+        """Explicit mode: stop serving a model (calls already running finish)."""
+        if name not in self.models:
+            raise not_found(name, "", sorted(self.models))
+        self.models = {**self.models, name: ModelEntry(name, reason=UNLOADED)}
+
+    def _folders(self, allow_empty: bool = False) -> list[Path]:
+        if not self.root.is_dir():
+            raise ForwardpassError(f"model repository {self.root} is not a folder", Kind.NOT_FOUND)
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not folders and not allow_empty:
+            raise ForwardpassError(f"model repository {self.root} has no model folders", Kind.NOT_FOUND)
+        return folders
+
+    def _refreshed(self, folder: Path, entry: ModelEntry | None) -> ModelEntry:
+        """The entry a folder now calls for: versions kept, new ones loaded, failures refused."""
+        serving = entry is not None and entry.ready
+        try:
+            config = read_config(folder)
+            wanted = select_versions(
+                _present(folder), config.version_policy if config else ModelVersionPolicy(), folder
+            )
+        except ForwardpassError as exc:
+            if serving:
+                log.warning("model %s: %s; it keeps serving version %s", folder.name, exc, sorted(entry.versions))
+                return entry
+            return ModelEntry(folder.name, reason=str(exc))
+        versions = {}
+        for version in wanted:
+            if serving and version in entry.versions:
+                versions[version] = entry.versions[version]
+                continue
+            try:
+                versions[version] = self._load_version(folder, version, config)
+            except ForwardpassError as exc:
+                log.warning("refusing %s version %d: %s", folder.name, version, exc)
+        if not versions:
+            if serving:
+                return entry  # nothing new could load: what served before keeps serving
+            return ModelEntry(folder.name, reason=f"no version of {folder} could load")
+        if serving and versions.keys() != entry.versions.keys():
+            log.info("model %s now serves version %s (was %s)", folder.name, sorted(versions), sorted(entry.versions))
+        return ModelEntry(folder.name, versions)
 
     def get(self, name: str, version: str = "") -> ServedModel:
         """The loaded version asked for (the latest when empty); NOT_FOUND or UNAVAILABLE otherwise."""
@@ -82,9 +153,7 @@ class Repository:
 
     def _load_model(self, folder: Path) -> ModelEntry:
         config = read_config(folder)
-        present = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and p.name[0] != "0")
-        if not present:
-            raise ForwardpassError(f"{folder}: no version folders (1/, 2/, ...)")
+        present = _present(folder)
         entry = ModelEntry(folder.name)
         for version in select_versions(present, config.version_policy if config else ModelVersionPolicy(), folder):
             entry.versions[version] = self._load_version(folder, version, config)
@@ -100,6 +169,14 @@ class Repository:
         served_input, outputs = settle(settled, folder.name, runtime, back.layout, folder / CONFIG_FILE)
         log.info("loaded %s version %d from %s on %s", folder.name, version, path, runtime.provider)
         return ServedModel(folder.name, version, runtime, served_input, outputs, settled.max_batch_size, settled)
+
+
+def _present(folder: Path) -> list[int]:
+    """The version folders of a model folder: digits, not starting with 0 (as Triton)."""
+    present = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and p.name[0] != "0")
+    if not present:
+        raise ForwardpassError(f"{folder}: no version folders (1/, 2/, ...)")
+    return present
 
 
 def select_versions(present: list[int], policy: ModelVersionPolicy, folder: Path) -> list[int]:

@@ -14,6 +14,7 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
 from . import codec
+from .control import ModelControl
 from .errors import log_event, rpc
 from .model import PLATFORM, ServedModel
 from .repository import Repository
@@ -40,8 +41,14 @@ class ServerState:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Thin RPCs over a Repository; errors map to statuses in `errors.rpc`."""
 
-    def __init__(self, repository: Repository, state: ServerState, log_requests: bool = False) -> None:
-        self.repository, self.state, self.log_requests = repository, state, log_requests
+    def __init__(
+        self,
+        repository: Repository,
+        state: ServerState,
+        log_requests: bool = False,
+        control: ModelControl | None = None,
+    ) -> None:
+        self.repository, self.state, self.log_requests, self.control = repository, state, log_requests, control
 
     def _model(self, name: str, version: str) -> ServedModel:
         if not self.state.loaded:
@@ -125,6 +132,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             elif entry.ready:
                 models.extend(entry.versions[v] for v in sorted(entry.versions))
         return pb.ModelStatisticsResponse(model_stats=[_statistics(m) for m in models])
+
+    @rpc
+    def RepositoryModelLoad(self, request, context):
+        self.control.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @rpc
+    def RepositoryModelUnload(self, request, context):
+        self.control.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
 
     @rpc
     def RepositoryIndex(self, request, context):

@@ -13,13 +13,16 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from forwardpass.errors import ForwardpassError
 
 from .app import ServeOptions, Server, check_port_free
+from .control import write_wanted
 from .metrics import SharedCounters, model_versions
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,14 @@ def serve(options: ServeOptions) -> int:
         check_port_free(options.metrics_host, options.metrics_port)
         if options.model_repository.is_dir():  # otherwise start-up says what is wrong with it
             counters = SharedCounters(model_versions(options.model_repository), options.workers)
+    wanted_dir = None
+    if options.model_control_mode == "explicit":  # the loaded set every worker applies
+        wanted_dir = tempfile.TemporaryDirectory(prefix="forwardpass-models-")
+        folders = model_folders(options.model_repository)
+        write_wanted(
+            Path(wanted_dir.name) / "wanted.json", folders if "*" in options.load_models else list(options.load_models)
+        )
+        options = replace(options, wanted_file=Path(wanted_dir.name) / "wanted.json")
     reservation = None
     if options.port == 0:  # every worker must bind the same port: pick it here, hold it until they do
         reservation = reserve_port(options.host)
@@ -56,6 +67,8 @@ def serve(options: ServeOptions) -> int:
     finally:
         if reservation is not None:
             reservation.close()
+        if wanted_dir is not None:
+            wanted_dir.cleanup()
 
 
 def is_loopback(host: str) -> bool:
@@ -91,6 +104,7 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGUSR1, self._relay)  # a worker changed the loaded models: tell them all
         banners = []
         for index in range(self.options.workers):
             try:
@@ -153,6 +167,13 @@ class Supervisor:
                      len(self.workers), self.options.grace)  # fmt: skip
         self._stop_all()
 
+    def _relay(self, signum: int, frame) -> None:
+        for pid in list(self.workers):
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+
     def _stop_all(self) -> None:
         self.stopping = True
         for pid in list(self.workers):
@@ -180,9 +201,28 @@ def run_worker(options: ServeOptions, ready_fd: int, counters: SharedCounters | 
             ready.write(f"error worker failed to start: {type(exc).__name__}: {exc}\n")
             return 1
         ready.write(f"ready {server.banner()}\n")
+    if options.model_control_mode == "explicit":
+        changed = threading.Event()
+        signal.signal(signal.SIGUSR1, lambda *_: changed.set())
+        threading.Thread(target=_follow, args=(server, changed), name="model-control", daemon=True).start()
     stop.wait()
     server.stop()
     return 0
+
+
+def _follow(server: Server, changed: threading.Event) -> None:
+    """Apply the wanted models each time a worker (this one or a sibling) changes them."""
+    while True:
+        changed.wait()
+        changed.clear()
+        server.control.apply_wanted()
+
+
+def model_folders(repository: Path) -> list[str]:
+    """The model folder names (none when the repository is missing: start-up then says so)."""
+    if not Path(repository).is_dir():
+        return []
+    return sorted(p.name for p in Path(repository).iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def die_with_parent() -> None:

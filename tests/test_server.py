@@ -147,7 +147,7 @@ def test_reflection_describes_the_service(channel):
 
 
 def test_rpcs_we_do_not_serve_are_unimplemented(channel):
-    load = channel.unary_unary("/inference.GRPCInferenceService/RepositoryModelLoad")
+    load = channel.unary_unary("/inference.GRPCInferenceService/SystemSharedMemoryStatus")
     with pytest.raises(grpc.RpcError) as info:
         load(b"")
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED

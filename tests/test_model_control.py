@@ -1,0 +1,159 @@
+"""Models loaded while serving: poll mode picks up new versions without a failed call; explicit mode
+loads and unloads on request, on every worker; a corrupt version is refused and the old one serves."""
+
+import shutil
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from forwardpass.builder.export import export_to_repository
+from forwardpass.builder.graph import ExportOptions
+from forwardpass.builder.spec import Activation
+from forwardpass.protos import grpc_service_pb2 as pb
+from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
+from forwardpass.tolerance import compare
+
+from helpers import ROOT, ServerProcess, random_input, random_spec
+
+ACTS = (Activation("relu"), Activation("sigmoid"))
+
+
+def stub(url):
+    channel = grpc.insecure_channel(url, options=[("grpc.use_local_subchannel_pool", 1)])  # a connection of its own
+    return channel, pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+def infer(s, X, model="m"):
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="x", datatype="FP32", shape=[X.shape[1], 3])
+    request.raw_input_contents.append(np.ascontiguousarray(X.T).tobytes())
+    response = s.ModelInfer(request, timeout=10)
+    return response.model_version, np.frombuffer(response.raw_output_contents[0], np.float32).reshape(-1, 1).T
+
+
+def drop_version(repository, version, spec):
+    """Write a version beside the repository, then rename it in: a poll never sees half a folder."""
+    staging = repository.parent / f"staging-{version}"
+    export_to_repository(spec, ExportOptions(), staging, "m", version, force=True)
+    (repository / "m" / str(version)).parent.mkdir(exist_ok=True)
+    shutil.move(str(staging / "m" / str(version)), str(repository / "m" / str(version)))
+
+
+@pytest.fixture
+def repository(tmp_path):
+    repository = tmp_path / "models"
+    export_to_repository(random_spec(np.random.default_rng(1), (3, 4, 1), ACTS), ExportOptions(), repository, "m", 1)
+    return repository
+
+
+def test_poll_mode_switches_to_a_new_version_without_a_failed_call(repository):
+    v1 = random_spec(np.random.default_rng(1), (3, 4, 1), ACTS)
+    v2 = random_spec(np.random.default_rng(2), (3, 4, 1), ACTS)
+    server = ServerProcess(
+        repository, "--workers", "2", "--model-control-mode", "poll", "--repository-poll-secs", "0.3"
+    )
+    X = random_input(np.random.default_rng(3), 3, 8, "float32")
+    answers, errors, stop = [], [], threading.Event()
+
+    def hammer():
+        channel, s = stub(server.url)
+        with channel:
+            while not stop.is_set():
+                try:
+                    answers.append(infer(s, X))
+                except grpc.RpcError as exc:
+                    errors.append(exc.code().name)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        drop_version(repository, 2, v2)
+        deadline = time.monotonic() + 20
+        while not any(version == "2" for version, _ in answers[-50:]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # every worker has rescanned
+        stop.set()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:5]
+        specs = {"1": v1, "2": v2}
+        for version, y in answers:
+            assert compare(specs[version], X, y, "float32").ok  # each answer is one version's, whole
+        assert {version for version, _ in answers} == {"1", "2"}
+        for _ in range(6):  # new connections, both workers: all on version 2 now
+            channel, s = stub(server.url)
+            with channel:
+                assert infer(s, X)[0] == "2"
+    finally:
+        stop.set()
+        assert server.stop() == 0
+
+
+def test_poll_mode_refuses_a_corrupt_version_and_keeps_serving(repository):
+    server = ServerProcess(
+        repository, "--workers", "1", "--model-control-mode", "poll", "--repository-poll-secs", "0.2"
+    )
+    try:
+        (repository.parent / "staging").mkdir()
+        (repository.parent / "staging" / "model.onnx").write_bytes(b"corrupt")
+        shutil.move(str(repository.parent / "staging"), str(repository / "m" / "2"))
+        deadline = time.monotonic() + 20
+        while "refusing m version 2" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "refusing m version 2" in server.output()
+        channel, s = stub(server.url)
+        with channel:
+            assert infer(s, random_input(np.random.default_rng(4), 3, 2, "float32"))[0] == "1"
+    finally:
+        assert server.stop() == 0
+
+
+def test_explicit_mode_loads_and_unloads_on_every_worker(repository):
+    shutil.copytree(ROOT / "models" / "mlp_3_4_1", repository / "mlp_3_4_1")
+    server = ServerProcess(repository, "--workers", "2", "--model-control-mode", "explicit", "--load-model", "m")
+
+    def ready_everywhere(model, want):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            seen = set()
+            for _ in range(12):
+                channel, s = stub(server.url)
+                with channel:
+                    _, call = s.ServerMetadata.with_call(pb.ServerMetadataRequest(), timeout=10)
+                    pid = dict(call.trailing_metadata())["forwardpass-worker-pid"]
+                    seen.add((pid, s.ModelReady(pb.ModelReadyRequest(name=model), timeout=10).ready))
+            if len({pid for pid, _ in seen}) == 2 and all(ready == want for _, ready in seen):
+                return True
+            time.sleep(0.2)
+        return False
+
+    try:
+        assert ready_everywhere("m", True) and ready_everywhere("mlp_3_4_1", False)
+        channel, s = stub(server.url)
+        with channel:
+            s.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="mlp_3_4_1"), timeout=30)
+            assert ready_everywhere("mlp_3_4_1", True)
+            s.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="m"), timeout=30)
+            assert ready_everywhere("m", False)
+            with pytest.raises(grpc.RpcError) as info:
+                s.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="nope"), timeout=30)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        assert server.stop() == 0
+
+
+def test_load_and_unload_are_refused_outside_explicit_mode(repository):
+    server = ServerProcess(repository, "--workers", "1")
+    try:
+        channel, s = stub(server.url)
+        with channel, pytest.raises(grpc.RpcError) as info:
+            s.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="m"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "not allowed in model control mode 'none'" in info.value.details()
+    finally:
+        assert server.stop() == 0
