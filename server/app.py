@@ -137,7 +137,7 @@ class Server:
             return
         for entry in self.repository.models.values():
             for version, model in entry.versions.items():
-                if model.stats.shared is None:  # a version added after start-up has no slot: no metrics
+                if model.stats.shared is None:  # a version beyond the spare slots has none: no metrics
                     model.stats.shared = self.counters.row(self.worker, model.name, str(version))
 
     def stop(self, grace: float | None = None) -> None:

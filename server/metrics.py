@@ -31,20 +31,27 @@ COUNTERS = (
 INDEX = {name: i for i, (name, _) in enumerate(COUNTERS)}
 
 
-def model_versions(repository: Path) -> list[tuple[str, str]]:
-    """Every (model, version) folder of a repository, without loading anything: the table's slots."""
-    slots = []
+SPARE_VERSIONS = 8  # slots for versions dropped in after start-up (poll and explicit modes)
+
+
+def model_versions(repository: Path) -> tuple[list[tuple[str, str]], set[tuple[str, str]]]:
+    """The table's slots, found without loading anything: every (model, version) folder, and the
+    next SPARE_VERSIONS version numbers of each model; and which of them exist now."""
+    slots, present = [], set()
     for folder in sorted(p for p in Path(repository).iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for version in sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and p.name[0] != "0"):
-            slots.append((folder.name, version))
-    return slots
+        versions = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and p.name[0] != "0")
+        present |= {(folder.name, str(v)) for v in versions}
+        newest = max(versions, default=0)
+        slots += [(folder.name, str(v)) for v in versions + list(range(newest + 1, newest + 1 + SPARE_VERSIONS))]
+    return slots, present
 
 
 class SharedCounters:
     """int64 counters [worker, model version, counter] in memory shared by every forked process."""
 
-    def __init__(self, slots: list[tuple[str, str]], workers: int) -> None:
+    def __init__(self, slots: list[tuple[str, str]], workers: int, present: set | None = None) -> None:
         self.slots = {slot: i for i, slot in enumerate(slots)}
+        self.present = set(slots) if present is None else present  # shown even before their first call
         shape = (workers, max(len(slots), 1), len(COUNTERS))
         self._memory = mmap.mmap(-1, int(np.prod(shape)) * 8)  # anonymous and shared: survives fork
         self.table = np.frombuffer(self._memory, dtype=np.int64).reshape(shape)
@@ -61,6 +68,8 @@ class SharedCounters:
         for i, (name, help_text) in enumerate(COUNTERS):
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
             for (model, version), slot in self.slots.items():
+                if (model, version) not in self.present and not totals[slot].any():
+                    continue  # a spare slot no version has used yet
                 lines.append(f'{name}{{model="{model}",version="{version}"}} {int(totals[slot, i])}')
         return "\n".join(lines) + "\n"
 

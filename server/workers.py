@@ -49,7 +49,8 @@ def serve(options: ServeOptions) -> int:
     if options.metrics_port:
         check_port_free(options.metrics_host, options.metrics_port)
         if options.model_repository.is_dir():  # otherwise start-up says what is wrong with it
-            counters = SharedCounters(model_versions(options.model_repository), options.workers)
+            slots, present = model_versions(options.model_repository)
+            counters = SharedCounters(slots, options.workers, present)
     wanted_dir = None
     if options.model_control_mode == "explicit":  # the loaded set every worker applies
         wanted_dir = tempfile.TemporaryDirectory(prefix="forwardpass-models-")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,23 @@ def assert_one_error_line(result, match: str, logs_allowed: bool = False) -> Non
         lines = [line for line in lines if " WARNING " not in line and " INFO " not in line]
     assert len(lines) == 1 and match in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def free_port() -> int:
+    """A loopback port free now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[str, int]:
+    """The /metrics of a server, as {"name/model": value}."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    values = {}
+    for line in text.splitlines():
+        found = re.match(r'(\w+)\{model="([^"]+)",version="(\d+)"\} (\d+)$', line)
+        if found:
+            values[f"{found[1]}/{found[2]}"] = int(found[4])
+    return values

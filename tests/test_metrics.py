@@ -2,11 +2,9 @@
 
 import json
 import os
-import re
 import shutil
 import signal
 import time
-import urllib.request
 
 import grpc
 import numpy as np
@@ -15,25 +13,7 @@ import pytest
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from helpers import ROOT, ServerProcess, assert_one_error_line, run_cli
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port: int) -> dict[str, int]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    values = {}
-    for line in text.splitlines():
-        found = re.match(r'(\w+)\{model="([^"]+)",version="(\d+)"\} (\d+)$', line)
-        if found:
-            values[f"{found[1]}/{found[2]}"] = int(found[4])
-    return values
+from helpers import ROOT, ServerProcess, assert_one_error_line, free_port, run_cli, scrape
 
 
 def infer(url: str, model: str, rows: int) -> str:

@@ -16,7 +16,7 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 from forwardpass.tolerance import compare
 
-from helpers import ROOT, ServerProcess, random_input, random_spec
+from helpers import ROOT, ServerProcess, free_port, random_input, random_spec, scrape
 
 ACTS = (Activation("relu"), Activation("sigmoid"))
 
@@ -155,5 +155,36 @@ def test_load_and_unload_are_refused_outside_explicit_mode(repository):
             s.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="m"), timeout=10)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert "not allowed in model control mode 'none'" in info.value.details()
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_version_dropped_in_is_counted_in_the_metrics(repository):
+    port = free_port()
+    server = ServerProcess(
+        repository,
+        "--workers",
+        "2",
+        "--model-control-mode",
+        "poll",
+        "--repository-poll-secs",
+        "0.2",
+        "--metrics-port",
+        str(port),
+    )
+    try:
+        assert "nv_inference_request_success/m" in scrape(port)
+        drop_version(repository, 2, random_spec(np.random.default_rng(5), (3, 4, 1), ACTS))
+        X = random_input(np.random.default_rng(6), 3, 2, "float32")
+        deadline, served = time.monotonic() + 20, 0
+        while served < 10 and time.monotonic() < deadline:
+            channel, s = stub(server.url)
+            with channel:
+                served += infer(s, X)[0] == "2"
+        assert served == 10
+        import urllib.request
+
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'nv_inference_request_success{model="m",version="2"} 10' in body
     finally:
         assert server.stop() == 0
