@@ -187,9 +187,11 @@ class Supervisor:
 def run_worker(options: ServeOptions, ready_fd: int, counters: SharedCounters | None = None, index: int = 0) -> int:
     """The worker's life: serve until SIGTERM, telling the parent on ready_fd when it is ready."""
     die_with_parent()
-    stop = threading.Event()
+    stop, changed = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # From the first instant: SIGUSR1's default action would end a worker still starting up.
+    signal.signal(signal.SIGUSR1, lambda *_: changed.set())
     with os.fdopen(ready_fd, "w") as ready:
         try:
             server = Server(options, counters, index)
@@ -203,8 +205,6 @@ def run_worker(options: ServeOptions, ready_fd: int, counters: SharedCounters | 
             return 1
         ready.write(f"ready {server.banner()}\n")
     if options.model_control_mode == "explicit":
-        changed = threading.Event()
-        signal.signal(signal.SIGUSR1, lambda *_: changed.set())
         threading.Thread(target=_follow, args=(server, changed), name="model-control", daemon=True).start()
     stop.wait()
     server.stop()
