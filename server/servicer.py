@@ -22,7 +22,7 @@ from .repository import Repository
 SERVER_NAME = "forwardpass"
 WORKER_METADATA = "forwardpass-worker-pid"
 # Only what is served: perf_analyzer calls ModelStatistics around every window when it sees "statistics".
-EXTENSIONS = ("model_configuration", "statistics")
+EXTENSIONS = ("model_configuration", "model_repository", "statistics")
 
 
 class ServerState:
