@@ -36,6 +36,7 @@ from forwardpass.builder.trained import import_trained
 from forwardpass.builder.tritonconfig import DEFAULT_MAX_BATCH_SIZE
 
 from .arrays import read_array, write_array
+from .credentials import read_token
 from .errors import ForwardpassError, InputError
 from .runtime import PROVIDERS, Runtime
 from .tolerance import TOLERANCES
@@ -361,8 +362,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from forwardpass.server.workers import serve
 
     logging.getLogger().setLevel(args.log_level.upper())
-    from forwardpass.server.security import read_token
-
     if args.max_message_mb <= 0 or args.grace < 0:
         raise InputError("--max-message-mb must be positive and --grace not negative")
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -406,8 +405,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     """forwardpass infer."""
-    from forwardpass.server.security import read_token
-
     from .client import Client
 
     x = read_array(args.input)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
+from .credentials import read_pem
 from .errors import ForwardpassError, Kind
 
 DEFAULT_URL = "127.0.0.1:8001"
@@ -60,7 +60,7 @@ class Client:
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
         if tls or tls_ca or tls_cert or tls_key:
-            credentials = grpc.ssl_channel_credentials(_pem(tls_ca), _pem(tls_key), _pem(tls_cert))
+            credentials = grpc.ssl_channel_credentials(read_pem(tls_ca), read_pem(tls_key), read_pem(tls_cert))
             self.channel = grpc.secure_channel(url, credentials, options=limits)
         else:
             self.channel = grpc.insecure_channel(url, options=limits)
@@ -125,15 +125,6 @@ class Client:
                 raise ForwardpassError(f"cannot reach {self.url}: {exc.details()}", Kind.UNAVAILABLE) from None
             kind = KIND_OF.get(code, Kind.UNAVAILABLE)
             raise ForwardpassError(f"{method} failed with {code.name}: {exc.details()}", kind) from None
-
-
-def _pem(path: str | os.PathLike | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ForwardpassError(f"{path}: cannot read it ({exc.strerror})", Kind.NOT_FOUND) from None
 
 
 def _split(x: np.ndarray, axis: int, rows: int) -> list[np.ndarray]:

@@ -8,36 +8,14 @@ logged or echoed.
 from __future__ import annotations
 
 import hmac
-import os
 from pathlib import Path
 
 import grpc
 
-from forwardpass.errors import ForwardpassError, Kind
+from forwardpass.credentials import read_pem
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # probes (Kubernetes, load balancers) carry no token
 REFUSAL = "missing or wrong 'authorization: Bearer <token>' metadata"
-
-
-def read_token(path: str | os.PathLike) -> str:
-    """The token in a file (surrounding whitespace stripped); an empty or missing file is an error."""
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise ForwardpassError(f"{path}: cannot read the token file ({exc.strerror})", Kind.NOT_FOUND) from None
-    if not token:
-        raise ForwardpassError(f"{path}: the token file is empty")
-    return token
-
-
-def read_pem(path: str | os.PathLike | None) -> bytes | None:
-    """A PEM file's bytes, or None when no path is given."""
-    if path is None:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ForwardpassError(f"{path}: cannot read it ({exc.strerror})", Kind.NOT_FOUND) from None
 
 
 def server_credentials(cert: Path, key: Path, client_ca: Path | None = None) -> grpc.ServerCredentials:
