@@ -103,9 +103,11 @@ def _through(name: str, alpha: float | None, err_z: np.ndarray, abs_a: np.ndarra
     if name == "tanh":
         return err_z + APPROXIMATED_ULPS * unit
     if name == "softmax":
-        # Inputs off by at most m in a column scale each output by between e^-2m and e^2m.
-        spread = np.expm1(2 * err_z.max(axis=0, keepdims=True))
-        return abs_a * spread + APPROXIMATED_ULPS * unit
+        # Inputs off by at most m in a column scale each output by between e^-2m and e^2m; and a
+        # probability cannot be off by more than 1, however large m is.
+        with np.errstate(over="ignore"):
+            spread = np.expm1(2 * err_z.max(axis=0, keepdims=True))
+        return np.minimum(abs_a * spread, 1.0) + APPROXIMATED_ULPS * unit
     if name == "leaky_relu":
         return max(1.0, abs(alpha)) * err_z + unit * abs_a  # one multiply on the negative side
     return err_z  # relu and identity add no rounding
