@@ -105,9 +105,10 @@ def _through(name: str, alpha: float | None, err_z: np.ndarray, abs_a: np.ndarra
     if name == "softmax":
         # Inputs off by at most m in a column scale each output by between e^-2m and e^2m; and a
         # probability cannot be off by more than 1, however large m is.
-        with np.errstate(over="ignore"):
-            spread = np.expm1(2 * err_z.max(axis=0, keepdims=True))
-        return np.minimum(abs_a * spread, 1.0) + APPROXIMATED_ULPS * unit
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = abs_a * np.expm1(2 * err_z.max(axis=0, keepdims=True))
+        scaled = np.where(np.isnan(scaled), 1.0, scaled)  # 0 * inf: an unbounded spread, so the cap
+        return np.minimum(scaled, 1.0) + APPROXIMATED_ULPS * unit
     if name == "leaky_relu":
         return max(1.0, abs(alpha)) * err_z + unit * abs_a  # one multiply on the negative side
     return err_z  # relu and identity add no rounding

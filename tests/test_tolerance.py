@@ -74,3 +74,17 @@ def test_the_oracle_itself_is_within_every_bound(mode):
 
     result = compare(spec, X, forward(spec, X).output, mode)
     assert result.ok and result.max_abs == 0.0
+
+
+def test_softmax_bound_stays_finite_when_input_errors_are_huge():
+    # Weights of 1e6 give logits far apart: some probabilities underflow to exactly 0, and the bound
+    # of the logits is so large that e^2m overflows. The bound must still be a number (capped at 1).
+    from forwardpass.builder.oracle import forward
+    from forwardpass.builder.spec import NetworkSpec
+
+    spec = NetworkSpec((2, 3), (Activation("softmax"),), ([[1e6, -1e6], [-1e6, 1e6], [0.0, 0.0]],), ([[0], [0], [0]],))
+    X = np.array([[1e30, -1e30], [-1e30, 1e30]])
+    expected = forward(spec, X).output
+    assert (expected == 0).any()
+    result = compare(spec, X, expected, "float32")
+    assert result.ok and np.isfinite(result.worst)
