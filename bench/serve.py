@@ -232,13 +232,8 @@ class Bench:
 
     def _bare_large(self, target: Target, run: int) -> None:
         """The ceiling for 65,536-row requests: the bare server answering with a 65,536-row response."""
-        port = peers.free_port()
-        command = [*target.command, "--port", str(port), "--response", str(self.work / "response-65536.bin")]
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
+        port, process = self._served([*target.command, "--response", str(self.work / "response-65536.bin")])
         try:
-            wait_answering(port, process, self.requests[65536].read_bytes(), timeout=60)
             cell = self._cell(port, process, 1, 65536)
             memory = rss_mb(process_tree(process.pid))
             self.results.append(
@@ -254,6 +249,19 @@ class Bench:
             )
         finally:
             peers.stop(process)
+
+    def _served(self, command: list[str]) -> tuple[int, subprocess.Popen]:
+        """Start a server command on a free port and wait until it answers."""
+        port = peers.free_port()
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_answering(port, process, self.requests[1].read_bytes(), timeout=120)
+        return port, process
 
     def _check_answer(self, target: Target, port: int) -> None:
         if "bare" in target.name:
@@ -427,18 +435,6 @@ class ServeBench(Bench):
             extras["batching"][workers] = self._batching(command, workers)
         extras["h2load"] = self._h2load(fp, plain, batched)
         return extras
-
-    def _served(self, command: list[str]):
-        port = peers.free_port()
-        process = subprocess.Popen(
-            [*command, "--port", str(port)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        wait_answering(port, process, self.requests[1].read_bytes(), timeout=120)
-        return port, process
 
     def _profile(self, command: list[str]) -> dict:
         """One request end to end at concurrency 1: decode / infer / encode on the server, the rest gRPC."""

@@ -191,3 +191,11 @@ def scrape(port: int) -> dict[str, int]:
         if found:
             values[f"{found[1]}/{found[2]}"] = int(found[4])
     return values
+
+
+def answering_worker(stub) -> str:
+    """The pid of the worker that answers on this stub's connection (ServerMetadata's trailing metadata)."""
+    from forwardpass.protos import grpc_service_pb2 as pb
+
+    _, call = stub.ServerMetadata.with_call(pb.ServerMetadataRequest(), timeout=10)
+    return dict(call.trailing_metadata())["forwardpass-worker-pid"]

@@ -13,7 +13,7 @@ import pytest
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from helpers import ROOT, ServerProcess, assert_one_error_line, free_port, run_cli, scrape
+from helpers import ROOT, ServerProcess, answering_worker, assert_one_error_line, free_port, run_cli, scrape
 
 
 def infer(url: str, model: str, rows: int) -> str:
@@ -35,9 +35,8 @@ def successes_per_worker(url: str) -> dict[str, int]:
     for _ in range(60):
         with grpc.insecure_channel(url, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            _, call = stub.ServerMetadata.with_call(pb.ServerMetadataRequest(), timeout=10)
             stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="mlp_3_4_1"), timeout=10).model_stats[0]
-            seen[dict(call.trailing_metadata())["forwardpass-worker-pid"]] = stats.inference_stats.success.count
+            seen[answering_worker(stub)] = stats.inference_stats.success.count
         if len(seen) == 2:
             break
     return seen

@@ -16,7 +16,7 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 from forwardpass.tolerance import compare
 
-from helpers import ROOT, ServerProcess, free_port, random_input, random_spec, scrape
+from helpers import ROOT, ServerProcess, answering_worker, free_port, random_input, random_spec, scrape
 
 ACTS = (Activation("relu"), Activation("sigmoid"))
 
@@ -124,9 +124,7 @@ def test_explicit_mode_loads_and_unloads_on_every_worker(repository):
             for _ in range(12):
                 channel, s = stub(server.url)
                 with channel:
-                    _, call = s.ServerMetadata.with_call(pb.ServerMetadataRequest(), timeout=10)
-                    pid = dict(call.trailing_metadata())["forwardpass-worker-pid"]
-                    seen.add((pid, s.ModelReady(pb.ModelReadyRequest(name=model), timeout=10).ready))
+                    seen.add((answering_worker(s), s.ModelReady(pb.ModelReadyRequest(name=model), timeout=10).ready))
             if len({pid for pid, _ in seen}) == 2 and all(ready == want for _, ready in seen):
                 return True
             time.sleep(0.2)

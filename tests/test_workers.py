@@ -13,16 +13,13 @@ import pytest
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from helpers import ROOT, ServerProcess
+from helpers import ROOT, ServerProcess, answering_worker
 
 
 def worker_pid(url: str) -> int:
     """Which worker answers a new connection (its own subchannel pool: a connection of its own)."""
     with grpc.insecure_channel(url, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
-        _, call = pb_grpc.GRPCInferenceServiceStub(channel).ServerMetadata.with_call(
-            pb.ServerMetadataRequest(), timeout=10
-        )
-        return int(dict(call.trailing_metadata())["forwardpass-worker-pid"])
+        return int(answering_worker(pb_grpc.GRPCInferenceServiceStub(channel)))
 
 
 def children(pid: int) -> set[int]:
