@@ -21,8 +21,8 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(FP) demo
 
-# tritonclient and our stubs both define the protobuf package `inference`; one process can hold
-# only one, so the tritonclient tests run in a pytest process of their own.
+# tritonclient, kserve and our stubs all define the protobuf package `inference`; one process can
+# hold only one, so the tritonclient tests and the kserve tests each run in a pytest process of their own.
 # The other runtimes and trainers the interop tests use: the interop extra (openvino, tract,
 # scikit-learn, torch, skl2onnx) and onnxruntime-node, whose install script would fetch CUDA
 # binaries from a host this machine cannot reach: the CPU build inside the package is enough.
@@ -34,6 +34,7 @@ $(INTEROP): $(STAMP) interop/package.json interop/package-lock.json
 test: $(STAMP) $(INTEROP) lint
 	$(PY) -m pytest
 	FORWARDPASS_TRITON_TESTS=1 $(PY) -m pytest tests/triton
+	FORWARDPASS_KSERVE_TESTS=1 $(PY) -m pytest tests/kserve
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -14,22 +14,17 @@ machine and its load; ratios from one run are the honest comparison.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
+from report import machine, progress
 
-from forwardpass import __version__
 from forwardpass.builder.graph import ExportOptions, build_model, serialize
 from forwardpass.builder.readback import read_file
 from forwardpass.builder.spec import NetworkSpec
@@ -103,15 +98,6 @@ def summary(seconds: list[float], rows: int) -> dict:
     }
 
 
-def progress(step: int, total: int, label: str) -> None:
-    width = 30
-    done = int(width * step / total)
-    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {step}/{total} {label:<40}")
-    sys.stderr.flush()
-    if step == total:
-        sys.stderr.write("\n")
-
-
 def measure(model: Path, repeats: int, sizes: tuple[int, ...]) -> dict:
     """Both layouts' rows/s against NumPy, and the per-call time at N = 1 against bare run()."""
     back = read_file(model)
@@ -152,28 +138,6 @@ def measure(model: Path, repeats: int, sizes: tuple[int, ...]) -> dict:
             "forwardpass": our_call,
             "ratio": our_call["seconds_median"] / bare_call["seconds_median"],
         },
-    }
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": ort.__version__,
-        "forwardpass": __version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 

@@ -1,6 +1,6 @@
 """Serving speed: forwardpass beside the gRPC ceiling and the servers users would run instead.
 
-    python bench/serve.py             # everything, 2 runs (make bench): about 30 minutes
+    python bench/serve.py             # everything, 2 runs (make bench): about 10 minutes
     python bench/serve.py --quick     # forwardpass and the bare server only, a second per cell (CI)
 
 Servers, each started here on loopback and driven by the same load generator (bench/loadgen.py: a
@@ -8,21 +8,22 @@ closed loop over several connections, the same pre-encoded request for all):
   * bare: a gRPC server on the same stack with the same message sizes that does no inference;
   * forwardpass with 1 and N workers, dynamic batching off and on, and its handler on grpc.aio;
   * MLServer 1.7 through a small onnxruntime runtime, defaults and parallel_workers=0, and Triton
-    as bundled by nvidia-pytriton, each in a virtualenv of its own (built on first use, about a
-    minute each, under ~/.cache/forwardpass-peers).
+    (PyTriton 0.7.0: a Python model behind Triton's front end, not Triton's onnxruntime backend),
+    each in a virtualenv of its own (built on first use, about a minute each, under
+    ~/.cache/forwardpass-peers).
 Cells: batch-1 requests at concurrency 1, 16 and 64, and 65,536-row requests at concurrency 1:
 requests/s, rows/s, p50 and p99, CPU of server and client, and each server's resident memory.
 h2load (nghttp2-client), where installed, drives the same bytes from C to show where the Python
 client, not the server, was the limit. Results: bench/results/serve.{json,md}.
+Duration: 2 runs x 10 servers x 4 cells of 5 s (1 s warm-up, 4 s measured) is under 7 minutes;
+the profile, batching and h2load cells and the servers' starts and stops bring it to about 10.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,14 +42,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import peers  # noqa: E402  (bench/peers: the peer servers and their virtualenvs)
+from closed_loop import METHOD  # noqa: E402
+from procfs import cpu_seconds, machine_busy, process_tree, rss_mb  # noqa: E402
+from report import machine, percentile, progress  # noqa: E402
+from servers import forwardpass_command, request_bytes, response_bytes, serve, start, wait_answering  # noqa: E402
 
 from forwardpass.protos import grpc_service_pb2 as pb  # noqa: E402
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
 
 MODEL = ROOT / "models" / "mlp_3_4_1" / "1" / "model.onnx"
-METHOD = "/inference.GRPCInferenceService/ModelInfer"
 CELLS = (("batch 1", 1, 1), ("batch 1", 16, 1), ("batch 1", 64, 1), ("65,536 rows", 1, 65536))
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -59,69 +63,6 @@ class Target:
     peer: str | None = None
     options: dict = field(default_factory=dict)
     cells: tuple = CELLS
-
-
-def request_bytes(rows: int) -> bytes:
-    x = np.random.default_rng(rows).standard_normal((rows, 3)).astype(np.float32)
-    request = pb.ModelInferRequest(model_name="mlp_3_4_1")
-    request.inputs.add(name="x", datatype="FP32", shape=x.shape)
-    request.raw_input_contents.append(x.tobytes())
-    return request.SerializeToString()
-
-
-def response_bytes(rows: int) -> bytes:
-    """What forwardpass answers for `rows` rows, for the bare server to echo: same sizes on the wire."""
-    response = pb.ModelInferResponse(model_name="mlp_3_4_1", model_version="1")
-    response.outputs.add(name="y", datatype="FP32", shape=[rows, 1])
-    response.raw_output_contents.append(np.zeros((rows, 1), np.float32).tobytes())
-    return response.SerializeToString()
-
-
-def process_tree(pid: int) -> list[int]:
-    """pid and all its descendants, from /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(parents.get(current, []))
-    return tree
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICK
-
-
-def rss_mb(pids: list[int]) -> list[float]:
-    sizes = []
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    sizes.append(int(line.split()[1]) / 1024)
-        except OSError:
-            pass
-    return sizes
-
-
-def machine_busy() -> tuple[float, float]:
-    fields = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
 class Bench:
@@ -139,19 +80,15 @@ class Bench:
         self.workers = args.workers
 
     def targets(self) -> list[Target]:
-        py = sys.executable
-        fp = [py, "-m", "forwardpass", "serve", "--provider", "cpu", "--log-level", "warning"]
         plain, batched = self._repositories()
         n = self.workers
         targets = [
-            Target("bare gRPC, 1 process", [py, "bench/stacks.py", "bare", "--workers", "1"]),
-            Target(f"bare gRPC, {n} processes", [py, "bench/stacks.py", "bare", "--workers", str(n)]),
-            Target("forwardpass, 1 worker", [*fp, "--workers", "1", "--model-repository", str(plain)]),
-            Target(f"forwardpass, {n} workers", [*fp, "--workers", str(n), "--model-repository", str(plain)]),
-            Target("forwardpass, 1 worker, batching", [*fp, "--workers", "1", "--model-repository", str(batched)]),
-            Target(
-                f"forwardpass, {n} workers, batching", [*fp, "--workers", str(n), "--model-repository", str(batched)]
-            ),
+            Target("bare gRPC, 1 process", bare_command(1)),
+            Target(f"bare gRPC, {n} processes", bare_command(n)),
+            Target("forwardpass, 1 worker", forwardpass_command(1, plain)),
+            Target(f"forwardpass, {n} workers", forwardpass_command(n, plain)),
+            Target("forwardpass, 1 worker, batching", forwardpass_command(1, batched)),
+            Target(f"forwardpass, {n} workers, batching", forwardpass_command(n, batched)),
         ]
         if self.args.quick:
             return [targets[0], targets[3]]
@@ -159,14 +96,14 @@ class Bench:
             3,
             Target(
                 "forwardpass handler on grpc.aio, 1 process",
-                [py, "bench/stacks.py", "aio", "--model-repository", str(plain)],
+                [sys.executable, "bench/stacks.py", "aio", "--model-repository", str(plain)],
             ),
         )
         if not self.args.no_peers:
             targets += [
                 Target("MLServer 1.7.1, defaults", peer="mlserver", options={"parallel_workers": 1}),
                 Target("MLServer 1.7.1, parallel_workers=0", peer="mlserver", options={"parallel_workers": 0}),
-                Target("Triton (PyTriton 0.7.0)", peer="pytriton"),
+                Target("PyTriton 0.7.0", peer="pytriton"),
             ]
         return targets
 
@@ -178,19 +115,15 @@ class Bench:
         config.write_text(config.read_text() + "dynamic_batching { }\n")
         return plain, batched
 
-    def start(self, target: Target, port: int) -> subprocess.Popen:
+    def start(self, target: Target) -> tuple[int, subprocess.Popen]:
+        if target.command:
+            bare = ["--response", str(self.work / "response-1.bin")] if "bare" in target.command else []
+            return start([*target.command, *bare])
+        port = peers.free_port()
+        python = peers.ensure_venv(target.peer, peers.default_root())
         if target.peer == "mlserver":
-            python = peers.ensure_venv("mlserver", peers.default_root())
-            return peers.start_mlserver(python, MODEL, port, self.work / f"mlserver-{port}", **target.options)
-        if target.peer == "pytriton":
-            python = peers.ensure_venv("pytriton", peers.default_root())
-            return peers.start_pytriton(python, MODEL, port, self.work / f"pytriton-{port}", max_batch_size=65536)
-        command = [*target.command, "--port", str(port)]
-        if "bare" in command:
-            command += ["--response", str(self.work / "response-1.bin")]
-        return subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
+            return port, peers.start_mlserver(python, MODEL, port, self.work / f"mlserver-{port}", **target.options)
+        return port, peers.start_pytriton(python, MODEL, port, self.work / f"pytriton-{port}", max_batch_size=65536)
 
     def run(self) -> None:
         targets = self.targets()
@@ -203,28 +136,15 @@ class Bench:
                 self._measure(target, run)
 
     def _measure(self, target: Target, run: int) -> None:
-        port = peers.free_port()
-        process = self.start(target, port)
+        port, process = self.start(target)
         try:
-            wait_answering(port, process, self.requests[1].read_bytes(), timeout=300)
+            wait_answering(port, process, timeout=300)
             self._check_answer(target, port)
-            tree = process_tree(process.pid)
-            memory = rss_mb(tree)
+            memory = rss_mb(process_tree(process.pid))
             for label, concurrency, rows in target.cells:
                 if "bare" in target.name and rows != 1:
                     continue  # measured below with the matching canned response
-                cell = self._cell(port, process, concurrency, rows)
-                self.results.append(
-                    {
-                        "target": target.name,
-                        "run": run,
-                        "cell": label,
-                        "concurrency": concurrency,
-                        "rows": rows,
-                        "rss_mb": memory,
-                        **cell,
-                    }
-                )
+                self._record(target, run, label, memory, self._cell(port, process, concurrency, rows))
         finally:
             peers.stop(process)
         if "bare" in target.name:
@@ -232,36 +152,15 @@ class Bench:
 
     def _bare_large(self, target: Target, run: int) -> None:
         """The ceiling for 65,536-row requests: the bare server answering with a 65,536-row response."""
-        port, process = self._served([*target.command, "--response", str(self.work / "response-65536.bin")])
+        port, process = serve([*target.command, "--response", str(self.work / "response-65536.bin")])
         try:
             cell = self._cell(port, process, 1, 65536)
-            memory = rss_mb(process_tree(process.pid))
-            self.results.append(
-                {
-                    "target": target.name,
-                    "run": run,
-                    "cell": "65,536 rows",
-                    "concurrency": 1,
-                    "rows": 65536,
-                    "rss_mb": memory,
-                    **cell,
-                }
-            )
+            self._record(target, run, "65,536 rows", rss_mb(process_tree(process.pid)), cell)
         finally:
             peers.stop(process)
 
-    def _served(self, command: list[str]) -> tuple[int, subprocess.Popen]:
-        """Start a server command on a free port and wait until it answers."""
-        port = peers.free_port()
-        process = subprocess.Popen(
-            [*command, "--port", str(port)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        wait_answering(port, process, self.requests[1].read_bytes(), timeout=120)
-        return port, process
+    def _record(self, target: Target, run: int, label: str, memory: list[float], cell: dict) -> None:
+        self.results.append({"target": target.name, "run": run, "cell": label, "rss_mb": memory, **cell})
 
     def _check_answer(self, target: Target, port: int) -> None:
         if "bare" in target.name:
@@ -307,22 +206,25 @@ class Bench:
         results = [json.loads(out.read_text()) for out in outs]
         latencies = sorted(v for r in results for v in r["latencies_ms"])
         answers = sum(r["answers"] for r in results)
-        errors: dict[str, int] = {}
-        for r in results:
-            for code, count in r["errors"].items():
-                errors[code] = errors.get(code, 0) + count
-        machine = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1]) * (os.cpu_count() or 1)
+        machine_cores = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1]) * (os.cpu_count() or 1)
         return {
+            "concurrency": concurrency,
+            "rows": rows,
             "req_per_s": answers / seconds,
             "rows_per_s": answers * rows / seconds,
             "p50_ms": percentile(latencies, 50),
             "p99_ms": percentile(latencies, 99),
-            "errors": errors,
+            "errors": error_counts(results),
             "server_cores": server_cpu / seconds,
             "client_cores": sum(r["cpu_s"] for r in results) / (seconds + warmup),
-            "machine_cores": machine,
+            "machine_cores": machine_cores,
             "server_cpu_ms_per_req": server_cpu / answers * 1000 if answers else None,
         }
+
+
+def bare_command(workers: int) -> list[str]:
+    """The bare server (bench/stacks.py) in `workers` processes; its canned response is added when started."""
+    return [sys.executable, "bench/stacks.py", "bare", "--workers", str(workers)]
 
 
 def h2load(port: int, rows: int, connections: int, streams: int, seconds: float, work: Path) -> dict | None:
@@ -370,34 +272,6 @@ def _ms(text: str) -> float:
     return float(text)
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
-
-
-def wait_answering(port: int, process: subprocess.Popen, request: bytes, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.unary_unary(METHOD)
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode} before answering")
-            try:
-                call(request, timeout=5)
-                return
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-
-def progress(step: int, total: int, label: str) -> None:
-    done = int(30 * step / total)
-    sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{total} {label:<60}")
-    sys.stderr.flush()
-    if step == total:
-        sys.stderr.write("\n")
-
-
 def worker_statistics(port: int, workers: int) -> dict:
     """ModelStatistics summed over every worker: one connection per try until each pid has answered."""
     seen: dict[str, pb.ModelStatistics] = {}
@@ -425,26 +299,28 @@ class ServeBench(Bench):
     """Bench, plus the per-request profile, batching counts and h2load."""
 
     def extras(self) -> dict:
-        py = sys.executable
         plain, batched = self.work / "plain", self.work / "batched"
-        fp = [py, "-m", "forwardpass", "serve", "--provider", "cpu", "--log-level", "warning"]
-        extras: dict = {"profile": self._profile([*fp, "--workers", "1", "--model-repository", str(plain)])}
+        extras: dict = {"profile": self._profile(forwardpass_command(1, plain))}
         extras["batching"] = {}
         for workers in sorted({1, self.workers}):
-            command = [*fp, "--workers", str(workers), "--model-repository", str(batched)]
-            extras["batching"][workers] = self._batching(command, workers)
-        extras["h2load"] = self._h2load(fp, plain, batched)
+            extras["batching"][workers] = self._batching(forwardpass_command(workers, batched), workers)
+        extras["h2load"] = self._h2load(plain, batched)
         return extras
+
+    def _counted_cell(self, command: list[str], workers: int, concurrency: int) -> tuple[dict, dict, dict]:
+        """A batch-1 cell on a server of its own, with the workers' statistics before and after."""
+        port, process = serve(command)
+        try:
+            before = worker_statistics(port, workers)
+            cell = self._cell(port, process, concurrency, 1)
+            after = worker_statistics(port, workers)
+        finally:
+            peers.stop(process)
+        return before, cell, after
 
     def _profile(self, command: list[str]) -> dict:
         """One request end to end at concurrency 1: decode / infer / encode on the server, the rest gRPC."""
-        port, process = self._served(command)
-        try:
-            before = worker_statistics(port, 1)
-            cell = self._cell(port, process, 1, 1)
-            after = worker_statistics(port, 1)
-        finally:
-            peers.stop(process)
+        before, cell, after = self._counted_cell(command, 1, 1)
         count = after["success"]["count"] - before["success"]["count"]
 
         def avg_us(name: str) -> float:
@@ -460,13 +336,7 @@ class ServeBench(Bench):
         return split
 
     def _batching(self, command: list[str], workers: int) -> dict:
-        port, process = self._served(command)
-        try:
-            before = worker_statistics(port, workers)
-            cell = self._cell(port, process, 64, 1)
-            after = worker_statistics(port, workers)
-        finally:
-            peers.stop(process)
+        before, cell, after = self._counted_cell(command, workers, 64)
         requests = after["success"]["count"] - before["success"]["count"]
         runs = after["execution_count"] - before["execution_count"]
         return {
@@ -477,27 +347,19 @@ class ServeBench(Bench):
             "req_per_s": cell["req_per_s"],
         }
 
-    def _h2load(self, fp: list[str], plain: Path, batched: Path) -> list[dict]:
+    def _h2load(self, plain: Path, batched: Path) -> list[dict]:
         if shutil.which("h2load") is None:
             return []
         n = self.workers
         seconds = 1.0 if self.args.quick else 4.0
         commands = {
-            f"bare gRPC, {n} processes": [
-                sys.executable,
-                "bench/stacks.py",
-                "bare",
-                "--workers",
-                str(n),
-                "--response",
-                str(self.work / "response-1.bin"),
-            ],
-            f"forwardpass, {n} workers": [*fp, "--workers", str(n), "--model-repository", str(plain)],
-            f"forwardpass, {n} workers, batching": [*fp, "--workers", str(n), "--model-repository", str(batched)],
+            f"bare gRPC, {n} processes": [*bare_command(n), "--response", str(self.work / "response-1.bin")],
+            f"forwardpass, {n} workers": forwardpass_command(n, plain),
+            f"forwardpass, {n} workers, batching": forwardpass_command(n, batched),
         }
         rows = []
         for name, command in commands.items():
-            port, process = self._served(command)
+            port, process = serve(command)
             try:
                 for connections, streams in ((1, 1), (4, 4), (8, 8)):
                     # h2load counts HTTP/2 answers; the gRPC status rides in trailers it does not read,
@@ -526,10 +388,6 @@ def aggregate(results: list[dict]) -> list[dict]:
             values = [r[key] for r in runs if r[key] is not None]
             return statistics.median(values) if values else None
 
-        errors: dict[str, int] = {}
-        for r in runs:
-            for code, count in r["errors"].items():
-                errors[code] = errors.get(code, 0) + count
         rows.append(
             {
                 "target": target,
@@ -548,36 +406,21 @@ def aggregate(results: list[dict]) -> list[dict]:
                 "server_cpu_ms_per_req": med("server_cpu_ms_per_req"),
                 "rss_mb_total": max(sum(r["rss_mb"]) for r in runs),
                 "rss_mb_max_process": max(max(r["rss_mb"]) for r in runs),
-                "errors": errors,
+                "errors": error_counts(runs),
             }
         )
     return rows
 
 
-def machine() -> dict:
-    import onnxruntime
-
-    cpu = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "grpcio": grpc.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+def error_counts(results: list[dict]) -> dict[str, int]:
+    """The failed calls of several results, by status code, added up."""
+    return dict(sum((Counter(r["errors"]) for r in results), Counter()))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="forwardpass and bare only, 1 s cells, 1 run (CI)")
-    parser.add_argument("--no-peers", action="store_true", help="leave out MLServer and Triton")
+    parser.add_argument("--no-peers", action="store_true", help="leave out MLServer and PyTriton")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="N, for the N-worker cells")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")

@@ -23,14 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import peers  # noqa: E402
-from loadgen import run as load  # noqa: E402
-from serve import process_tree, request_bytes, rss_mb, wait_answering  # noqa: E402
+from closed_loop import run as load  # noqa: E402
+from procfs import process_tree, rss_mb  # noqa: E402
+from report import percentile  # noqa: E402
+from servers import forwardpass_command, request_bytes, serve  # noqa: E402
 
 MEMORY_BOUND_MB = 30.0  # growth of the whole server over a run: beyond it, something leaks
 
@@ -67,8 +67,8 @@ async def soak(url: str, server: subprocess.Popen, seconds: float, concurrency: 
         "failures": failures,
         "failed_at_s": failed_at,
         "killed_worker_at_s": killed.get("at"),
-        "p99_before_ms": float(np.percentile(before, 99)) if before else None,
-        "p99_after_ms": float(np.percentile(after, 99)) if after else None,
+        "p99_before_ms": percentile(before, 99),
+        "p99_after_ms": percentile(after, 99),
         "memory_start_mb": memory_start,
         "memory_end_mb": memory_end,
         "memory_bound_mb": MEMORY_BOUND_MB,
@@ -106,33 +106,14 @@ def main() -> int:
     parser.add_argument("--update-readme", action="store_true", help="put the figures in the README")
     args = parser.parse_args()
     seconds = 10.0 if args.quick else args.seconds
-    work = Path(tempfile.mkdtemp(prefix="forwardpass-soak-"))
-    shutil.copytree(ROOT / "models", work / "models")
-    port = peers.free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "forwardpass",
-        "serve",
-        "--port",
-        str(port),
-        "--workers",
-        str(args.workers),
-        "--provider",
-        "cpu",
-        "--model-repository",
-        str(work / "models"),
-        "--log-level",
-        "warning",
-    ]
-    server = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
-    try:
-        wait_answering(port, server, request_bytes(1), timeout=120)
-        time.sleep(0.5)  # every worker up
-        result = asyncio.run(soak(f"127.0.0.1:{port}", server, seconds, args.concurrency))
-    finally:
-        peers.stop(server)
-        shutil.rmtree(work, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="forwardpass-soak-", ignore_cleanup_errors=True) as work:
+        models = shutil.copytree(ROOT / "models", Path(work) / "models")
+        port, server = serve(forwardpass_command(args.workers, models), output=None)
+        try:
+            time.sleep(0.5)  # every worker up
+            result = asyncio.run(soak(f"127.0.0.1:{port}", server, seconds, args.concurrency))
+        finally:
+            peers.stop(server)
     stem = "soak-quick" if args.quick else "soak"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -65,18 +65,19 @@ async def bare_aio(port: int, response: bytes) -> None:
 
 
 async def ours_aio(port: int, repository: Path) -> None:
-    """forwardpass's decode / infer / encode, unchanged, in an asyncio handler."""
+    """forwardpass's codec and data plane, unchanged, in an asyncio handler."""
     from forwardpass.protos import grpc_service_pb2 as pb
     from forwardpass.server import codec
+    from forwardpass.server.dataplane import DataPlane
     from forwardpass.server.repository import Repository
 
     models = Repository(repository, provider="cpu", threads=1)
     models.load()
+    plane = DataPlane(models)
+    plane.loaded = True
 
     async def infer(request, context):
-        model = models.get(request.model_name, request.model_version)
-        x, rows = codec.decode_input(request, model)
-        return codec.encode_response(request, model, model.infer(x, rows, codec.requested_outputs(request, model)))
+        return codec.infer_response(plane.infer(codec.infer_request(request, context.time_remaining())))
 
     server = grpc.aio.server(options=LIMITS)
     handler = grpc.unary_unary_rpc_method_handler(

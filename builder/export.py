@@ -14,15 +14,12 @@ from pathlib import Path
 import onnx
 
 from forwardpass.errors import SpecError
+from forwardpass.layout import CONFIG_FILE, MODEL_FILE, WEIGHTS_FILE, check_model_name, version_folders
 
 from .graph import ExportOptions, build_model, check, serialize
 from .npz import npz_bytes
 from .spec import NetworkSpec
-from .tritonconfig import DEFAULT_MAX_BATCH_SIZE, spec_config_text
-
-MODEL_FILE = "model.onnx"
-CONFIG_FILE = "config.pbtxt"
-WEIGHTS_FILE = "weights.npz"
+from .tritonconfig import DEFAULT_MAX_BATCH_SIZE, config_text, spec_config
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ def export_to_repository(
     """
     if max_batch_size < 1:
         raise SpecError(f"max_batch_size must be at least 1, got {max_batch_size}")
-    model_dir = Path(repository) / name
+    model_dir = Path(repository) / check_model_name(name)
     versions = existing_versions(model_dir)
     if version is None:
         version = versions[-1] if force and versions else (versions[-1] + 1 if versions else 1)
@@ -74,7 +71,7 @@ def export_to_repository(
             f"{model_dir / str(version)} exists; pass --force to replace it, "
             f"or leave out --version to write {versions[-1] + 1}"
         )
-    config = spec_config_text(spec, options, name, max_batch_size)
+    config = config_text(spec_config(spec, options, name, max_batch_size))
     config_path = model_dir / CONFIG_FILE
     if config_path.exists() and config_path.read_text() != config and not force:
         raise SpecError(
@@ -101,10 +98,8 @@ def model_bytes(spec: NetworkSpec, options: ExportOptions, name: str | None = No
 
 
 def existing_versions(model_dir: Path) -> list[int]:
-    """The numeric version folders in a model folder, ascending."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+    """The version folders in a model folder, ascending."""
+    return list(version_folders(model_dir))
 
 
 def write_atomic(path: Path, data: bytes) -> None:

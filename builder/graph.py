@@ -15,14 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
+from forwardpass.dtypes import DTYPES as ALL_DTYPES
 from forwardpass.errors import SpecError
 
 from .spec import NetworkSpec
 
 LAYOUTS = ("rows", "columns")
-DTYPES = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}
+DTYPES = {d.name: d.onnx for d in ALL_DTYPES}  # our name -> TensorProto code
 DEFAULT_OPSET = 17
 MIN_OPSET = 13  # Gemm, Sigmoid and Tanh took their current form at 13
 GRAPH_FORMAT = "1"  # bumped only when forwardpass changes what it writes for the same spec
@@ -35,6 +36,8 @@ IR_FOR_OPSET = {
     21: 10, 22: 10, 23: 11, 24: 12, 25: 13, 26: 13, 27: 13, 28: 14,
 }  # fmt: skip
 
+# The ONNX op of each name in spec.ACTIVATIONS, and the attributes (from alpha and whether the
+# layout is rows) that its node carries.
 ONNX_OP = {
     "sigmoid": "Sigmoid",
     "tanh": "Tanh",
@@ -42,6 +45,15 @@ ONNX_OP = {
     "leaky_relu": "LeakyRelu",
     "identity": "Identity",
     "softmax": "Softmax",
+}
+ONNX_ATTRIBUTES = {
+    "sigmoid": lambda alpha, rows: {},
+    "tanh": lambda alpha, rows: {},
+    "relu": lambda alpha, rows: {},
+    "leaky_relu": lambda alpha, rows: {"alpha": alpha},
+    "identity": lambda alpha, rows: {},
+    # over the units: the last axis in rows, the first in columns
+    "softmax": lambda alpha, rows: {"axis": 1 if rows else 0},
 }
 
 
@@ -97,7 +109,7 @@ def build_model(
     """The ONNX model of a spec: one Gemm and one activation node per layer."""
     dtype = np.dtype(options.dtype)
     rows = options.layout == "rows"
-    nodes, initializers, hidden = [], [], []
+    nodes, initializers = [], []
     a = options.input_name
     for l, (W, b, act) in enumerate(zip(spec.weights, spec.biases, spec.activations), 1):
         bias = b.reshape(-1) if rows else b
@@ -111,13 +123,11 @@ def build_model(
         a = options.output_name if l == spec.depth else f"A{l}"
         attrs = _attributes(act.name, act.alpha, rows)
         nodes.append(helper.make_node(ONNX_OP[act.name], [z], [a], name=a, **attrs))
-        hidden += [(z, spec.sizes[l])] + ([(a, spec.sizes[l])] if l < spec.depth else [])
-    outputs = [(options.output_name, spec.sizes[-1])] + (hidden if options.expose_hidden else [])
     graph = helper.make_graph(
         nodes,
         name or default_name(spec),
         [_tensor_type(options.input_name, spec.sizes[0], options)],
-        [_tensor_type(out, width, options) for out, width in outputs],
+        [_tensor_type(out, width, options) for out, width in output_widths(spec, options)],
         initializer=initializers,
         doc_string=_doc(spec, options),
     )
@@ -131,6 +141,16 @@ def build_model(
     return model
 
 
+def output_widths(spec: NetworkSpec, options: ExportOptions) -> list[tuple[str, int]]:
+    """The graph's outputs and their widths: y (or Y), then with expose_hidden every Z[l] and every
+    A[l] but the last, which is y."""
+    outputs = [(options.output_name, spec.sizes[-1])]
+    if options.expose_hidden:
+        for l, n in enumerate(spec.sizes[1:], 1):
+            outputs += [(f"Z{l}", n)] + ([(f"A{l}", n)] if l < spec.depth else [])
+    return outputs
+
+
 def serialize(model: onnx.ModelProto) -> bytes:
     """The model's bytes, fields in number order, so equal models give equal files."""
     return model.SerializeToString(deterministic=True)
@@ -142,11 +162,7 @@ def check(model: onnx.ModelProto) -> None:
 
 
 def _attributes(name: str, alpha: float | None, rows: bool) -> dict:
-    if name == "leaky_relu":
-        return {"alpha": alpha}
-    if name == "softmax":
-        return {"axis": 1 if rows else 0}  # over the units: the last axis in rows, the first in columns
-    return {}
+    return ONNX_ATTRIBUTES[name](alpha, rows)
 
 
 def _tensor_type(name: str, width: int, options: ExportOptions) -> onnx.ValueInfoProto:

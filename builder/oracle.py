@@ -8,6 +8,7 @@ It reads a NetworkSpec and nothing else: no ONNX, no graph code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,12 +45,21 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=0, keepdims=True)
 
 
+# One function per name in spec.ACTIVATIONS; leaky_relu alone takes a parameter, its alpha.
+FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "relu": relu,
+    "leaky_relu": leaky_relu,
+    "identity": identity,
+    "softmax": softmax,
+}
+
+
 def g(activation: Activation, z: np.ndarray) -> np.ndarray:
     """Apply one layer's activation."""
-    if activation.name == "leaky_relu":
-        return leaky_relu(z, activation.alpha)
-    functions = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "identity": identity, "softmax": softmax}
-    return functions[activation.name](z)
+    parameters = () if activation.alpha is None else (activation.alpha,)
+    return FUNCTIONS[activation.name](z, *parameters)
 
 
 @dataclass(frozen=True)

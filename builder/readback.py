@@ -23,6 +23,34 @@ ACTIVATION_OF = {op: name for name, op in ONNX_OP.items()}
 ONNX_LEAKY_DEFAULT = 0.01  # LeakyRelu's alpha when the attribute is absent (ONNX operator spec)
 
 
+def _no_parameter(attrs: dict, layout: str, where: str) -> None:
+    return None
+
+
+def _leaky_alpha(attrs: dict, layout: str, where: str) -> float:
+    return attrs.get("alpha", ONNX_LEAKY_DEFAULT)
+
+
+def _softmax_over_units(attrs: dict, layout: str, where: str) -> None:
+    units_axes = (1, -1) if layout == "rows" else (0, -2)
+    axis = attrs.get("axis", -1)
+    if axis not in units_axes:
+        raise ModelFormatError(f"{where}: axis {axis} is not the units axis of {layout} layout ({units_axes[0]})")
+    return None
+
+
+# How each activation's node attributes read back, by name: its alpha (None where it has none), or
+# an error where they describe something else.
+PARAMETER_OF = {
+    "sigmoid": _no_parameter,
+    "tanh": _no_parameter,
+    "relu": _no_parameter,
+    "leaky_relu": _leaky_alpha,
+    "identity": _no_parameter,
+    "softmax": _softmax_over_units,
+}
+
+
 @dataclass(frozen=True)
 class ReadBack:
     """What a model file holds: the spec, and how it was written."""
@@ -154,18 +182,9 @@ class _Walk:
             )
         if list(node.input) != [self.current]:
             raise ModelFormatError(f"{where}: does not take the Gemm output {self.current!r}")
-        alpha = None
+        name = ACTIVATION_OF[node.op_type]
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "LeakyRelu":
-            alpha = attrs.get("alpha", ONNX_LEAKY_DEFAULT)
-        if node.op_type == "Softmax":
-            units_axes = (1, -1) if self.layout == "rows" else (0, -2)
-            if attrs.get("axis", -1) not in units_axes:
-                raise ModelFormatError(
-                    f"{where}: axis {attrs.get('axis', -1)} is not the units axis of {self.layout} layout "
-                    f"({units_axes[0]})"
-                )
-        self.acts.append(Activation(ACTIVATION_OF[node.op_type], alpha))
+        self.acts.append(Activation(name, PARAMETER_OF[name](attrs, self.layout, where)))
         self.current = node.output[0]
         self.tensors.add(self.current)
 

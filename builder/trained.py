@@ -23,6 +23,8 @@ from forwardpass.errors import Kind, SpecError
 
 from .spec import Activation, NetworkSpec, parse_activations
 
+# What each importer maps onto our activations: its own name -> ours. Every name in
+# spec.ACTIVATIONS is either produced by an importer or listed, with the reason, as one it cannot.
 SKLEARN_ACTIVATIONS = {
     "identity": "identity",
     "logistic": "sigmoid",
@@ -30,6 +32,18 @@ SKLEARN_ACTIVATIONS = {
     "relu": "relu",
     "softmax": "softmax",
 }
+SKLEARN_CANNOT = {
+    "leaky_relu": "MLPClassifier and MLPRegressor offer no leaky ReLU (activation is identity, logistic, tanh or relu)",
+}
+TORCH_ACTIVATIONS = {  # the torch.nn class name -> ours; torch is imported only when a file is loaded
+    "Identity": "identity",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "ReLU": "relu",
+    "LeakyReLU": "leaky_relu",
+    "Softmax": "softmax",
+}
+TORCH_CANNOT: dict[str, str] = {}  # torch.nn has a module for every activation we have
 SKLEARN_MODELS = ("MLPClassifier", "MLPRegressor")
 TORCH_SUFFIXES = (".pt", ".pth")
 SKLEARN_SUFFIXES = (".pkl", ".pickle", ".joblib")
@@ -94,7 +108,7 @@ def from_torch(path: Path, activations: str | None = None) -> NetworkSpec:
     except ImportError:
         raise SpecError(f"{path}: loading it needs PyTorch (pip install torch)") from None
     nn = torch.nn
-    allowed = [nn.Sequential, nn.Linear, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.Identity, nn.Softmax]
+    allowed = [nn.Sequential, nn.Linear, *(getattr(nn, cls) for cls in TORCH_ACTIVATIONS)]
     try:
         with torch.serialization.safe_globals(allowed):
             loaded = torch.load(path, map_location="cpu", weights_only=True)
@@ -144,17 +158,15 @@ def _from_module(path: Path, module) -> NetworkSpec:
 def _torch_activation(path: Path, index: int, layer) -> Activation:
     import torch.nn as nn
 
-    simple = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: "identity"}
-    for cls, name in simple.items():
-        if type(layer) is cls:
-            return Activation(name)
-    if type(layer) is nn.LeakyReLU:
-        return Activation("leaky_relu", float(layer.negative_slope))
-    if type(layer) is nn.Softmax:
-        if layer.dim not in (1, -1):
-            raise SpecError(f"{path}: layer {index} is Softmax over dim {layer.dim}; forwardpass takes dim=1 (classes)")
-        return Activation("softmax")
-    raise SpecError(f"{path}: layer {index} is {type(layer).__name__}, which forwardpass cannot map")
+    # The exact class, not a subclass: a subclass may compute something else under the same name.
+    name = TORCH_ACTIVATIONS.get(type(layer).__name__)
+    if name is None or type(layer) is not getattr(nn, type(layer).__name__):
+        raise SpecError(f"{path}: layer {index} is {type(layer).__name__}, which forwardpass cannot map")
+    if name == "leaky_relu":
+        return Activation(name, float(layer.negative_slope))
+    if name == "softmax" and layer.dim not in (1, -1):
+        raise SpecError(f"{path}: layer {index} is Softmax over dim {layer.dim}; forwardpass takes dim=1 (classes)")
+    return Activation(name)
 
 
 def _from_state_dict(path: Path, state: dict, activations: str | None) -> NetworkSpec:

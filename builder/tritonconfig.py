@@ -1,58 +1,57 @@
-"""Triton's `config.pbtxt` for a model forwardpass builds or serves.
+"""Triton's `config.pbtxt` for a model forwardpass builds or serves, as a ModelConfig message.
 
 Without a config Triton would assume max_batch_size 4, so every exported model carries one. Rows
 layout has a batch dimension, so Triton's dims leave it out; columns layout has none
-(max_batch_size 0) and its batch is the last dim, -1.
+(max_batch_size 0) and its batch is the last dim, -1. The server builds the same message for a
+model folder that has no config, so both sides agree on what "the default" is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .graph import ExportOptions
+from google.protobuf import text_format
+
+from forwardpass.dtypes import dtype as dtype_named
+from forwardpass.protos.model_config_pb2 import DataType, ModelConfig
+
+from .graph import ExportOptions, output_widths
 from .spec import NetworkSpec
 
 DEFAULT_MAX_BATCH_SIZE = 1_048_576
-TRITON_TYPES = {"float32": "TYPE_FP32", "float64": "TYPE_FP64"}
 PLATFORM = "onnxruntime_onnx"
 
 
-def spec_config_text(
+def spec_config(
     spec: NetworkSpec, options: ExportOptions, name: str, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
-) -> str:
-    """The config.pbtxt of a spec exported with `options`."""
-    outputs = [(options.output_name, spec.sizes[-1])]
-    if options.expose_hidden:
-        for l, n in enumerate(spec.sizes[1:], 1):
-            outputs += [(f"Z{l}", n)] + ([(f"A{l}", n)] if l < spec.depth else [])
-    return config_text(
-        name, options.layout, options.dtype, (options.input_name, spec.sizes[0]), outputs, max_batch_size
-    )
+) -> ModelConfig:
+    """The config of a spec exported with `options`."""
+    return model_config(
+        name, options.layout, options.dtype, (options.input_name, spec.sizes[0]), output_widths(spec, options),
+        max_batch_size,
+    )  # fmt: skip
 
 
-def config_text(
+def model_config(
     name: str,
     layout: str,
     dtype: str,
     input: tuple[str, int],
     outputs: Sequence[tuple[str, int]],
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-) -> str:
-    """The config.pbtxt text: name, platform, max_batch_size, the input and the outputs (name, width)."""
+) -> ModelConfig:
+    """Name, platform, max_batch_size, the input and the outputs (name, width)."""
     rows = layout == "rows"
-    lines = [
-        f'name: "{name}"',
-        f'platform: "{PLATFORM}"',
-        f"max_batch_size: {max_batch_size if rows else 0}",
-        _tensors("input", [input], dtype, rows),
-        _tensors("output", outputs, dtype, rows),
-    ]
-    return "\n".join(lines) + "\n"
+    data_type = DataType.Value(dtype_named(dtype).config)
+    config = ModelConfig(name=name, platform=PLATFORM, max_batch_size=max_batch_size if rows else 0)
+    for tensors, (tensor_name, width) in [(config.input, input)] + [(config.output, out) for out in outputs]:
+        tensors.add(name=tensor_name, data_type=data_type, dims=[width] if rows else [width, -1])
+    return config
 
 
-def _tensors(kind: str, tensors: Sequence[tuple[str, int]], dtype: str, rows: bool) -> str:
-    entries = []
-    for name, width in tensors:
-        dims = f"[ {width} ]" if rows else f"[ {width}, -1 ]"
-        entries.append(f'  {{\n    name: "{name}"\n    data_type: {TRITON_TYPES[dtype]}\n    dims: {dims}\n  }}')
-    return f"{kind} [\n" + ",\n".join(entries) + "\n]"
+def config_text(config: ModelConfig) -> str:
+    """The config.pbtxt text of a message (protobuf's text format, as Triton reads it)."""
+    text = text_format.MessageToString(config)
+    if config.max_batch_size == 0:  # proto3 prints no zeros, but Triton's autocomplete reads a missing one as "guess"
+        text = text.replace("input {", "max_batch_size: 0\ninput {", 1)
+    return text

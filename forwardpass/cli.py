@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ from .credentials import read_token
 from .errors import ForwardpassError, InputError
 from .runtime import PROVIDERS, Runtime
 from .tolerance import TOLERANCES
-from .verify import DEFAULT_BATCHES, verify
+from .verify import DEFAULT_BATCHES, Verification, intended_weights, verify
 
 DEFAULT_SIZES = (3, 4, 1)
 DEFAULT_REPOSITORY = "models"
@@ -140,9 +139,16 @@ def make_parser() -> argparse.ArgumentParser:
         help="check a model file against the NumPy oracle",
         formatter_class=fmt,
         description="Run the onnx checker, then random batches through onnxruntime and the "
-        "oracle of the read-back weights; exit 0 within tolerance, 1 outside it.",
+        "oracle of the read-back weights and, where known, of the weights the file was built from; "
+        "exit 0 within tolerance, 1 outside it.",
     )
     check.add_argument("file", type=Path)
+    check.add_argument(
+        "--weights",
+        type=Path,
+        metavar="FILE.npz",
+        help="the .npz the file was built from (default: the weights.npz beside a repository's model.onnx)",
+    )
     _provider_args(check)
     check.add_argument("--batches", type=_ints, default=DEFAULT_BATCHES, help="batch sizes to try")
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -179,86 +185,9 @@ def make_parser() -> argparse.ArgumentParser:
         description="Serve every model in a Triton-layout repository over "
         "gRPC, speaking KServe V2 / Triton's GRPCInferenceService. Stops gracefully on SIGTERM.",
     )
-    serve.add_argument(
-        "--model-repository", type=Path, default=Path(DEFAULT_REPOSITORY), help="models/<name>/<version>/"
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8001, help="gRPC port (Triton's default); 0 picks a free one")
-    serve.add_argument(
-        "--provider",
-        choices=PROVIDERS,
-        default="auto",
-        help="execution provider for every model "
-        "whose config.pbtxt does not ask for one (instance_group KIND_GPU or KIND_CPU)",
-    )
-    serve.add_argument("--grace", type=float, default=10.0, help="seconds calls in flight get to finish on SIGTERM")
-    serve.add_argument(
-        "--skip-bad-models",
-        action="store_true",
-        help="leave out a model that cannot load (reported not ready) instead of failing start-up",
-    )
-    serve.add_argument(
-        "--max-message-mb",
-        type=float,
-        default=64.0,
-        help="largest request or answer, in MiB; larger requests get RESOURCE_EXHAUSTED",
-    )
-    serve.add_argument(
-        "--workers",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="worker processes sharing the port, each with its own sessions; one per core by default",
-    )
-    serve.add_argument("--threads", type=int, default=8, help="gRPC handler threads per worker")
-    serve.add_argument(
-        "--model-control-mode",
-        choices=["none", "poll", "explicit"],
-        default="none",
-        help="none: models load at start-up only; poll: rescan the repository and load new versions; "
-        "explicit: RepositoryModelLoad/Unload decide (Triton's modes)",
-    )
-    serve.add_argument("--repository-poll-secs", type=float, default=15.0, help="poll mode: seconds between rescans")
-    serve.add_argument(
-        "--load-model",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="explicit mode: a model to load at start-up (repeatable; * for all)",
-    )
-    serve.add_argument(
-        "--metrics-port",
-        type=int,
-        default=0,
-        help="serve Prometheus metrics (Triton's names, summed over workers) on this port; 0: off",
-    )
-    serve.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint")
-    serve.add_argument(
-        "--log-requests",
-        action="store_true",
-        help="a structured log line per successful request too (failures always get one)",
-    )
-    serve.add_argument(
-        "--max-concurrent-rpcs",
-        type=int,
-        default=256,
-        help="calls a worker takes at once; beyond it RESOURCE_EXHAUSTED, never an unbounded queue",
-    )
-    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve over TLS (with --tls-key)")
-    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    serve.add_argument(
-        "--tls-client-ca", type=Path, help="PEM CA: mutual TLS, clients must show a certificate it signed"
-    )
-    serve.add_argument(
-        "--auth-token-file",
-        type=Path,
-        help="every RPC but health must carry 'authorization: Bearer <token in this file>'",
-    )
-    serve.add_argument(
-        "--ort-threads",
-        type=int,
-        default=1,
-        help="onnxruntime intra-op threads per worker; 0 lets onnxruntime use every core",
-    )
+    from forwardpass.server.options import add_arguments
+
+    add_arguments(serve)
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     serve.set_defaults(handler=cmd_serve)
 
@@ -318,20 +247,42 @@ def cmd_check(args: argparse.Namespace) -> int:
     """forwardpass check FILE."""
     if any(m < 1 for m in args.batches):
         raise InputError(f"batch sizes must be positive, got {list(args.batches)}")
-    result = verify(args.file, args.provider, args.tf32, args.batches, args.seed)
+    weights = intended_weights(args.file, args.weights)
+    result = verify(args.file, args.provider, args.tf32, args.batches, args.seed, weights)
     m = result.model
     sizes = "-".join(str(n) for n in m.spec.sizes)
     acts = ",".join(str(a) for a in m.spec.activations)
     print(f"{args.file}: {sizes} {acts}, {m.layout} layout, {m.dtype}, opset {m.opset}: onnx checker passed")
     print(f"provider: {result.provider}; tolerance: {result.mode} ({TOLERANCES[result.mode].reason})")
+    if weights:
+        print(f"weights: {weights} ({'given with --weights' if args.weights else 'beside the model'})")
+    else:
+        print("weights: none known; the file is compared with its own weights only")
     for batch, c in result.results.items():
         verdict = "within" if c.ok else "OUTSIDE"
         print(
             f"batch {batch}: max abs error {c.max_abs:.3g}, max rel error {c.max_rel:.3g}, "
             f"{verdict} tolerance (worst error {c.worst:.3g} of its bound)"
         )
-    print("ok" if result.ok else "FAILED: onnxruntime disagrees with the oracle")
-    return 0 if result.ok else 1
+    if weights:
+        print(_against_weights_line(result))
+    failures = []
+    if not result.runtime_ok:
+        failures.append("onnxruntime disagrees with the oracle")
+    if not result.weights_ok:
+        failures.append(f"the file does not compute the weights in {weights}")
+    print("FAILED: " + "; ".join(failures) if failures else "ok")
+    return 1 if failures else 0
+
+
+def _against_weights_line(result: Verification) -> str:
+    """Every batch against the oracle of the intended weights, in one line: the worst, and where it failed."""
+    comparisons = result.against_weights
+    max_abs = max(c.max_abs for c in comparisons.values())
+    worst = max(c.worst for c in comparisons.values())
+    outside = [str(batch) for batch, c in comparisons.items() if not c.ok]
+    verdict = f"OUTSIDE tolerance in batch {', '.join(outside)}" if outside else "the file computes these weights"
+    return f"against the weights: max abs error {max_abs:.3g}, worst error {worst:.3g} of its bound; {verdict}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -358,49 +309,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """forwardpass serve."""
-    from forwardpass.server.app import ServeOptions
+    from forwardpass.server.options import from_arguments
     from forwardpass.server.workers import serve
 
     logging.getLogger().setLevel(args.log_level.upper())
-    if args.max_message_mb <= 0 or args.grace < 0:
-        raise InputError("--max-message-mb must be positive and --grace not negative")
-    if (args.tls_cert is None) != (args.tls_key is None):
-        raise InputError("--tls-cert and --tls-key go together")
-    if args.tls_client_ca and not args.tls_cert:
-        raise InputError("--tls-client-ca needs --tls-cert and --tls-key")
-    if min(args.threads, args.max_concurrent_rpcs) < 1:
-        raise InputError("--threads and --max-concurrent-rpcs must be at least 1")
-    if args.repository_poll_secs <= 0:
-        raise InputError("--repository-poll-secs must be positive")
-    if args.load_model and args.model_control_mode != "explicit":
-        raise InputError("--load-model applies to --model-control-mode explicit")
-    for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
-        if not 0 <= port <= 65535:
-            raise InputError(f"{flag} {port} is not a TCP port (0 to 65535)")
-    options = ServeOptions(
-        model_repository=args.model_repository,
-        host=args.host,
-        port=args.port,
-        provider=args.provider,
-        grace=args.grace,
-        skip_bad_models=args.skip_bad_models,
-        max_message_bytes=int(args.max_message_mb * 2**20),
-        workers=args.workers,
-        ort_threads=args.ort_threads,
-        threads=args.threads,
-        max_concurrent_rpcs=args.max_concurrent_rpcs,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        auth_token=read_token(args.auth_token_file) if args.auth_token_file else None,
-        metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host,
-        log_requests=args.log_requests,
-        model_control_mode=args.model_control_mode,
-        repository_poll_secs=args.repository_poll_secs,
-        load_models=tuple(args.load_model),
-    )
-    return serve(options)
+    return serve(from_arguments(args))
 
 
 def cmd_infer(args: argparse.Namespace) -> int:

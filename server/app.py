@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,47 +21,16 @@ from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.protos import grpc_service_pb2 as pb
 
 from .control import ModelControl
+from .dataplane import DataPlane
 from .metrics import SharedCounters, serve_metrics
+from .options import ServeOptions
 from .repository import Repository
-from .security import TokenAuth, server_credentials
-from .servicer import InferenceServicer, ServerState, add_to_server
+from .security import GuardedHealth, TokenAuth, server_credentials
+from .servicer import InferenceServicer, add_to_server
 
 log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20  # a 1,000,000-row request of the 3-4-1 model is 12 MB
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """What `forwardpass serve` takes."""
-
-    model_repository: Path = Path("models")
-    host: str = "127.0.0.1"
-    port: int = 8001
-    provider: str = "auto"
-    grace: float = 10.0
-    skip_bad_models: bool = False
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    workers: int = os.cpu_count() or 1  # processes, each with its own gRPC server and sessions
-    threads: int = 8  # gRPC handler threads per worker
-    ort_threads: int = 1  # onnxruntime threads per call: concurrency comes from workers and threads
-    max_concurrent_rpcs: int = 256  # per worker: beyond it RESOURCE_EXHAUSTED, never an unbounded queue
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None  # mutual TLS: clients must show a certificate it signed
-    auth_token: str | None = field(default=None, repr=False)  # never logged
-    metrics_port: int = 0  # 0: no metrics endpoint
-    metrics_host: str = "127.0.0.1"
-    log_requests: bool = False  # a log line per successful request too, not only per failure
-    model_control_mode: str = "none"  # none | poll | explicit, as Triton's
-    repository_poll_secs: float = 15.0
-    load_models: tuple[str, ...] = ()  # explicit mode: what loads at start-up ("*": everything)
-    wanted_file: Path | None = None  # explicit mode: set by the supervisor, shared by the workers
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_cert is not None
 
 
 class Server:
@@ -72,7 +38,6 @@ class Server:
 
     def __init__(self, options: ServeOptions, counters: SharedCounters | None = None, worker: int = 0) -> None:
         self.options, self.counters, self.worker = options, counters, worker
-        self.state = ServerState()
         self.repository = Repository(
             options.model_repository, options.provider, options.ort_threads, options.skip_bad_models
         )
@@ -89,8 +54,9 @@ class Server:
         self.control = ModelControl(
             self.repository, options.model_control_mode, options.wanted_file, self._models_changed
         )
-        add_to_server(InferenceServicer(self.repository, self.state, options.log_requests, self.control), self.grpc)
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.plane = DataPlane(self.repository, self.control, options.log_requests)
+        add_to_server(InferenceServicer(self.plane), self.grpc)
+        self.health = GuardedHealth(options.auth_token, open_services=("", SERVICE))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
         self.port = 0
@@ -120,7 +86,7 @@ class Server:
         self._attach_metrics()
         if self.counters is not None:
             serve_metrics(self.counters, self.options.metrics_host, self.options.metrics_port)
-        self.state.loaded = True
+        self.plane.loaded = True
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         if self.options.model_control_mode == "poll":
             self.control.poll(self.options.repository_poll_secs)
@@ -129,7 +95,7 @@ class Server:
     def _models_changed(self) -> None:
         """After a load, unload or rescan: metrics rows for new versions, and health per model."""
         self._attach_metrics()
-        if self.state.ready:
+        if self.plane.ready():
             self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     def _attach_metrics(self) -> None:
@@ -142,7 +108,7 @@ class Server:
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let those in flight finish within `grace` seconds, then close."""
-        self.state.stopping = True
+        self.plane.stopping = True
         self.health.enter_graceful_shutdown()
         self.grpc.stop(self.options.grace if grace is None else grace).wait()
 

@@ -1,93 +1,124 @@
-"""Tensors to and from the protocol's messages: raw bytes first, typed contents accepted.
+"""gRPC's messages to and from the data plane's plain values; no model is needed to convert.
 
-Raw input bytes become a NumPy view without a copy (np.frombuffer); answers are always raw bytes,
-one entry per output, since tritonclient cannot read typed output contents.
+Raw input bytes are handed on as a memoryview, and become a NumPy view without a copy; answers
+are always raw bytes, one entry per output, since tritonclient cannot read typed output contents.
 """
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
+import time
 
 from forwardpass.errors import ForwardpassError
 from forwardpass.protos import grpc_service_pb2 as pb
 
-from .model import ServedModel
+from .dataplane import IndexEntry, ModelMetadata, VersionStatistics
+from .inference import InferInput, InferRequest, InferResponse, RequestedOutput
+from .model import Tensor
 
-LITTLE_ENDIAN = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
-TYPED_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
 CONTENT_FIELDS = [f.name for f in pb.InferTensorContents.DESCRIPTOR.fields]
 
 
-def decode_input(request: pb.ModelInferRequest, model: ServedModel) -> tuple[np.ndarray, int]:
-    """The request's one input as an array, and its row count; INVALID_ARGUMENT errors name the problem."""
-    expected = model.input
-    if len(request.inputs) != 1:
-        got = ", ".join(f"'{i.name}'" for i in request.inputs) or "none"
-        raise ForwardpassError(f"model '{model.name}' takes 1 input '{expected.name}', got {got}")
-    tensor = request.inputs[0]
-    if tensor.name != expected.name:
-        raise ForwardpassError(f"unexpected input '{tensor.name}' for model '{model.name}'; it takes '{expected.name}'")
-    if tensor.datatype != expected.datatype:
-        raise ForwardpassError(
-            f"input '{tensor.name}' has datatype '{tensor.datatype}', "
-            f"but model '{model.name}' takes '{expected.datatype}'"
-        )
-    shape = tuple(tensor.shape)
-    rows = model.check_shape(shape)
-    count = math.prod(shape)
+def infer_request(request: pb.ModelInferRequest, time_remaining: float | None = None) -> InferRequest:
+    """The plain request; `time_remaining` is the call's deadline in seconds from now, if it has one."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs) == 1:  # with another count of inputs, the data plane says more
+        raise ForwardpassError(f"{len(raw)} raw_input_contents entries for 1 input")
+    inputs = tuple(_input(tensor, raw[i] if i < len(raw) else None) for i, tensor in enumerate(request.inputs))
+    deadline = None if time_remaining is None else time.monotonic_ns() + int(time_remaining * 1e9)
+    return InferRequest(
+        model=request.model_name,
+        version=request.model_version,
+        inputs=inputs,
+        outputs=tuple(RequestedOutput(o.name, parameters(o.parameters)) for o in request.outputs),
+        id=request.id,
+        parameters=parameters(request.parameters),
+        deadline_ns=deadline,
+    )
+
+
+def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> InferInput:
     # Scanning the typed fields costs more than the rest of a small request: only when there are any.
     typed = (
         [name for name in CONTENT_FIELDS if len(getattr(tensor.contents, name))] if tensor.HasField("contents") else []
     )
-    if request.raw_input_contents:
-        if typed:
-            raise ForwardpassError(
-                f"input '{tensor.name}' has both raw_input_contents and contents.{typed[0]}; send one"
-            )
-        if len(request.raw_input_contents) != 1:
-            raise ForwardpassError(f"{len(request.raw_input_contents)} raw_input_contents entries for 1 input")
-        raw = request.raw_input_contents[0]
-        dtype = LITTLE_ENDIAN[expected.datatype]
-        if len(raw) != count * dtype.itemsize:
-            raise ForwardpassError(
-                f"input byte size mismatch for input '{tensor.name}' for model '{model.name}': "
-                f"shape {list(shape)} of {expected.datatype} needs {count * dtype.itemsize} bytes, got {len(raw)}"
-            )
-        return np.frombuffer(raw, dtype=dtype).reshape(shape), rows
-    field = TYPED_FIELD[expected.datatype]
-    if not typed:
-        raise ForwardpassError(f"no data for input '{tensor.name}': send raw_input_contents or contents.{field}")
-    if typed != [field]:
-        raise ForwardpassError(
-            f"input '{tensor.name}' is {expected.datatype}: its values go in contents.{field}, got {', '.join(typed)}"
-        )
-    values = getattr(tensor.contents, field)
-    if len(values) != count:
-        raise ForwardpassError(
-            f"input '{tensor.name}' has {len(values)} values in contents.{field}, shape {list(shape)} needs {count}"
-        )
-    return np.asarray(values, dtype=model.dtype).reshape(shape), rows
+    if raw is not None and typed:
+        raise ForwardpassError(f"input '{tensor.name}' has both raw_input_contents and contents.{typed[0]}; send one")
+    if len(typed) > 1:
+        raise ForwardpassError(f"input '{tensor.name}' has values in {', '.join(typed)}; send one contents field")
+    if raw is not None:
+        data = raw
+    else:
+        data = getattr(tensor.contents, typed[0]) if typed else None
+    return InferInput(
+        name=tensor.name,
+        datatype=tensor.datatype,
+        shape=tuple(tensor.shape),
+        data=data,
+        parameters=parameters(tensor.parameters) if tensor.parameters else {},
+        typed_field=typed[0] if typed else None,
+    )
 
 
-def requested_outputs(request: pb.ModelInferRequest, model: ServedModel) -> tuple[str, ...]:
-    """The outputs the request names, or all the model serves."""
-    return model.output_names([o.name for o in request.outputs])
+def parameters(message) -> dict[str, object]:
+    """An InferParameter (or ModelRepositoryParameter) map as plain values."""
+    return {key: getattr(value, value.WhichOneof("parameter_choice") or "bool_param") for key, value in message.items()}
 
 
-def encode_response(
-    request: pb.ModelInferRequest, model: ServedModel, outputs: dict[str, np.ndarray]
-) -> pb.ModelInferResponse:
-    """The answer: model name and version, the request's id, and every output as raw bytes."""
-    response = pb.ModelInferResponse(model_name=model.name, model_version=str(model.version), id=request.id)
-    datatype = model.input.datatype
-    for name, array in outputs.items():
-        response.outputs.add(name=name, datatype=datatype, shape=array.shape)
-        response.raw_output_contents.append(array.astype(LITTLE_ENDIAN[datatype], copy=False).tobytes())
+def infer_response(answer: InferResponse) -> pb.ModelInferResponse:
+    """The answer with every output as raw little-endian bytes."""
+    response = pb.ModelInferResponse(model_name=answer.model, model_version=answer.version, id=answer.id)
+    for output in answer.outputs:
+        response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
+        response.raw_output_contents.append(output.array.tobytes())
     return response
 
 
-def tensor_metadata(tensor) -> pb.ModelMetadataResponse.TensorMetadata:
+def tensor_metadata(tensor: Tensor) -> pb.ModelMetadataResponse.TensorMetadata:
     """A served tensor as ModelMetadata shows it."""
     return pb.ModelMetadataResponse.TensorMetadata(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+
+
+def model_metadata(meta: ModelMetadata) -> pb.ModelMetadataResponse:
+    return pb.ModelMetadataResponse(
+        name=meta.name,
+        versions=meta.versions,
+        platform=meta.platform,
+        inputs=[tensor_metadata(t) for t in meta.inputs],
+        outputs=[tensor_metadata(t) for t in meta.outputs],
+    )
+
+
+def model_statistics(rows: list[VersionStatistics]) -> pb.ModelStatisticsResponse:
+    return pb.ModelStatisticsResponse(model_stats=[_statistics(row) for row in rows])
+
+
+def _statistics(row: VersionStatistics) -> pb.ModelStatistics:
+    s = row.stats
+
+    def duration(d):
+        return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+    return pb.ModelStatistics(
+        name=row.name,
+        version=row.version,
+        last_inference=s.last_inference_ms,
+        inference_count=s.inference_count,
+        execution_count=s.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=duration(s.success),
+            fail=duration(s.fail),
+            queue=duration(s.queue),
+            compute_input=duration(s.compute_input),
+            compute_infer=duration(s.compute_infer),
+            compute_output=duration(s.compute_output),
+        ),
+    )
+
+
+def repository_index(rows: list[IndexEntry]) -> pb.RepositoryIndexResponse:
+    return pb.RepositoryIndexResponse(
+        models=[
+            pb.RepositoryIndexResponse.ModelIndex(name=r.name, version=r.version, state=r.state, reason=r.reason)
+            for r in rows
+        ]
+    )

@@ -13,23 +13,22 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from forwardpass.builder.tritonconfig import PLATFORM, config_text
+from forwardpass.builder.tritonconfig import PLATFORM, model_config
+from forwardpass.dtypes import of_numpy
 from forwardpass.errors import ForwardpassError
+from forwardpass.layout import CONFIG_FILE, MODEL_FILE
 from forwardpass.protos.model_config_pb2 import DataType, ModelConfig, ModelInstanceGroup
 from forwardpass.runtime import Runtime
 
-from .model import DATATYPES, Tensor
+from .model import Tensor
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.pbtxt"
-DEFAULT_MODEL_FILE = "model.onnx"
 HONOURED = {
     "name", "platform", "backend", "max_batch_size", "input", "output", "dynamic_batching", "version_policy",
     "instance_group", "default_model_filename",
 }  # fmt: skip
 BACKEND = "onnxruntime"
-TYPE_OF = {"FP32": DataType.TYPE_FP32, "FP64": DataType.TYPE_FP64}
 
 
 def read_config(model_dir: Path) -> ModelConfig | None:
@@ -51,10 +50,10 @@ def read_config(model_dir: Path) -> ModelConfig | None:
 def default_config(name: str, runtime: Runtime, layout: str) -> ModelConfig:
     """The config `forwardpass build` would write for this model."""
     width = _widths(runtime, layout)
-    dtype = runtime.dtype.name
     outputs = [(o, width[o]) for o in runtime.output_names]
-    text = config_text(name, layout, dtype, (runtime.input_name, width[runtime.input_name]), outputs)
-    return text_format.Parse(text, ModelConfig())
+    return model_config(
+        name, layout, of_numpy(runtime.dtype).name, (runtime.input_name, width[runtime.input_name]), outputs
+    )
 
 
 def settle(config: ModelConfig, name: str, runtime: Runtime, layout: str, where: Path) -> tuple[Tensor, tuple]:
@@ -75,7 +74,8 @@ def settle(config: ModelConfig, name: str, runtime: Runtime, layout: str, where:
             f"{where}: max_batch_size {config.max_batch_size} on a columns-layout model; its batch is the last "
             "dimension, which Triton serves with max_batch_size: 0"
         )
-    datatype = DATATYPES[runtime.dtype]
+    served = of_numpy(runtime.dtype)
+    datatype, data_type = served.datatype, DataType.Value(served.config)
     width = _widths(runtime, layout)
     rows = layout == "rows"
 
@@ -86,20 +86,20 @@ def settle(config: ModelConfig, name: str, runtime: Runtime, layout: str, where:
         return [w] if config.max_batch_size > 0 else list(shape(w))
 
     if not config.input:
-        config.input.add(name=runtime.input_name, data_type=TYPE_OF[datatype], dims=dims(width[runtime.input_name]))
+        config.input.add(name=runtime.input_name, data_type=data_type, dims=dims(width[runtime.input_name]))
     if not config.output:
         for out in runtime.output_names:
-            config.output.add(name=out, data_type=TYPE_OF[datatype], dims=dims(width[out]))
+            config.output.add(name=out, data_type=data_type, dims=dims(width[out]))
     if len(config.input) != 1 or config.input[0].name != runtime.input_name:
         listed = ", ".join(f"'{i.name}'" for i in config.input)
         raise ForwardpassError(f"{where}: input {listed} does not match the model's one input '{runtime.input_name}'")
     for tensor in [*config.input, *config.output]:
         if tensor.name not in width:
             raise ForwardpassError(f"{where}: output '{tensor.name}' is not an output of the model")
-        if tensor.data_type != TYPE_OF[datatype] or list(tensor.dims) != dims(width[tensor.name]):
+        if tensor.data_type != data_type or list(tensor.dims) != dims(width[tensor.name]):
             raise ForwardpassError(
                 f"{where}: '{tensor.name}' is {DataType.Name(tensor.data_type)} dims {list(tensor.dims)}, "
-                f"the model has {DataType.Name(TYPE_OF[datatype])} dims {dims(width[tensor.name])}"
+                f"the model has {DataType.Name(data_type)} dims {dims(width[tensor.name])}"
             )
     batching = config.dynamic_batching
     if config.HasField("dynamic_batching") and config.max_batch_size == 0:
@@ -125,7 +125,7 @@ def provider_for(config: ModelConfig, default: str) -> str:
 
 
 def model_file(config: ModelConfig) -> str:
-    return config.default_model_filename or DEFAULT_MODEL_FILE
+    return config.default_model_filename or MODEL_FILE
 
 
 def _widths(runtime: Runtime, layout: str) -> dict[str, int]:

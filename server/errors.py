@@ -8,13 +8,14 @@ logged with its traceback and answered INTERNAL, never left to surface as UNKNOW
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable
 
 import grpc
 
 from forwardpass.errors import ForwardpassError, Kind
+
+from .dataplane import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,6 @@ STATUS = {
 }
 
 
-def log_event(level: int, event: str, **fields) -> None:
-    """One structured line: the event and its fields as JSON, for log pipelines to parse."""
-    log.log(level, "%s", json.dumps({"event": event, **fields}, sort_keys=True))
-
-
 def rpc(method: Callable) -> Callable:
     """Wrap a servicer method: a ForwardpassError becomes its status and message."""
 
@@ -42,14 +38,7 @@ def rpc(method: Callable) -> Callable:
             return method(self, request, context)
         except ForwardpassError as exc:
             model = getattr(request, "model_name", None) or getattr(request, "name", "")
-            log_event(
-                logging.WARNING,
-                "failed",
-                rpc=method.__name__,
-                model=model,
-                status=STATUS[exc.kind].name,
-                reason=str(exc),
-            )
+            log_failure(method.__name__, model, exc)  # an error the codec raised, before the data plane
             context.abort(STATUS[exc.kind], str(exc))
         except Exception as exc:  # a bug: keep serving, say so, log the traceback
             log.exception("%s failed", method.__name__)

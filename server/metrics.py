@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from forwardpass.layout import model_folders, version_folders
+
 # (Prometheus name, help): the counters Triton exports under the same names, and what they count.
 COUNTERS = (
     ("nv_inference_request_success", "Number of successful inference requests, all batch sizes"),
@@ -38,8 +40,8 @@ def model_versions(repository: Path) -> tuple[list[tuple[str, str]], set[tuple[s
     """The table's slots, found without loading anything: every (model, version) folder, and the
     next SPARE_VERSIONS version numbers of each model; and which of them exist now."""
     slots, present = [], set()
-    for folder in sorted(p for p in Path(repository).iterdir() if p.is_dir() and not p.name.startswith(".")):
-        versions = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and p.name[0] != "0")
+    for folder in model_folders(Path(repository)):
+        versions = list(version_folders(folder))
         present |= {(folder.name, str(v)) for v in versions}
         newest = max(versions, default=0)
         slots += [(folder.name, str(v)) for v in versions + list(range(newest + 1, newest + 1 + SPARE_VERSIONS))]
@@ -70,8 +72,15 @@ class SharedCounters:
             for (model, version), slot in self.slots.items():
                 if (model, version) not in self.present and not totals[slot].any():
                     continue  # a spare slot no version has used yet
-                lines.append(f'{name}{{model="{model}",version="{version}"}} {int(totals[slot, i])}')
+                labels = f'model="{label_value(model)}",version="{label_value(version)}"'
+                lines.append(f"{name}{{{labels}}} {int(totals[slot, i])}")
         return "\n".join(lines) + "\n"
+
+
+def label_value(text: str) -> str:
+    """A label value as the Prometheus text format requires: backslash, double quote and line feed escaped."""
+    # backslash first, or the backslashes of the other escapes would be doubled
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def serve_metrics(counters: SharedCounters, host: str, port: int) -> ThreadingHTTPServer:

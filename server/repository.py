@@ -1,7 +1,4 @@
-"""The model repository on disk, in Triton's layout, and the model versions loaded from it.
-
-    <repository>/<name>/config.pbtxt          optional
-    <repository>/<name>/<version>/model.onnx  version: digits, not starting with 0 (as Triton)
+"""The model versions loaded from a repository folder in Triton's layout (forwardpass/layout.py).
 
 By default the latest version of each model is loaded, as in Triton; `version_policy` in the
 config picks others. A model that cannot load stops start-up with one line naming the file and
@@ -17,11 +14,20 @@ from pathlib import Path
 
 from forwardpass.builder.readback import read_file
 from forwardpass.errors import ForwardpassError, Kind
+from forwardpass.layout import (
+    CONFIG_FILE,
+    check_model_name,
+    model_folder,
+    model_folders,
+    parse_version,
+    version_folders,
+)
+from forwardpass.layout import not_found as no_such_model
 from forwardpass.protos.model_config_pb2 import ModelConfig, ModelVersionPolicy
 from forwardpass.runtime import Runtime
 
-from .config import CONFIG_FILE, default_config, model_file, provider_for, read_config, settle
-from .model import ServedModel, not_found
+from .config import default_config, model_file, provider_for, read_config, settle
+from .model import ServedModel
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +87,9 @@ class Repository:
 
     def load_model(self, name: str) -> None:
         """Explicit mode: load a model folder (new versions too); on failure raise and keep the old."""
-        folder = self.root / name
-        if not folder.is_dir():
-            raise ForwardpassError(f"model repository {self.root} has no model {name!r}", Kind.NOT_FOUND)
+        folder = model_folder(self.root, name)
+        if folder is None:
+            raise no_such_model(name)
         entry = self._refreshed(folder, self.models.get(name))
         if not entry.ready:
             raise ForwardpassError(f"model '{name}' could not load: {entry.reason}", Kind.UNAVAILABLE)
@@ -92,13 +98,13 @@ class Repository:
     def unload_model(self, name: str) -> None:
         """Explicit mode: stop serving a model (calls already running finish)."""
         if name not in self.models:
-            raise not_found(name, "", sorted(self.models))
+            raise no_such_model(name)
         self.models = {**self.models, name: ModelEntry(name, reason=UNLOADED)}
 
     def _folders(self, allow_empty: bool = False) -> list[Path]:
         if not self.root.is_dir():
             raise ForwardpassError(f"model repository {self.root} is not a folder", Kind.NOT_FOUND)
-        folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = model_folders(self.root)
         if not folders and not allow_empty:
             raise ForwardpassError(f"model repository {self.root} has no model folders", Kind.NOT_FOUND)
         return folders
@@ -134,22 +140,29 @@ class Repository:
         return ModelEntry(folder.name, versions)
 
     def get(self, name: str, version: str = "") -> ServedModel:
-        """The loaded version asked for (the latest when empty); NOT_FOUND or UNAVAILABLE otherwise."""
+        """The loaded version asked for (the latest when empty); INVALID_ARGUMENT for a name or
+        version no folder could have, NOT_FOUND or UNAVAILABLE otherwise."""
+        number = parse_version(version) if version else None
         entry = self.entry(name)
         if not entry.ready:
             raise ForwardpassError(f"model '{name}' is not ready: {entry.reason}", Kind.UNAVAILABLE)
-        if not version:
+        if number is None:
             return entry.versions[max(entry.versions)]
-        number = int(version) if version.isdigit() else None
         if number not in entry.versions:
-            raise not_found(name, version, [str(v) for v in sorted(entry.versions)])
+            loaded = ", ".join(str(v) for v in sorted(entry.versions))
+            raise ForwardpassError(f"model '{name}' has no loaded version {version}; loaded: {loaded}", Kind.NOT_FOUND)
         return entry.versions[number]
 
     def entry(self, name: str) -> ModelEntry:
-        """The model folder's entry, or NOT_FOUND."""
-        if name not in self.models:
-            raise not_found(name, "", sorted(self.models))
-        return self.models[name]
+        """The model folder's entry; INVALID_ARGUMENT for a name that is a path, NOT_FOUND if unknown."""
+        entry = self.models.get(name)
+        if entry is None:
+            check_model_name(name)
+            raise ForwardpassError(
+                f"unknown model '{name}'; the repository has {', '.join(sorted(self.models)) or 'none'}",
+                Kind.NOT_FOUND,
+            )
+        return entry
 
     def _load_model(self, folder: Path) -> ModelEntry:
         config = read_config(folder)
@@ -172,8 +185,8 @@ class Repository:
 
 
 def _present(folder: Path) -> list[int]:
-    """The version folders of a model folder: digits, not starting with 0 (as Triton)."""
-    present = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and p.name[0] != "0")
+    """The version numbers of a model folder; none is an error."""
+    present = list(version_folders(folder))
     if not present:
         raise ForwardpassError(f"{folder}: no version folders (1/, 2/, ...)")
     return present

@@ -1,20 +1,23 @@
 """TLS credentials and bearer-token authentication for the gRPC server.
 
-With a token, every RPC but health needs `authorization: Bearer <token>` metadata; reflection
-needs it too, since it shows the API. The comparison takes constant time, and the token is never
-logged or echoed.
+With a token, every RPC needs `authorization: Bearer <token>` metadata but the overall health
+check (service "" or the inference service's name), which probes call without one; per-model health
+needs it, since it tells which model names exist. Reflection needs it too, since it shows the API.
+The comparison takes constant time, and the token is never logged or echoed.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Collection
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health
 
 from forwardpass.credentials import read_pem
 
-OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # probes (Kubernetes, load balancers) carry no token
+OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # GuardedHealth checks the token per service
 REFUSAL = "missing or wrong 'authorization: Bearer <token>' metadata"
 
 
@@ -30,16 +33,43 @@ class TokenAuth(grpc.ServerInterceptor):
     """Lets a call through only with the right bearer token (health checks need none)."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._token = token
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_PREFIXES):
             return handler
-        supplied = dict(handler_call_details.invocation_metadata).get("authorization", "")
-        if hmac.compare_digest(supplied.encode(), self._expected):
+        if carries_token(handler_call_details.invocation_metadata, self._token):
             return handler
         return _refusal(handler)
+
+
+def carries_token(metadata, token: str) -> bool:
+    """Whether call metadata holds `authorization: Bearer <token>`, compared in constant time."""
+    supplied = dict(metadata or ()).get("authorization", "")
+    return hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode())
+
+
+class GuardedHealth(health.HealthServicer):
+    """grpc.health.v1 that answers the overall services to anyone and per-model health only with
+    the token (when there is one)."""
+
+    def __init__(self, token: str | None, open_services: Collection[str]) -> None:
+        super().__init__(experimental_non_blocking=True)
+        self._token, self._open = token, frozenset(open_services)
+
+    def Check(self, request, context):  # noqa: N802 - the gRPC method name
+        self._guard(request, context)
+        return super().Check(request, context)
+
+    def Watch(self, request, context, send_response_callback=None):  # noqa: N802 - the gRPC method name
+        self._guard(request, context)
+        return super().Watch(request, context, send_response_callback)
+
+    def _guard(self, request, context) -> None:
+        if self._token and request.service not in self._open:
+            if not carries_token(context.invocation_metadata(), self._token):
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
 
 
 def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

@@ -20,10 +20,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from forwardpass.errors import ForwardpassError
+from forwardpass.layout import model_folders
 
-from .app import ServeOptions, Server, check_port_free
+from .app import Server, check_port_free
 from .control import write_wanted
 from .metrics import SharedCounters, model_versions
+from .options import ServeOptions
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +42,23 @@ class Worker:
 
 def serve(options: ServeOptions) -> int:
     """Serve with options.workers processes until SIGTERM or SIGINT; returns the exit code."""
-    if options.workers < 1:
-        raise ForwardpassError(f"--workers must be at least 1, got {options.workers}")
     check_port_free(options.host, options.port)
     if not is_loopback(options.host) and not (options.tls or options.auth_token):
         log.warning("listening on %s without TLS or a token: anyone who reaches it can call it", options.host)
     counters = None
     if options.metrics_port:
         check_port_free(options.metrics_host, options.metrics_port)
+        if not is_loopback(options.metrics_host):  # /metrics has no TLS and no token: model names, traffic
+            log.warning("metrics on %s: anyone who reaches it can read them (no TLS, no token)", options.metrics_host)
         if options.model_repository.is_dir():  # otherwise start-up says what is wrong with it
             slots, present = model_versions(options.model_repository)
             counters = SharedCounters(slots, options.workers, present)
     wanted_dir = None
     if options.model_control_mode == "explicit":  # the loaded set every worker applies
         wanted_dir = tempfile.TemporaryDirectory(prefix="forwardpass-models-")
-        folders = model_folders(options.model_repository)
-        write_wanted(
-            Path(wanted_dir.name) / "wanted.json", folders if "*" in options.load_models else list(options.load_models)
-        )
+        folders = [f.name for f in model_folders(options.model_repository)]
+        initial = folders if "*" in options.load_models else options.load_models
+        write_wanted(Path(wanted_dir.name) / "wanted.json", dict.fromkeys(initial, 0))
         options = replace(options, wanted_file=Path(wanted_dir.name) / "wanted.json")
     reservation = None
     if options.port == 0:  # every worker must bind the same port: pick it here, hold it until they do
@@ -105,7 +106,6 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        signal.signal(signal.SIGUSR1, self._relay)  # a worker changed the loaded models: tell them all
         banners = []
         for index in range(self.options.workers):
             try:
@@ -168,13 +168,6 @@ class Supervisor:
                      len(self.workers), self.options.grace)  # fmt: skip
         self._stop_all()
 
-    def _relay(self, signum: int, frame) -> None:
-        for pid in list(self.workers):
-            try:
-                os.kill(pid, signal.SIGUSR1)
-            except ProcessLookupError:
-                pass
-
     def _stop_all(self) -> None:
         self.stopping = True
         for pid in list(self.workers):
@@ -187,11 +180,9 @@ class Supervisor:
 def run_worker(options: ServeOptions, ready_fd: int, counters: SharedCounters | None = None, index: int = 0) -> int:
     """The worker's life: serve until SIGTERM, telling the parent on ready_fd when it is ready."""
     die_with_parent()
-    stop, changed = threading.Event(), threading.Event()
+    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    # From the first instant: SIGUSR1's default action would end a worker still starting up.
-    signal.signal(signal.SIGUSR1, lambda *_: changed.set())
     with os.fdopen(ready_fd, "w") as ready:
         try:
             server = Server(options, counters, index)
@@ -205,25 +196,10 @@ def run_worker(options: ServeOptions, ready_fd: int, counters: SharedCounters | 
             return 1
         ready.write(f"ready {server.banner()}\n")
     if options.model_control_mode == "explicit":
-        threading.Thread(target=_follow, args=(server, changed), name="model-control", daemon=True).start()
+        server.control.follow()
     stop.wait()
     server.stop()
     return 0
-
-
-def _follow(server: Server, changed: threading.Event) -> None:
-    """Apply the wanted models each time a worker (this one or a sibling) changes them."""
-    while True:
-        changed.wait()
-        changed.clear()
-        server.control.apply_wanted()
-
-
-def model_folders(repository: Path) -> list[str]:
-    """The model folder names (none when the repository is missing: start-up then says so)."""
-    if not Path(repository).is_dir():
-        return []
-    return sorted(p.name for p in Path(repository).iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def die_with_parent() -> None:

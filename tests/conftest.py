@@ -4,12 +4,14 @@ import os
 
 import pytest
 
-from helpers import ServerProcess, served_repository
+from harness import ServerProcess, served_repository
 
-# tritonclient and our stubs both define the protobuf package `inference`, and one process can hold
-# only one of them: the tritonclient tests run in a pytest process of their own (`make test` does).
+# tritonclient, kserve and our stubs all define the protobuf package `inference`, and one process can
+# hold only one of them: the tritonclient tests and the kserve tests each run in a pytest process of
+# their own (`make test` does).
 TRITON_ONLY = os.environ.get("FORWARDPASS_TRITON_TESTS") == "1"
-collect_ignore = [] if TRITON_ONLY else ["triton"]
+KSERVE_ONLY = os.environ.get("FORWARDPASS_KSERVE_TESTS") == "1"
+collect_ignore = ([] if TRITON_ONLY else ["triton"]) + ([] if KSERVE_ONLY else ["kserve"])
 
 
 def pytest_report_header(config):

@@ -12,7 +12,8 @@ from forwardpass.runtime import Runtime
 from forwardpass.server.batching import Batcher
 from forwardpass.server.stats import Statistics
 
-from helpers import assert_matches_oracle, feed, in_threads, model_bytes, random_input, random_spec, unfeed
+from harness import in_threads
+from numerics import assert_matches_oracle, feed, model_bytes, random_input, random_spec, unfeed
 
 ACTS = (Activation("relu"), Activation("sigmoid"))
 

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from helpers import ROOT
+from harness import ROOT
 
 
 def test_local_bench_quick(tmp_path):

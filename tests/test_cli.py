@@ -7,7 +7,7 @@ from forwardpass.builder.oracle import forward
 from forwardpass.builder.readback import read_file
 from forwardpass.tolerance import compare
 
-from helpers import ROOT, assert_one_error_line, run_cli
+from harness import ROOT, assert_one_error_line, run_cli
 
 
 @pytest.fixture

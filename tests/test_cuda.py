@@ -9,7 +9,7 @@ from forwardpass.errors import ProviderError
 from forwardpass.runtime import Runtime, cuda_offered
 from forwardpass.tolerance import compare
 
-from helpers import feed, model_bytes, random_input, random_spec, unfeed
+from numerics import feed, model_bytes, random_input, random_spec, unfeed
 
 pytestmark = pytest.mark.cuda
 ACTS = (Activation("relu"), Activation("tanh"), Activation("sigmoid"))

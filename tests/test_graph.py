@@ -19,7 +19,7 @@ from forwardpass.builder.graph import (
 from forwardpass.builder.spec import Activation
 from forwardpass.errors import SpecError
 
-from helpers import random_spec
+from numerics import random_spec
 
 ACTS = (Activation("relu"), Activation("leaky_relu"), Activation("tanh"), Activation("sigmoid"), Activation("identity"))
 

@@ -12,7 +12,7 @@ import pytest
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from helpers import ROOT, ServerProcess
+from harness import ROOT, ServerProcess
 
 LIMITS = [("grpc.max_send_message_length", 64 * 2**20), ("grpc.max_receive_message_length", 64 * 2**20)]
 

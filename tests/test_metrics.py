@@ -13,7 +13,7 @@ import pytest
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from helpers import ROOT, ServerProcess, answering_worker, assert_one_error_line, free_port, run_cli, scrape
+from harness import ROOT, ServerProcess, answering_worker, assert_one_error_line, free_port, run_cli, scrape
 
 
 def infer(url: str, model: str, rows: int) -> str:
@@ -98,3 +98,13 @@ def test_metrics_port_in_use_is_one_line(tmp_path):
         port = taken.getsockname()[1]
         result = run_cli("serve", "--port", "0", "--metrics-port", port)
         assert_one_error_line(result, f"127.0.0.1:{port}: it is in use", logs_allowed=True)
+
+
+def test_label_values_are_escaped_as_the_text_format_requires():
+    from forwardpass.server.metrics import SharedCounters
+
+    counters = SharedCounters([('a"b\\c\nd', "1")], workers=1)
+    counters.row(0, 'a"b\\c\nd', "1")[0] += 3
+    lines = counters.render().splitlines()
+    assert 'nv_inference_request_success{model="a\\"b\\\\c\\nd",version="1"} 3' in lines
+    assert not any(line.startswith("d") for line in lines)  # the line feed did not end the sample's line

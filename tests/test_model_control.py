@@ -16,7 +16,8 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 from forwardpass.tolerance import compare
 
-from helpers import ROOT, ServerProcess, answering_worker, free_port, random_input, random_spec, scrape
+from harness import ROOT, ServerProcess, answering_worker, free_port, scrape
+from numerics import random_input, random_spec
 
 ACTS = (Activation("relu"), Activation("sigmoid"))
 

@@ -11,7 +11,7 @@ import pytest
 from forwardpass.builder.readback import read_file
 from forwardpass.runtime import Runtime
 
-from helpers import assert_matches_oracle, random_input, reference_run
+from numerics import assert_matches_oracle, random_input, reference_run
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"mlp_3_4_1": ("relu", "sigmoid"), "mlp_3_4_1_sigmoid": ("sigmoid", "sigmoid")}

@@ -5,7 +5,7 @@ import sys
 
 from forwardpass.protos import grpc_service_pb2, model_config_pb2
 
-from helpers import ROOT
+from harness import ROOT
 
 
 def test_generated_stubs_are_not_stale():

@@ -10,7 +10,7 @@ from forwardpass.builder.readback import read_file, read_model
 from forwardpass.builder.spec import ACTIVATIONS, Activation
 from forwardpass.errors import Kind, ModelFormatError
 
-from helpers import random_spec
+from numerics import random_spec
 
 ACTS = tuple(Activation(a) for a in ACTIVATIONS if a != "softmax")[:4] + (Activation("softmax"),)
 

@@ -12,7 +12,8 @@ from forwardpass.builder.spec import Activation
 from forwardpass.errors import InputError, Kind, ModelFormatError, ProviderError
 from forwardpass.runtime import Runtime, cuda_offered
 
-from helpers import assert_matches_oracle, feed, in_threads, model_bytes, random_input, random_spec, unfeed
+from harness import in_threads
+from numerics import assert_matches_oracle, feed, model_bytes, random_input, random_spec, unfeed
 
 ACTS = (Activation("relu"), Activation("sigmoid"))
 

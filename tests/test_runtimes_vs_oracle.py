@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from forwardpass.builder.spec import ACTIVATIONS, OUTPUT_ONLY, Activation
 from forwardpass.runtime import Runtime
 
-from helpers import assert_matches_oracle, feed, model_bytes, random_input, random_spec, reference_run, unfeed
+from numerics import assert_matches_oracle, feed, model_bytes, random_input, random_spec, reference_run, unfeed
 
 LAYOUTS = ("rows", "columns")
 DTYPES = ("float32", "float64")

@@ -15,7 +15,7 @@ from forwardpass.errors import ForwardpassError
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from helpers import ROOT, ServerProcess
+from harness import ROOT, ServerProcess
 
 TOKEN = "s3cret-token-for-tests"
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the test certificates")

@@ -14,7 +14,8 @@ from forwardpass.errors import ForwardpassError
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from helpers import assert_matches_oracle, in_threads, random_input
+from harness import in_threads
+from numerics import assert_matches_oracle, random_input
 
 COMMITTED = ("mlp_3_4_1", "mlp_3_4_1_sigmoid")
 

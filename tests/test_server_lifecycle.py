@@ -12,7 +12,8 @@ from forwardpass.builder.readback import read_file
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from helpers import ROOT, ServerProcess, assert_matches_oracle, assert_one_error_line, random_input, run_cli
+from harness import ROOT, ServerProcess, assert_one_error_line, run_cli
+from numerics import assert_matches_oracle, random_input
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from forwardpass.builder.readback import read_file
 from forwardpass.builder.spec import Activation
 from forwardpass.show import NEGATIVE, POSITIVE, layer_table, network_svg
 
-from helpers import ROOT, random_spec
+from harness import ROOT
+from numerics import random_spec
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from helpers import ROOT
+from harness import ROOT
 
 
 def test_quick_soak_loses_only_the_killed_workers_calls(tmp_path):

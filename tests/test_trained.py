@@ -14,7 +14,8 @@ from forwardpass.builder.trained import import_trained
 from forwardpass.errors import SpecError
 from forwardpass.runtime import Runtime
 
-from helpers import ROOT, ServerProcess, assert_matches_oracle, model_bytes
+from harness import ROOT, ServerProcess
+from numerics import assert_matches_oracle, model_bytes
 
 sklearn = pytest.importorskip("sklearn.neural_network", reason="scikit-learn is not installed (the interop extra)")
 

@@ -13,7 +13,7 @@ import pytest
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from helpers import ROOT, ServerProcess, answering_worker
+from harness import ROOT, ServerProcess, answering_worker
 
 
 def worker_pid(url: str) -> int:

@@ -192,9 +192,10 @@ def _libdir(python: Path) -> str:
 def start_pytriton(
     python: Path, model: Path, port: int, workdir: Path, max_batch_size: int = 65536
 ) -> subprocess.Popen:
-    """Start PyTriton's bundled Triton server (CPU) serving ``model`` as ``mlp_3_4_1`` on 127.0.0.1:``port``.
+    """Start PyTriton (CPU) serving ``model`` as ``mlp_3_4_1`` on 127.0.0.1:``port``.
 
-    The infer function runs onnxruntime on the same file; Triton's dynamic batcher is on (no delay)
+    A Python model behind the front end of PyTriton's bundled Triton server, not Triton's onnxruntime
+    backend: its infer function runs onnxruntime on the same file; Triton's dynamic batcher is on (no delay)
     up to ``max_batch_size`` rows. HTTP and metrics go to other free ports. PyTriton's workspace
     (sockets, model store) and the server's log (server.log) are in ``workdir``.
     """

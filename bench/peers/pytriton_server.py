@@ -1,4 +1,6 @@
-"""Serve an ONNX model through PyTriton's bundled Triton server (CPU), on 127.0.0.1 only.
+"""Serve an ONNX model through PyTriton (CPU), on 127.0.0.1 only: a Python model behind Triton's front end.
+
+The Triton server PyTriton bundles calls a Python function here; Triton's onnxruntime backend plays no part.
 
 Run with the python of the PyTriton venv (see ``bench.peers.start_pytriton``):
 

@@ -8,7 +8,7 @@ from tritonclient.utils import InferenceServerException
 
 from forwardpass.builder.readback import read_file
 
-from helpers import assert_matches_oracle, random_input
+from numerics import assert_matches_oracle, random_input
 
 COMMITTED = ("mlp_3_4_1", "mlp_3_4_1_sigmoid")
 

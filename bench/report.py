@@ -1,0 +1,55 @@
+"""What the benchmark reports share: the machine and versions a run was on, a progress bar, percentiles."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnx
+import onnxruntime
+
+from forwardpass import __version__
+
+
+def machine() -> dict:
+    """The CPU, cores, platform, the versions that decide the speed, and when (UTC)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "grpcio": grpc.__version__,
+        "forwardpass": __version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def progress(step: int, total: int, label: str) -> None:
+    """A bar on stderr, redrawn in place; a new line once the last step starts."""
+    width = 30
+    done = int(width * step / total)
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {step}/{total} {label:<60}")
+    sys.stderr.flush()
+    if step == total:
+        sys.stderr.write("\n")
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile of values, None when there are none."""
+    return float(np.percentile(values, q)) if values else None

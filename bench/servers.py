@@ -1,0 +1,82 @@
+"""Servers on loopback for the benchmarks: the request they all answer, `forwardpass serve`'s command
+line, and starting a server command on a free port until it answers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import peers
+from closed_loop import METHOD
+
+from forwardpass.protos import grpc_service_pb2 as pb
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def request_bytes(rows: int) -> bytes:
+    """A ModelInferRequest of `rows` rows for mlp_3_4_1, encoded once for every server alike."""
+    x = np.random.default_rng(rows).standard_normal((rows, 3)).astype(np.float32)
+    request = pb.ModelInferRequest(model_name="mlp_3_4_1")
+    request.inputs.add(name="x", datatype="FP32", shape=x.shape)
+    request.raw_input_contents.append(x.tobytes())
+    return request.SerializeToString()
+
+
+def response_bytes(rows: int) -> bytes:
+    """What forwardpass answers for `rows` rows, for the bare server to echo: same sizes on the wire."""
+    response = pb.ModelInferResponse(model_name="mlp_3_4_1", model_version="1")
+    response.outputs.add(name="y", datatype="FP32", shape=[rows, 1])
+    response.raw_output_contents.append(np.zeros((rows, 1), np.float32).tobytes())
+    return response.SerializeToString()
+
+
+def forwardpass_command(workers: int, repository: Path) -> list[str]:
+    """`forwardpass serve` on the CPU with `workers` workers, warnings only; start() adds the port."""
+    serve = [sys.executable, "-m", "forwardpass", "serve", "--provider", "cpu", "--log-level", "warning"]
+    return [*serve, "--workers", str(workers), "--model-repository", str(repository)]
+
+
+def start(command: list[str], output: int | None = subprocess.DEVNULL) -> tuple[int, subprocess.Popen]:
+    """Run a server command with `--port` a free loopback port, in a session of its own so that
+    peers.stop ends it with its workers; `output=None` lets it write to this process's own."""
+    port = peers.free_port()
+    process = subprocess.Popen(
+        [*command, "--port", str(port)], cwd=ROOT, stdout=output, stderr=output, start_new_session=True
+    )
+    return port, process
+
+
+def serve(
+    command: list[str], timeout: float = 120, output: int | None = subprocess.DEVNULL
+) -> tuple[int, subprocess.Popen]:
+    """start(), then wait until the server answers; it is stopped if it never does."""
+    port, process = start(command, output)
+    try:
+        wait_answering(port, process, timeout)
+    except BaseException:
+        peers.stop(process)
+        raise
+    return port, process
+
+
+def wait_answering(port: int, process: subprocess.Popen, timeout: float) -> None:
+    """Send request_bytes(1) until a ModelInfer succeeds; raise if the server exits or time runs out."""
+    request = request_bytes(1)
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(METHOD)
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode} before answering")
+            try:
+                call(request, timeout=5)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)

@@ -1,0 +1,234 @@
+"""What every request means, whatever door it came through: the data plane under gRPC and HTTP.
+
+Plain values in, plain values out. It owns the model lookup and readiness, checking an inference
+request once (server/inference.py), the deadline, the call into the model, timing, statistics and
+the one log line per failed request; and it answers health, metadata, config, statistics, the
+repository index, load and unload. It imports no transport: a front door converts its wire format
+to these calls and maps a ForwardpassError's kind to its own status.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from forwardpass import __version__
+from forwardpass.dtypes import BY_DATATYPE
+from forwardpass.errors import ForwardpassError, Kind
+from forwardpass.layout import check_model_name
+from forwardpass.protos.model_config_pb2 import ModelConfig
+
+from .control import ModelControl
+from .inference import InferRequest, InferResponse, OutputTensor, timeout_ns, validate
+from .model import PLATFORM, ServedModel, Tensor
+from .repository import Repository
+from .stats import Statistics
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "forwardpass"
+# Only what is served: perf_analyzer calls ModelStatistics around every window when it sees "statistics".
+EXTENSIONS = ("model_configuration", "model_repository", "statistics")
+# RepositoryModelLoad parameters Triton acts on: a config override and files uploaded with the call.
+# Loading what a caller sends would let anyone who reaches the port write the repository.
+REFUSED_LOAD_PARAMETERS = ("config", "file:")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """A model's name, loaded versions, platform and tensors."""
+
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+
+@dataclass(frozen=True)
+class VersionStatistics:
+    """One loaded version's counters."""
+
+    name: str
+    version: str
+    stats: Statistics
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One row of the repository index: a ready version, or a model that is not ready and why."""
+
+    name: str
+    version: str
+    state: str
+    reason: str = ""
+
+
+def log_event(level: int, event: str, **fields) -> None:
+    """One structured line: the event and its fields as JSON, for log pipelines to parse."""
+    log.log(level, "%s", json.dumps({"event": event, **fields}, sort_keys=True))
+
+
+def log_failure(call: str, model: str, exc: ForwardpassError) -> None:
+    """The one line per failed request; a front door calls it for errors raised before the data plane."""
+    if not getattr(exc, "logged", False):
+        exc.logged = True
+        log_event(logging.WARNING, "failed", call=call, model=model, kind=exc.kind.name, reason=str(exc))
+
+
+def _logged(call: str) -> Callable:
+    """Log a failed call once, with the model it named."""
+
+    def decorate(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def wrapper(self, name: str = "", *args, **kwargs):
+            try:
+                return method(self, name, *args, **kwargs)
+            except ForwardpassError as exc:
+                log_failure(call, name if isinstance(name, str) else name.model, exc)
+                raise
+
+        return wrapper
+
+    return decorate
+
+
+class DataPlane:
+    """The server's answers, over one repository and its model control."""
+
+    def __init__(self, repository: Repository, control: ModelControl | None = None, log_requests: bool = False):
+        self.repository, self.control, self.log_requests = repository, control, log_requests
+        self.loaded = False  # set once the models have loaded at start-up
+        self.stopping = False  # set when the server drains: calls in flight still finish
+
+    # Health and server metadata.
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return self.loaded and not self.stopping
+
+    def server_metadata(self) -> tuple[str, str, tuple[str, ...]]:
+        """Name, version and extensions."""
+        return SERVER_NAME, __version__, EXTENSIONS
+
+    @_logged("model_ready")
+    def model_ready(self, name: str, version: str = "") -> bool:
+        """Whether the version (the latest when empty) is loaded; a name or version no folder could
+        have is INVALID_ARGUMENT, as in every other call."""
+        try:
+            self.repository.get(name, version)
+        except ForwardpassError as exc:
+            if exc.kind is Kind.BAD_INPUT:
+                raise
+            return False
+        return self.ready()
+
+    # Per model.
+    def model(self, name: str, version: str = "") -> ServedModel:
+        """The loaded version asked for, once the server has loaded its models."""
+        if not self.loaded:
+            raise ForwardpassError("the server is not ready: it is loading models", Kind.UNAVAILABLE)
+        return self.repository.get(name, version)
+
+    @_logged("model_metadata")
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        model = self.model(name, version)
+        versions = tuple(str(v) for v in sorted(self.repository.entry(name).versions))
+        return ModelMetadata(model.name, versions, PLATFORM, (model.input,), model.outputs)
+
+    @_logged("model_config")
+    def model_config(self, name: str, version: str = "") -> ModelConfig:
+        return self.model(name, version).config
+
+    @_logged("model_statistics")
+    def model_statistics(self, name: str = "", version: str = "") -> list[VersionStatistics]:
+        """Counters of one version, of a model's loaded versions, or of every model's."""
+        models: list[ServedModel] = []
+        for each in [name] if name else sorted(self.repository.models):
+            entry = self.repository.entry(each)
+            if version:
+                models.append(self.repository.get(each, version))
+            elif entry.ready:
+                models.extend(entry.versions[v] for v in sorted(entry.versions))
+        return [VersionStatistics(m.name, str(m.version), m.stats.snapshot()) for m in models]
+
+    # Inference.
+    @_logged("infer")
+    def infer(self, request: InferRequest) -> InferResponse:
+        """Check the request once, run it, and count it."""
+        start = time.monotonic_ns()
+        model = self.model(request.model, request.version)
+        try:
+            x, rows, names = validate(request, model)
+            _check_deadline(request, start)
+            checked = time.monotonic_ns()
+            outputs = model.infer(x, rows, names)
+            computed = time.monotonic_ns()
+            datatype = BY_DATATYPE[model.input.datatype]
+            answer = tuple(
+                OutputTensor(n, datatype.datatype, _little_endian(outputs[n], datatype.numpy)) for n in names
+            )
+        except Exception:
+            model.stats.record_failure(time.monotonic_ns() - start)
+            raise
+        done = time.monotonic_ns()
+        model.stats.record_success(rows, checked - start, computed - checked, done - computed)
+        if self.log_requests:
+            log_event(logging.INFO, "request", model=model.name, version=str(model.version), rows=rows,
+                      id=request.id, status="OK", us=(done - start) // 1000)  # fmt: skip
+        return InferResponse(model.name, str(model.version), request.id, answer)
+
+    # The repository.
+    def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
+        rows = []
+        for name, entry in sorted(self.repository.models.items()):
+            if entry.ready:
+                rows += [IndexEntry(name, str(v), "READY") for v in sorted(entry.versions)]
+            elif not ready_only:
+                rows.append(IndexEntry(name, "", "UNAVAILABLE", entry.reason))
+        return rows
+
+    @_logged("load")
+    def load(self, name: str, parameters: Mapping[str, object] | None = None) -> None:
+        """Load (or reload) a model folder on every worker; explicit mode only."""
+        for key in parameters or {}:
+            if key.startswith(REFUSED_LOAD_PARAMETERS):
+                raise ForwardpassError(
+                    f"load parameter '{key}' is not supported: forwardpass loads only what is in its repository"
+                )
+        self._control().load(check_model_name(name))
+
+    @_logged("unload")
+    def unload(self, name: str) -> None:
+        """Stop serving a model on every worker; explicit mode only."""
+        self._control().unload(check_model_name(name))
+
+    def _control(self) -> ModelControl:
+        if self.control is None:
+            raise ForwardpassError("this server has no model control", Kind.UNSUPPORTED)
+        return self.control
+
+
+def _check_deadline(request: InferRequest, now_ns: int) -> None:
+    """A request whose deadline (its own, or the `timeout` parameter) has passed is not computed."""
+    deadlines = [d for d in (request.deadline_ns, _after(timeout_ns(request.parameters), now_ns)) if d is not None]
+    if deadlines and time.monotonic_ns() >= min(deadlines):
+        raise ForwardpassError("the request's deadline passed before it was computed", Kind.DEADLINE)
+
+
+def _after(ns: int | None, start_ns: int) -> int | None:
+    # perf_counter and monotonic share no epoch: measure the timeout from monotonic's "now"
+    return None if ns is None else time.monotonic_ns() - (time.monotonic_ns() - start_ns) + ns
+
+
+def _little_endian(array, dtype):
+    """The output as the wire carries it: little-endian, C-contiguous (no copy when it already is)."""
+
+    return np.ascontiguousarray(array, dtype=dtype)

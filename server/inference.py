@@ -1,0 +1,201 @@
+"""An inference request and its answer as plain values, and the one place a request is checked.
+
+Every front door (gRPC, HTTP, the page) turns its wire format into an `InferRequest` without
+knowing the model; `validate` then checks it against the model once, in the order a user would
+fix it, and hands back the input as an array the runtime can take as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from forwardpass.dtypes import BY_DATATYPE, DType
+from forwardpass.errors import ForwardpassError
+
+from .model import ServedModel
+
+# Parameters Triton acts on that forwardpass does not implement: refusing them beats an answer
+# that silently ignores what the caller asked for (a classification, shared memory, a sequence).
+REFUSED_PARAMETERS = ("classification", "shared_memory_", "sequence_")
+BINARY_DATA_SIZE = "binary_data_size"  # the raw bytes of one input (Triton's binary extension)
+
+
+@dataclass(frozen=True)
+class InferInput:
+    """One input tensor: raw little-endian bytes, typed values, or None when the request sent none.
+    `typed_field` is where typed values came from when the wire says it apart from `datatype`
+    (gRPC's contents fields), so a mismatch is named in the caller's terms."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: bytes | memoryview | Sequence | None
+    parameters: Mapping[str, object] = field(default_factory=dict)
+    typed_field: str | None = None
+
+    @property
+    def raw(self) -> bool:
+        return isinstance(self.data, (bytes, bytearray, memoryview))
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    """An output the caller names, with its parameters."""
+
+    name: str
+    parameters: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A request as every front door hands it over: no transport, no model yet."""
+
+    model: str
+    version: str = ""
+    inputs: tuple[InferInput, ...] = ()
+    outputs: tuple[RequestedOutput, ...] = ()
+    id: str = ""
+    parameters: Mapping[str, object] = field(default_factory=dict)
+    deadline_ns: int | None = None  # time.monotonic_ns() after which the answer is of no use
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    """One output: `array` is little-endian and C-contiguous, ready to go out as bytes."""
+
+    name: str
+    datatype: str
+    array: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+
+@dataclass(frozen=True)
+class InferResponse:
+    """The answer: which model version computed it, the request's id, the outputs."""
+
+    model: str
+    version: str
+    id: str
+    outputs: tuple[OutputTensor, ...]
+
+
+def check_parameters(parameters: Mapping[str, object], where: str) -> None:
+    """Refuse a parameter Triton acts on and forwardpass does not; other keys pass."""
+    for key in parameters:
+        if key.startswith(REFUSED_PARAMETERS):
+            raise ForwardpassError(f"parameter '{key}' on {where} is not supported by forwardpass")
+
+
+def timeout_ns(parameters: Mapping[str, object]) -> int | None:
+    """The request's `timeout` parameter (microseconds, Triton's) in nanoseconds; None when absent or
+    0, which means no timeout, as a queue policy's default_timeout_microseconds 0 does in Triton."""
+    value = parameters.get("timeout")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ForwardpassError(f"parameter 'timeout' must be a non-negative integer of microseconds, got {value!r}")
+    return value * 1000 or None
+
+
+def validate(request: InferRequest, model: ServedModel) -> tuple[np.ndarray, int, tuple[str, ...]]:
+    """The input as an array, its row count and the outputs to compute; errors name the problem."""
+    check_parameters(request.parameters, "the request")
+    expected = model.input
+    if len(request.inputs) != 1:
+        got = ", ".join(f"'{i.name}'" for i in request.inputs) or "none"
+        raise ForwardpassError(f"model '{model.name}' takes 1 input '{expected.name}', got {got}")
+    tensor = request.inputs[0]
+    check_parameters(tensor.parameters, f"input '{tensor.name}'")
+    if tensor.name != expected.name:
+        raise ForwardpassError(f"unexpected input '{tensor.name}' for model '{model.name}'; it takes '{expected.name}'")
+    if tensor.datatype != expected.datatype:
+        raise ForwardpassError(
+            f"input '{tensor.name}' has datatype '{tensor.datatype}', "
+            f"but model '{model.name}' takes '{expected.datatype}'"
+        )
+    rows = _rows(tensor.shape, model)
+    x = _array(tensor, model)
+    return x, rows, _outputs(request.outputs, model)
+
+
+def _rows(shape: tuple[int, ...], model: ServedModel) -> int:
+    expected = model.input.shape
+    fits = len(shape) == len(expected) and all(d == n if d != -1 else n >= 0 for d, n in zip(expected, shape))
+    if not fits:
+        raise ForwardpassError(
+            f"unexpected shape for input '{model.input.name}' for model '{model.name}': "
+            f"expected {model.input.shape_text()}, got [{', '.join(str(n) for n in shape)}]"
+        )
+    rows = shape[model.batch_axis]
+    if rows == 0:
+        raise ForwardpassError(f"empty batch: input '{model.input.name}' for model '{model.name}' has 0 rows")
+    if model.max_batch_size and rows > model.max_batch_size:
+        raise ForwardpassError(
+            f"batch of {rows} rows is above the max_batch_size {model.max_batch_size} of model '{model.name}'"
+        )
+    return rows
+
+
+def _array(tensor: InferInput, model: ServedModel) -> np.ndarray:
+    """The tensor's data as an array of its shape: raw bytes without a copy, typed values cast."""
+    dtype = BY_DATATYPE[model.input.datatype]
+    count = math.prod(tensor.shape)
+    declared = tensor.parameters.get(BINARY_DATA_SIZE)
+    if not tensor.raw:
+        if declared is not None:
+            raise ForwardpassError(f"input '{tensor.name}' has '{BINARY_DATA_SIZE}' but its values are not raw bytes")
+        return _typed(tensor, dtype, count)
+    size = len(tensor.data)
+    if declared is not None and (isinstance(declared, bool) or declared != size):
+        raise ForwardpassError(
+            f"input '{tensor.name}': parameter '{BINARY_DATA_SIZE}' says {declared!r} bytes, the raw data has {size}"
+        )
+    if size != count * dtype.numpy.itemsize:
+        raise ForwardpassError(
+            f"input byte size mismatch for input '{tensor.name}' for model '{model.name}': "
+            f"shape {list(tensor.shape)} of {dtype.datatype} needs {count * dtype.numpy.itemsize} bytes, got {size}"
+        )
+    return np.frombuffer(tensor.data, dtype=dtype.numpy).reshape(tensor.shape)
+
+
+def _typed(tensor: InferInput, dtype: DType, count: int) -> np.ndarray:
+    if tensor.data is None:
+        raise ForwardpassError(
+            f"no data for input '{tensor.name}': send raw_input_contents or contents.{dtype.contents}"
+        )
+    if tensor.typed_field is not None and tensor.typed_field != dtype.contents:
+        raise ForwardpassError(
+            f"input '{tensor.name}' is {dtype.datatype}: its values go in contents.{dtype.contents}, "
+            f"got {tensor.typed_field}"
+        )
+    try:
+        values = np.asarray(tensor.data, dtype=dtype.numpy).reshape(-1)
+    except (TypeError, ValueError):
+        raise ForwardpassError(f"input '{tensor.name}': its data is not a list of numbers") from None
+    if values.size != count:
+        raise ForwardpassError(
+            f"input '{tensor.name}' has {values.size} values{' in contents.' + tensor.typed_field if tensor.typed_field else ''}, "
+            f"shape {list(tensor.shape)} needs {count}"
+        )
+    return values.reshape(tensor.shape)
+
+
+def _outputs(requested: Sequence[RequestedOutput], model: ServedModel) -> tuple[str, ...]:
+    served = [t.name for t in model.outputs]
+    names = [o.name for o in requested]
+    for output in requested:
+        check_parameters(output.parameters, f"output '{output.name}'")
+        if output.name not in served:
+            raise ForwardpassError(
+                f"unknown output '{output.name}' for model '{model.name}'; it has {', '.join(served)}"
+            )
+    if len(set(names)) != len(names):
+        raise ForwardpassError(f"an output is requested twice: {', '.join(names)}")
+    return tuple(names) or tuple(served)

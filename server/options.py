@@ -1,0 +1,139 @@
+"""What `forwardpass serve` takes: one dataclass, its checks, and the command-line flags made from it.
+
+Each option is written once, here: its default, its help and its check. The CLI's flags, their
+defaults in --help and the values the server sees all come from these fields, so a default cannot
+say one thing in --help and do another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+
+from forwardpass.credentials import read_token
+from forwardpass.errors import InputError
+from forwardpass.runtime import PROVIDERS
+
+MODES = ("none", "poll", "explicit")  # Triton's --model-control-mode
+
+
+def option(default, help: str, flag: str | None = None, **argparse_options) -> object:
+    """A field that is also a command-line flag (--name-with-dashes unless `flag` says otherwise)."""
+    return field(default=default, metadata={"help": help, "flag": flag, **argparse_options})
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """The server's options; __post_init__ refuses what cannot work, naming the flag."""
+
+    model_repository: Path = option(Path("models"), "models/<name>/<version>/", type=Path)
+    host: str = option("127.0.0.1", "address to listen on")
+    port: int = option(8001, "gRPC port (Triton's default); 0 picks a free one", type=int)
+    provider: str = option(
+        "auto",
+        "execution provider for every model whose config.pbtxt does not ask for one "
+        "(instance_group KIND_GPU or KIND_CPU)",
+        choices=PROVIDERS,
+    )
+    grace: float = option(10.0, "seconds calls in flight get to finish on SIGTERM", type=float)
+    skip_bad_models: bool = option(
+        False, "leave out a model that cannot load (reported not ready) instead of failing start-up"
+    )
+    max_message_mb: float = option(
+        64.0, "largest request or answer, in MiB; larger requests get RESOURCE_EXHAUSTED", type=float
+    )
+    workers: int = option(
+        os.cpu_count() or 1,
+        "worker processes sharing the port, each with its own sessions; one per core by default",
+        type=int,
+    )
+    threads: int = option(8, "gRPC handler threads per worker", type=int)
+    ort_threads: int = option(1, "onnxruntime intra-op threads per worker; 0 lets onnxruntime use every core", type=int)
+    max_concurrent_rpcs: int = option(
+        256, "calls a worker takes at once; beyond it RESOURCE_EXHAUSTED, never an unbounded queue", type=int
+    )
+    model_control_mode: str = option(
+        "none",
+        "none: models load at start-up only; poll: rescan the repository and load new versions; "
+        "explicit: RepositoryModelLoad/Unload decide (Triton's modes)",
+        choices=MODES,
+    )
+    repository_poll_secs: float = option(15.0, "poll mode: seconds between rescans", type=float)
+    load_models: tuple[str, ...] = option(
+        (), "explicit mode: a model to load at start-up (repeatable; * for all)", flag="--load-model",
+        action="append", metavar="NAME",
+    )  # fmt: skip
+    metrics_port: int = option(
+        0, "serve Prometheus metrics (Triton's names, summed over workers) on this port; 0: off", type=int
+    )
+    metrics_host: str = option("127.0.0.1", "address of the metrics endpoint")
+    log_requests: bool = option(False, "a structured log line per successful request too (failures always get one)")
+    tls_cert: Path | None = option(None, "PEM certificate chain: serve over TLS (with --tls-key)", type=Path)
+    tls_key: Path | None = option(None, "PEM private key of --tls-cert", type=Path)
+    tls_client_ca: Path | None = option(
+        None, "PEM CA: mutual TLS, clients must show a certificate it signed", type=Path
+    )
+    auth_token_file: Path | None = option(
+        None, "every RPC but overall health must carry 'authorization: Bearer <token in this file>'", type=Path
+    )
+    # Not flags: read from auth_token_file once, and set by the supervisor for its workers.
+    auth_token: str | None = field(default=None, repr=False)  # never logged
+    wanted_file: Path | None = None  # explicit mode: the loaded set every worker follows
+
+    def __post_init__(self) -> None:
+        if self.max_message_mb <= 0 or self.grace < 0:
+            raise InputError("--max-message-mb must be positive and --grace not negative")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InputError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise InputError("--tls-client-ca needs --tls-cert and --tls-key")
+        if min(self.threads, self.max_concurrent_rpcs, self.workers) < 1:
+            raise InputError("--threads, --max-concurrent-rpcs and --workers must be at least 1")
+        if self.ort_threads < 0:
+            raise InputError(f"--ort-threads must be 0 (onnxruntime decides) or more, got {self.ort_threads}")
+        if self.repository_poll_secs <= 0:
+            raise InputError("--repository-poll-secs must be positive")
+        if self.load_models and self.model_control_mode != "explicit":
+            raise InputError("--load-model applies to --model-control-mode explicit")
+        for flag, port in (("--port", self.port), ("--metrics-port", self.metrics_port)):
+            if not 0 <= port <= 65535:
+                raise InputError(f"{flag} {port} is not a TCP port (0 to 65535)")
+        if self.auth_token_file is not None and self.auth_token is None:
+            object.__setattr__(self, "auth_token", read_token(self.auth_token_file))
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb * 2**20)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def but(self, **changes) -> ServeOptions:
+        """A copy with some options changed (checked again)."""
+        return replace(self, **changes)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """A flag per option, with its default and help from the dataclass."""
+    for f in fields(ServeOptions):
+        if "help" not in f.metadata:
+            continue
+        extra = {k: v for k, v in f.metadata.items() if k not in ("help", "flag")}
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        if f.default is False:
+            extra["action"] = "store_true"
+        elif extra.get("action") == "append":
+            extra["default"] = []  # argparse appends to its default: a fresh list, not the tuple
+        if "default" not in extra:
+            extra["default"] = None if f.default is MISSING else f.default
+        parser.add_argument(flag, dest=f.name, help=f.metadata["help"], **extra)
+
+
+def from_arguments(args: argparse.Namespace) -> ServeOptions:
+    """The options the parsed flags say."""
+    values = {f.name: getattr(args, f.name) for f in fields(ServeOptions) if "help" in f.metadata}
+    values["load_models"] = tuple(values["load_models"])
+    return ServeOptions(**values)
