@@ -180,9 +180,9 @@ def _typed(tensor: InferInput, dtype: DType, count: int) -> np.ndarray:
     except (TypeError, ValueError):
         raise ForwardpassError(f"input '{tensor.name}': its data is not a list of numbers") from None
     if values.size != count:
+        where = f" in contents.{tensor.typed_field}" if tensor.typed_field else ""
         raise ForwardpassError(
-            f"input '{tensor.name}' has {values.size} values{' in contents.' + tensor.typed_field if tensor.typed_field else ''}, "
-            f"shape {list(tensor.shape)} needs {count}"
+            f"input '{tensor.name}' has {values.size} values{where}, shape {list(tensor.shape)} needs {count}"
         )
     return values.reshape(tensor.shape)
 

@@ -81,8 +81,8 @@ def test_a_failed_request_is_one_structured_line(measured):
     assert infer(server.url, "nope", 1) == "NOT_FOUND"
     time.sleep(0.2)
     lines = [line for line in server.output().splitlines() if '"event": "failed"' in line]
-    record = json.loads(lines[-1].split("forwardpass.server.errors: ", 1)[1])
-    assert record == {"event": "failed", "rpc": "ModelInfer", "model": "nope", "status": "NOT_FOUND",
+    record = json.loads(lines[-1].split("forwardpass.server.dataplane: ", 1)[1])
+    assert record == {"event": "failed", "call": "infer", "model": "nope", "kind": "NOT_FOUND",
                       "reason": record["reason"]} and "unknown model 'nope'" in record["reason"]  # fmt: skip
     assert infer(server.url, "mlp_3_4_1", 1) == "OK"
     time.sleep(0.2)
