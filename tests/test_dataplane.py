@@ -1,0 +1,194 @@
+"""The data plane on its own: no server, no transport; plain requests in, plain answers out.
+
+What a request means (lookup, names and versions, checking it once, parameters, deadlines,
+statistics) is tested here once for every front door.
+"""
+
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from forwardpass.builder.readback import read_file
+from forwardpass.errors import ForwardpassError, Kind
+from forwardpass.server.dataplane import DataPlane
+from forwardpass.server.inference import InferInput, InferRequest, RequestedOutput
+from forwardpass.server.repository import Repository
+
+from harness import served_repository
+from numerics import assert_matches_oracle, random_input
+
+# Spellings that are no version ("²" and "１" pass str.isdigit but are not ASCII; "01" is version 1 in
+# another spelling) and names that are paths, or could be files beside the model folders.
+NOT_VERSIONS = ["²", "01", "１", "0", "-1", "1.0", " 1", "1 ", "٣", "99999999999999999999"]
+NOT_NAMES = ["../evil", "/etc", "/nonexistent", "mlp_3_4_1/../../evil", "./mlp_3_4_1", "mlp_3_4_1/", ".", "..",
+             ".hidden", "a\\b", "nul\0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory):
+    return served_repository(tmp_path_factory.mktemp("plane"))
+
+
+@pytest.fixture(scope="module")
+def plane(repository):
+    models = Repository(repository, provider="cpu", threads=1, skip_bad=True)
+    models.load()
+    plane = DataPlane(models)
+    plane.loaded = True
+    return plane
+
+
+def request(x: np.ndarray, model="mlp_3_4_1", version="", raw=True, **fields) -> InferRequest:
+    datatype = "FP64" if x.dtype == np.float64 else "FP32"
+    data = x.tobytes() if raw else x.reshape(-1).tolist()
+    parameters = fields.pop("input_parameters", {})
+    tensor = InferInput("x", datatype, x.shape, data, parameters)
+    return InferRequest(model, version, (tensor,), **fields)
+
+
+def refused(call, kind=Kind.BAD_INPUT, match=None):
+    with pytest.raises(ForwardpassError, match=match) as info:
+        call()
+    assert info.value.kind is kind, info.value
+    return str(info.value)
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+def test_an_answer_matches_the_oracle(plane, repository, raw):
+    spec = read_file(repository / "mlp_3_4_1" / "1" / "model.onnx").spec
+    X = random_input(np.random.default_rng(0), 3, 5, "float32")
+    answer = plane.infer(request(np.ascontiguousarray(X.T), raw=raw, id="r1"))
+    (y,) = answer.outputs
+    assert (answer.model, answer.version, answer.id, y.name, y.datatype) == ("mlp_3_4_1", "1", "r1", "y", "FP32")
+    assert y.array.dtype == np.dtype("<f4") and y.array.flags.c_contiguous
+    assert_matches_oracle(spec, X, y.array.T, "float32")
+
+
+def test_requested_hidden_outputs_come_in_the_order_asked(plane):
+    x = np.ones((2, 3), np.float32)
+    outputs = (RequestedOutput("A2"), RequestedOutput("Z1"))
+    answer = plane.infer(request(x, model="hidden", outputs=outputs))
+    assert [(o.name, o.shape) for o in answer.outputs] == [("A2", (2, 4)), ("Z1", (2, 5))]
+
+
+@pytest.mark.parametrize("version", NOT_VERSIONS)
+def test_a_version_has_one_spelling_in_every_call(plane, version):
+    x = np.ones((1, 3), np.float32)
+    for call in (
+        lambda: plane.infer(request(x, version=version)),
+        lambda: plane.model_metadata("mlp_3_4_1", version),
+        lambda: plane.model_config("mlp_3_4_1", version),
+        lambda: plane.model_statistics("mlp_3_4_1", version),
+        lambda: plane.model_ready("mlp_3_4_1", version),
+    ):
+        assert "is not a version" in refused(call)
+    assert plane.model_ready("mlp_3_4_1", "1") and not plane.model_ready("mlp_3_4_1", "2")
+
+
+@pytest.mark.parametrize("name", NOT_NAMES)
+def test_a_model_name_that_is_a_path_is_invalid_everywhere(plane, name):
+    x = np.ones((1, 3), np.float32)
+    for call in (
+        lambda: plane.infer(request(x, model=name)),
+        lambda: plane.model_metadata(name),
+        lambda: plane.model_ready(name),
+        lambda: plane.model_statistics(name),
+    ):
+        assert "not a model folder name" in refused(call)
+
+
+def test_unknown_models_and_versions_are_not_found(plane):
+    x = np.ones((1, 3), np.float32)
+    assert "unknown model 'nope'" in refused(lambda: plane.infer(request(x, model="nope")), Kind.NOT_FOUND)
+    assert "no loaded version 7" in refused(lambda: plane.infer(request(x, version="7")), Kind.NOT_FOUND)
+    assert not plane.model_ready("nope")
+
+
+def test_a_model_that_failed_to_load_is_unavailable(plane):
+    refused(lambda: plane.infer(request(np.ones((1, 3), np.float32), model="broken")), Kind.UNAVAILABLE)
+    assert not plane.model_ready("broken")
+    assert ("broken", "UNAVAILABLE") in [(r.name, r.state) for r in plane.repository_index()]
+    assert "broken" not in [r.name for r in plane.repository_index(ready_only=True)]
+
+
+def test_nothing_is_served_before_the_models_load(repository):
+    plane = DataPlane(Repository(repository, provider="cpu"))
+    assert plane.live() and not plane.ready()
+    refused(lambda: plane.infer(request(np.ones((1, 3), np.float32))), Kind.UNAVAILABLE, "loading models")
+
+
+@pytest.mark.parametrize(
+    "where, key",
+    [("request", "sequence_id"), ("request", "sequence_start"), ("input", "shared_memory_region"),
+     ("input", "shared_memory_byte_size"), ("output", "classification"), ("output", "shared_memory_offset")],
+)  # fmt: skip
+def test_parameters_triton_acts_on_and_we_do_not_are_refused_by_name(plane, where, key):
+    x = np.ones((1, 3), np.float32)
+    fields = {
+        "request": {"parameters": {key: 1}},
+        "input": {"input_parameters": {key: 1}},
+        "output": {"outputs": (RequestedOutput("y", {key: 1}),)},
+    }[where]
+    assert f"parameter '{key}'" in refused(lambda: plane.infer(request(x, **fields)))
+
+
+def test_other_parameters_pass_and_priority_is_accepted(plane):
+    x = np.ones((1, 3), np.float32)
+    assert plane.infer(request(x, parameters={"priority": 1, "my_tag": "a", "headers": "x"})).outputs
+
+
+def test_binary_data_size_must_equal_the_raw_byte_count(plane):
+    x = np.ones((2, 3), np.float32)
+    assert plane.infer(request(x, input_parameters={"binary_data_size": 24})).outputs
+    assert "says 23 bytes, the raw data has 24" in refused(
+        lambda: plane.infer(request(x, input_parameters={"binary_data_size": 23}))
+    )
+    assert "not raw bytes" in refused(
+        lambda: plane.infer(request(x, raw=False, input_parameters={"binary_data_size": 24}))
+    )
+
+
+def test_the_timeout_parameter_is_a_deadline(plane):
+    x = np.ones((1, 3), np.float32)
+    assert plane.infer(request(x, parameters={"timeout": 10_000_000})).outputs  # 10 s: plenty
+    assert plane.infer(request(x, parameters={"timeout": 0})).outputs  # 0: none, as in Triton
+    refused(lambda: plane.infer(request(x, parameters={"timeout": 1})), Kind.DEADLINE)  # 1 us: gone by the check
+    assert "non-negative integer" in refused(lambda: plane.infer(request(x, parameters={"timeout": "soon"})))
+
+
+def test_a_request_past_its_deadline_is_not_computed(plane):
+    before = plane.model_statistics("mlp_3_4_1")[0].stats.execution_count
+    past = InferRequest(
+        "mlp_3_4_1", inputs=request(np.ones((1, 3), np.float32)).inputs, deadline_ns=time.monotonic_ns()
+    )
+    refused(lambda: plane.infer(past), Kind.DEADLINE)
+    assert plane.model_statistics("mlp_3_4_1")[0].stats.execution_count == before
+
+
+def test_statistics_count_successes_failures_and_rows(plane):
+    (before,) = plane.model_statistics("double", "1")
+    x = np.ones((4, 3), np.float64)
+    plane.infer(request(x, model="double"))
+    refused(lambda: plane.infer(request(np.ones((0, 3)), model="double")))
+    (after,) = plane.model_statistics("double", "1")
+    assert after.stats.success.count - before.stats.success.count == 1
+    assert after.stats.fail.count - before.stats.fail.count == 1
+    assert after.stats.inference_count - before.stats.inference_count == 4
+
+
+def test_a_failure_is_one_log_line_naming_the_call_and_model(plane, caplog):
+    with caplog.at_level(logging.WARNING, logger="forwardpass.server.dataplane"):
+        refused(lambda: plane.infer(request(np.ones((1, 3), np.float32), model="nope")), Kind.NOT_FOUND)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert '"call": "infer"' in line and '"model": "nope"' in line and '"kind": "NOT_FOUND"' in line
+
+
+def test_load_refuses_config_overrides_and_uploaded_files(plane):
+    for key in ("config", "file:1/model.onnx"):
+        assert f"load parameter '{key}'" in refused(lambda key=key: plane.load("mlp_3_4_1", {key: "x"}))
+
+
+def test_load_without_model_control_is_unsupported(plane):
+    refused(lambda: plane.load("mlp_3_4_1"), Kind.UNSUPPORTED)
