@@ -43,13 +43,11 @@ class Worker:
 def serve(options: ServeOptions) -> int:
     """Serve with options.workers processes until SIGTERM or SIGINT; returns the exit code."""
     check_port_free(options.host, options.port)
-    if not is_loopback(options.host) and not (options.tls or options.auth_token):
-        log.warning("listening on %s without TLS or a token: anyone who reaches it can call it", options.host)
+    for warning in exposure_warnings(options):
+        log.warning("%s", warning)
     counters = None
     if options.metrics_port:
         check_port_free(options.metrics_host, options.metrics_port)
-        if not is_loopback(options.metrics_host):  # /metrics has no TLS and no token: model names, traffic
-            log.warning("metrics on %s: anyone who reaches it can read them (no TLS, no token)", options.metrics_host)
         if options.model_repository.is_dir():  # otherwise start-up says what is wrong with it
             slots, present = model_versions(options.model_repository)
             counters = SharedCounters(slots, options.workers, present)
@@ -71,6 +69,18 @@ def serve(options: ServeOptions) -> int:
             reservation.close()
         if wanted_dir is not None:
             wanted_dir.cleanup()
+
+
+def exposure_warnings(options: ServeOptions) -> list[str]:
+    """What is reachable beyond this machine without protection."""
+    warnings = []
+    if not is_loopback(options.host) and not (options.tls or options.auth_token):
+        warnings.append(f"listening on {options.host} without TLS or a token: anyone who reaches it can call it")
+    if options.metrics_port and not is_loopback(options.metrics_host):  # /metrics has neither TLS nor a token
+        warnings.append(
+            f"metrics on {options.metrics_host}: anyone who reaches it can read the model names and traffic"
+        )
+    return warnings
 
 
 def is_loopback(host: str) -> bool:

@@ -146,6 +146,80 @@ def test_explicit_mode_loads_and_unloads_on_every_worker(repository):
         assert server.stop() == 0
 
 
+@pytest.fixture
+def explicit(repository):
+    (repository.parent / "evil" / "1").mkdir(parents=True)  # a model folder outside the repository
+    shutil.copy(repository / "m" / "1" / "model.onnx", repository.parent / "evil" / "1" / "model.onnx")
+    server = ServerProcess(repository, "--workers", "1", "--model-control-mode", "explicit")
+    channel, s = stub(server.url)
+    yield s
+    channel.close()
+    assert server.stop() == 0
+
+
+def load_status(s, name, **parameters) -> tuple[str, str]:
+    request = pb.RepositoryModelLoadRequest(model_name=name)
+    for key, value in parameters.items():
+        request.parameters[key.replace("_", ":")].string_param = value
+    try:
+        s.RepositoryModelLoad(request, timeout=30)
+        return "OK", ""
+    except grpc.RpcError as exc:
+        return exc.code().name, exc.details()
+
+
+@pytest.mark.parametrize("name", ["../evil", "/etc", "/nonexistent", "m/../../evil", "./m", "m/", "..", ".", ".m"])
+def test_a_model_name_that_is_a_path_is_refused_and_loads_nothing(explicit, name):
+    code, details = load_status(explicit, name)
+    assert code == "INVALID_ARGUMENT" and "not a model folder name" in details
+    index = explicit.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=10)
+    assert {m.name for m in index.models} == {"m"}  # nothing was served under that name
+
+
+def test_an_unknown_name_gets_one_answer_whatever_exists_at_that_path(explicit, repository):
+    (repository / "a-file").write_text("not a model folder")
+    answers = {name: load_status(explicit, name) for name in ("etc", "nonexistent", "a-file", "evil")}
+    assert {code for code, _ in answers.values()} == {"NOT_FOUND"}
+    assert {details.replace(repr(name), "NAME") for name, (_, details) in answers.items()} == {
+        "the model repository has no model NAME"
+    }
+
+
+def test_load_refuses_a_config_override_and_uploaded_files(explicit):
+    assert load_status(explicit, "m", config='{"max_batch_size": 1}')[0] == "INVALID_ARGUMENT"
+    code, details = load_status(explicit, "m", file_1_model_onnx="AAAA")
+    assert code == "INVALID_ARGUMENT" and "load parameter 'file:1:model:onnx'" in details
+
+
+def test_loads_on_two_workers_at_once_both_stay_loaded(tmp_path):
+    """Two workers edit the wanted set at the same moment: neither change is lost, and each worker
+    reconciles to both (ModelControl over a shared wanted file, as the workers have it)."""
+    from forwardpass.server.control import ModelControl, read_wanted, write_wanted
+    from forwardpass.server.repository import Repository
+
+    repository = tmp_path / "models"
+    for name in ("a", "b", "c"):
+        export_to_repository(random_spec(np.random.default_rng(1), (3, 4, 1), ACTS), ExportOptions(), repository, name)
+    wanted = tmp_path / "wanted.json"
+    write_wanted(wanted, {"a": 0})
+    workers = []
+    for _ in range(2):
+        models = Repository(repository, provider="cpu")
+        control = ModelControl(models, "explicit", wanted, lambda: None)
+        models.load(control.wanted())
+        workers.append((models, control))
+    threads = [threading.Thread(target=c.load, args=(n,)) for (_, c), n in zip(workers, ("b", "c"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(read_wanted(wanted)) == {"a", "b", "c"}
+    workers[0][1].unload("a")
+    for models, control in workers:
+        control.reconcile()
+        assert sorted(n for n, e in models.models.items() if e.ready) == ["b", "c"]
+
+
 def test_load_and_unload_are_refused_outside_explicit_mode(repository):
     server = ServerProcess(repository, "--workers", "1")
     try:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
 
 from forwardpass.builder.readback import read_file
+from forwardpass.protos.model_config_pb2 import ModelConfig
 from forwardpass.runtime import Runtime
 
 from numerics import assert_matches_oracle, random_input, reference_run
@@ -52,6 +54,6 @@ def test_committed_model_is_the_slides_network(name):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_committed_config_names_the_model_and_its_limits(name):
-    config = (ROOT / "models" / name / "config.pbtxt").read_text()
-    assert f'name: "{name}"' in config and 'platform: "onnxruntime_onnx"' in config
-    assert "max_batch_size: 1048576" in config and "dims: [ 3 ]" in config and "dims: [ 1 ]" in config
+    config = text_format.Parse((ROOT / "models" / name / "config.pbtxt").read_text(), ModelConfig())
+    assert (config.name, config.platform, config.max_batch_size) == (name, "onnxruntime_onnx", 1_048_576)
+    assert [list(t.dims) for t in (*config.input, *config.output)] == [[3], [1]]

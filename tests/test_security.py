@@ -76,16 +76,39 @@ def test_a_missing_or_wrong_token_is_unauthenticated(secured, pki, token):
         c.infer("mlp_3_4_1", np.ones((1, 3), np.float32))
 
 
-def test_health_needs_no_token_and_reflection_does(secured, pki):
-    credentials = grpc.ssl_channel_credentials(
-        (pki / "ca.pem").read_bytes(), (pki / "client.key").read_bytes(), (pki / "client.pem").read_bytes()
-    )
-    with grpc.secure_channel(secured.url, credentials) as channel:
-        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
-        assert status.status == health_pb2.HealthCheckResponse.SERVING
+def test_overall_health_needs_no_token_and_reflection_does(secured, pki):
+    with grpc.secure_channel(secured.url, channel_credentials(pki)) as channel:
+        for service in ("", "inference.GRPCInferenceService"):
+            status = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=10
+            )
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
         with pytest.raises(grpc.RpcError) as info:
             ProtoReflectionDescriptorDatabase(channel).get_services()
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("model", ["mlp_3_4_1", "no_such_model"])
+def test_per_model_health_needs_the_token(secured, pki, model):
+    """Per-model health would tell which model names exist: only with the token."""
+    health = health_pb2.HealthCheckRequest(service=model)
+    with grpc.secure_channel(secured.url, channel_credentials(pki)) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Check(health, timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as info:
+            next(stub.Watch(health, timeout=10))
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        if model == "mlp_3_4_1":
+            answer = stub.Check(health, metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=10)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def channel_credentials(pki) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        (pki / "ca.pem").read_bytes(), (pki / "client.key").read_bytes(), (pki / "client.pem").read_bytes()
+    )
 
 
 def test_mutual_tls_refuses_a_client_without_a_certificate(secured, pki):
@@ -141,6 +164,19 @@ def test_what_counts_as_loopback_for_the_exposure_warning(host, loopback):
     from forwardpass.server.workers import is_loopback
 
     assert is_loopback(host) is loopback
+
+
+def test_metrics_beyond_loopback_are_warned_about_and_the_api_with_a_token_is_not(pki):
+    from forwardpass.server.options import ServeOptions
+    from forwardpass.server.workers import exposure_warnings
+
+    assert exposure_warnings(ServeOptions()) == []
+    assert exposure_warnings(ServeOptions(metrics_host="0.0.0.0")) == []  # no metrics port: nothing listens there
+    (warning,) = exposure_warnings(ServeOptions(metrics_port=8002, metrics_host="0.0.0.0"))
+    assert warning.startswith("metrics on 0.0.0.0")
+    (warning,) = exposure_warnings(ServeOptions(host="::"))
+    assert warning.startswith("listening on :: without TLS or a token")
+    assert exposure_warnings(ServeOptions(host="::", auth_token_file=pki / "token")) == []
 
 
 def test_tls_flags_must_come_together(repository, pki):
