@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from harness import ServerProcess, served_repository
+from harness import ServerProcess, served_repository, served_repository_apart
 
 # tritonclient, kserve and our stubs all define the protobuf package `inference`, and one process can
 # hold only one of them: the tritonclient tests and the kserve tests each run in a pytest process of
@@ -22,7 +22,8 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def repository(tmp_path_factory):
-    return served_repository(tmp_path_factory.mktemp("served"))
+    build = served_repository_apart if TRITON_ONLY or KSERVE_ONLY else served_repository
+    return build(tmp_path_factory.mktemp("served"))
 
 
 @pytest.fixture(scope="session")

@@ -73,11 +73,11 @@ def build_into(repository: Path, name: str, spec: NetworkSpec, version: int = 1,
         (repository / name / "config.pbtxt").write_text(config)
 
 
-def served_repository(root: Path) -> Path:
+def served_repository(root: Path | str) -> Path:
     """The repository the server tests serve: the committed models and one model per feature."""
     import shutil
 
-    repository = root / "models"
+    repository = Path(root) / "models"
     shutil.copytree(ROOT / "models", repository)
     rng = np.random.default_rng(42)
     acts = (Activation("relu"), Activation("tanh"), Activation("sigmoid"))
@@ -96,6 +96,15 @@ def served_repository(root: Path) -> Path:
     (repository / "broken" / "1").mkdir(parents=True)
     (repository / "broken" / "1" / "model.onnx").write_bytes(b"this is not an onnx model")
     return repository
+
+
+def served_repository_apart(root: Path) -> Path:
+    """served_repository, built in a child process: the builder writes config.pbtxt through our
+    protobuf package `inference`, which a process holding tritonclient's or kserve's cannot import."""
+    code = "import sys, harness; harness.served_repository(sys.argv[1])"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    subprocess.run([sys.executable, "-c", code, str(root)], check=True, cwd=ROOT, env=env)
+    return root / "models"
 
 
 def in_threads(function, arguments: list[tuple]) -> list[BaseException]:
