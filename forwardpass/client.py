@@ -21,12 +21,12 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
 from .credentials import read_pem
+from .dtypes import BY_DATATYPE
 from .errors import ForwardpassError, Kind
 
 DEFAULT_URL = "127.0.0.1:8001"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20  # the server's default limit
 ENVELOPE_BYTES = 64 * 1024  # room for the message around the raw bytes
-NUMPY = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 KIND_OF = {
     grpc.StatusCode.UNAUTHENTICATED: Kind.BAD_INPUT,
     grpc.StatusCode.INVALID_ARGUMENT: Kind.BAD_INPUT,
@@ -94,7 +94,7 @@ class Client:
         """The model's answer for x: one array, or a dict when several outputs are named."""
         meta = self.metadata(model, version)
         (tensor,) = meta.inputs
-        dtype = NUMPY[tensor.datatype]
+        dtype = BY_DATATYPE[tensor.datatype].numpy
         x = np.ascontiguousarray(x, dtype=dtype)
         axis = list(tensor.shape).index(-1) if -1 in tensor.shape else 0
         per_row = max(1, x.nbytes // max(1, x.shape[axis])) if x.ndim else x.nbytes
@@ -112,7 +112,7 @@ class Client:
             request.outputs.add(name=name)
         response = self._call("ModelInfer", request)
         return {
-            out.name: np.frombuffer(raw, dtype=NUMPY[out.datatype]).reshape(tuple(out.shape))
+            out.name: np.frombuffer(raw, dtype=BY_DATATYPE[out.datatype].numpy).reshape(tuple(out.shape))
             for out, raw in zip(response.outputs, response.raw_output_contents)
         }
 
