@@ -55,7 +55,7 @@ ODD_NAMES = ["", ".", "..", ".hidden", "./mlp_3_4_1", "../mlp_3_4_1", "/mlp_3_4_
 ODD_VERSIONS = ["0", "00", "01", "-1", "+1", " 1", "1 ", "1\n", "1.0", "1e0", "0x1", "1_0",
                 "²", "１", "١", "१", "1²", "x"]
 # fmt: on
-# Always tried, in the first batch: what the server must refuse as a name or a version, and what it must answer.
+# Always tried, in the first batch: names and versions the server must refuse, and three pairs it serves.
 PINNED = (
     [("mlp_3_4_1", v) for v in ("²", "01", "１", "-1", "x", "1 ", "0")]
     + [(n, "") for n in (".", "..", ".mlp_3_4_1", "../mlp_3_4_1", "mlp_3_4_1/1", "mlp_3_4_1\\1", "mlp_3_4_1\x00", "")]
