@@ -22,9 +22,11 @@ from forwardpass.protos import grpc_service_pb2 as pb
 
 from .control import ModelControl
 from .dataplane import DataPlane
+from .httpd import HttpServer, bind
 from .metrics import SharedCounters, serve_metrics
 from .options import ServeOptions
 from .repository import Repository
+from .rest import RestApp
 from .security import GuardedHealth, TokenAuth, server_credentials
 from .servicer import InferenceServicer, add_to_server
 
@@ -60,11 +62,12 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
         self.port = 0
+        self.http: HttpServer | None = None
 
     def start(self) -> int:
-        """Bind, start answering, load the models, then say ready; returns the bound port."""
+        """Bind, start answering, load the models, then say ready; returns the bound gRPC port."""
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        where = address(self.options.host, self.options.port)
+        where = address(self.options.host, self.options.grpc_port)
         try:
             if self.options.tls:
                 credentials = server_credentials(
@@ -79,9 +82,10 @@ class Server:
             raise ForwardpassError(f"cannot listen on {where}")
         self.grpc.start()
         try:
+            self._start_http()
             self.repository.load(self.control.wanted())
         except ForwardpassError:
-            self.grpc.stop(None)
+            self.stop(0)
             raise
         self._attach_metrics()
         if self.counters is not None:
@@ -91,6 +95,20 @@ class Server:
         if self.options.model_control_mode == "poll":
             self.control.poll(self.options.repository_poll_secs)
         return self.port
+
+    def _start_http(self) -> None:
+        if not self.options.http:
+            return
+        try:
+            sock = bind(self.options.host, self.options.http_port)
+        except OSError as exc:
+            where = address(self.options.host, self.options.http_port)
+            raise ForwardpassError(f"cannot listen on {where} (HTTP): {exc.strerror}", Kind.UNAVAILABLE) from None
+        app = RestApp(
+            self.plane, self.options.max_message_bytes, self.options.max_concurrent_rpcs, self.options.auth_token
+        )
+        self.http = HttpServer(app, sock, self.options)
+        self.http.start()
 
     def _models_changed(self) -> None:
         """After a load, unload or rescan: metrics rows for new versions, and health per model."""
@@ -108,9 +126,13 @@ class Server:
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let those in flight finish within `grace` seconds, then close."""
+        grace = self.options.grace if grace is None else grace
         self.plane.stopping = True
         self.health.enter_graceful_shutdown()
-        self.grpc.stop(self.options.grace if grace is None else grace).wait()
+        stopped = self.grpc.stop(grace)  # returns at once; both doors drain side by side
+        if self.http is not None:
+            self.http.stop(grace)
+        stopped.wait()
 
     def banner(self) -> str:
         """One line: address, models and versions, provider."""
@@ -122,7 +144,10 @@ class Server:
                 providers.update(m.runtime.provider for m in entry.versions.values())
             else:
                 models.append(f"{name} (NOT READY)")
-        where = address(self.options.host, self.port)
+        where = address(self.options.host, self.port) + " (gRPC)"
+        if self.http is not None:
+            scheme = "https" if self.options.tls else "http"
+            where += f" and {scheme}://{address(self.options.host, self.http.port)} (HTTP)"
         return f"forwardpass serving on {where}: {', '.join(models)}; provider {', '.join(sorted(providers)) or 'none'}"
 
     def _set_health(self, status: int) -> None:
@@ -139,7 +164,7 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int, what: str) -> None:
     """Fail clearly if the port is taken. grpcio binds with SO_REUSEPORT, so a second server would
     otherwise share a busy port silently; a plain probe socket without it finds the listener."""
     if port == 0:
@@ -152,4 +177,6 @@ def check_port_free(host: str, port: int) -> None:
             probe.bind((bare, port))
         except OSError as exc:
             reason = "it is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-            raise ForwardpassError(f"cannot listen on {address(host, port)}: {reason}", Kind.UNAVAILABLE) from None
+            raise ForwardpassError(
+                f"cannot listen on {address(host, port)} ({what}): {reason}", Kind.UNAVAILABLE
+            ) from None

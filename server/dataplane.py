@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "forwardpass"
 # Only what is served: perf_analyzer calls ModelStatistics around every window when it sees "statistics".
-EXTENSIONS = ("model_configuration", "model_repository", "statistics")
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
 # RepositoryModelLoad parameters Triton acts on: a config override and files uploaded with the call.
 # Loading what a caller sends would let anyone who reaches the port write the repository.
 REFUSED_LOAD_PARAMETERS = ("config", "file:")

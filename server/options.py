@@ -19,9 +19,9 @@ from forwardpass.runtime import PROVIDERS
 MODES = ("none", "poll", "explicit")  # Triton's --model-control-mode
 
 
-def option(default, help: str, flag: str | None = None, **argparse_options) -> object:
-    """A field that is also a command-line flag (--name-with-dashes unless `flag` says otherwise)."""
-    return field(default=default, metadata={"help": help, "flag": flag, **argparse_options})
+def option(default, help: str, flags: tuple[str, ...] = (), **argparse_options) -> object:
+    """A field that is also a command-line flag (--name-with-dashes unless `flags` says otherwise)."""
+    return field(default=default, metadata={"help": help, "flags": flags, **argparse_options})
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,11 @@ class ServeOptions:
 
     model_repository: Path = option(Path("models"), "models/<name>/<version>/", type=Path)
     host: str = option("127.0.0.1", "address to listen on")
-    port: int = option(8001, "gRPC port (Triton's default); 0 picks a free one", type=int)
+    grpc_port: int = option(
+        8001, "gRPC port (Triton's default); 0 picks a free one", flags=("--grpc-port", "--port"), type=int
+    )
+    http_port: int = option(8000, "HTTP/REST port (Triton's default); 0 picks a free one", type=int)
+    http: bool = option(True, "serve no HTTP/REST, only gRPC", flags=("--no-http",), action="store_false")
     provider: str = option(
         "auto",
         "execution provider for every model whose config.pbtxt does not ask for one "
@@ -62,7 +66,7 @@ class ServeOptions:
     )
     repository_poll_secs: float = option(15.0, "poll mode: seconds between rescans", type=float)
     load_models: tuple[str, ...] = option(
-        (), "explicit mode: a model to load at start-up (repeatable; * for all)", flag="--load-model",
+        (), "explicit mode: a model to load at start-up (repeatable; * for all)", flags=("--load-model",),
         action="append", metavar="NAME",
     )  # fmt: skip
     metrics_port: int = option(
@@ -83,6 +87,8 @@ class ServeOptions:
     wanted_file: Path | None = None  # explicit mode: the loaded set every worker follows
 
     def __post_init__(self) -> None:
+        if self.http and self.http_port == self.grpc_port != 0:
+            raise InputError(f"--http-port and --grpc-port are both {self.http_port}; give them different ports")
         if self.max_message_mb <= 0 or self.grace < 0:
             raise InputError("--max-message-mb must be positive and --grace not negative")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -97,7 +103,11 @@ class ServeOptions:
             raise InputError("--repository-poll-secs must be positive")
         if self.load_models and self.model_control_mode != "explicit":
             raise InputError("--load-model applies to --model-control-mode explicit")
-        for flag, port in (("--port", self.port), ("--metrics-port", self.metrics_port)):
+        for flag, port in (
+            ("--grpc-port", self.grpc_port),
+            ("--http-port", self.http_port),
+            ("--metrics-port", self.metrics_port),
+        ):
             if not 0 <= port <= 65535:
                 raise InputError(f"{flag} {port} is not a TCP port (0 to 65535)")
         if self.auth_token_file is not None and self.auth_token is None:
@@ -121,15 +131,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(ServeOptions):
         if "help" not in f.metadata:
             continue
-        extra = {k: v for k, v in f.metadata.items() if k not in ("help", "flag")}
-        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        extra = {k: v for k, v in f.metadata.items() if k not in ("help", "flags")}
+        flags = f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
         if f.default is False:
             extra["action"] = "store_true"
         elif extra.get("action") == "append":
             extra["default"] = []  # argparse appends to its default: a fresh list, not the tuple
         if "default" not in extra:
             extra["default"] = None if f.default is MISSING else f.default
-        parser.add_argument(flag, dest=f.name, help=f.metadata["help"], **extra)
+        parser.add_argument(*flags, dest=f.name, help=f.metadata["help"], **extra)
 
 
 def from_arguments(args: argparse.Namespace) -> ServeOptions:

@@ -42,12 +42,14 @@ class Worker:
 
 def serve(options: ServeOptions) -> int:
     """Serve with options.workers processes until SIGTERM or SIGINT; returns the exit code."""
-    check_port_free(options.host, options.port)
+    check_port_free(options.host, options.grpc_port, "gRPC")
+    if options.http:
+        check_port_free(options.host, options.http_port, "HTTP")
     for warning in exposure_warnings(options):
         log.warning("%s", warning)
     counters = None
     if options.metrics_port:
-        check_port_free(options.metrics_host, options.metrics_port)
+        check_port_free(options.metrics_host, options.metrics_port, "metrics")
         if options.model_repository.is_dir():  # otherwise start-up says what is wrong with it
             slots, present = model_versions(options.model_repository)
             counters = SharedCounters(slots, options.workers, present)
@@ -58,14 +60,15 @@ def serve(options: ServeOptions) -> int:
         initial = folders if "*" in options.load_models else options.load_models
         write_wanted(Path(wanted_dir.name) / "wanted.json", dict.fromkeys(initial, 0))
         options = replace(options, wanted_file=Path(wanted_dir.name) / "wanted.json")
-    reservation = None
-    if options.port == 0:  # every worker must bind the same port: pick it here, hold it until they do
-        reservation = reserve_port(options.host)
-        options = replace(options, port=reservation.getsockname()[1])
+    reservations = []  # every worker must bind the same ports: pick free ones here, hold them until they do
+    for name, wanted in (("grpc_port", options.grpc_port), ("http_port", options.http_port if options.http else 1)):
+        if wanted == 0:
+            reservations.append(reserve_port(options.host))
+            options = replace(options, **{name: reservations[-1].getsockname()[1]})
     try:
-        return Supervisor(options, reservation, counters).run()
+        return Supervisor(options, reservations, counters).run()
     finally:
-        if reservation is not None:
+        for reservation in reservations:
             reservation.close()
         if wanted_dir is not None:
             wanted_dir.cleanup()
@@ -107,9 +110,9 @@ class Supervisor:
     """Forks, watches and restarts the workers; stops them all on a signal."""
 
     def __init__(
-        self, options: ServeOptions, reservation: socket.socket | None = None, counters: SharedCounters | None = None
+        self, options: ServeOptions, reservations: list[socket.socket] = (), counters: SharedCounters | None = None
     ) -> None:
-        self.options, self.reservation, self.counters = options, reservation, counters
+        self.options, self.reservations, self.counters = options, reservations, counters
         self.workers: dict[int, Worker] = {}
         self.stopping = False
 
@@ -156,8 +159,8 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(read_end)
-            if self.reservation is not None:
-                self.reservation.close()
+            for reservation in self.reservations:
+                reservation.close()
             os._exit(run_worker(self.options, write_end, self.counters, index))
         os.close(write_end)
         self.workers[pid] = Worker(index, pid)

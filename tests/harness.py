@@ -27,11 +27,12 @@ class ServerProcess:
     """`forwardpass serve` in a subprocess on a free loopback port, as users run it."""
 
     def __init__(self, repository, *args: str, wait: bool = True) -> None:
-        command = [sys.executable, "-m", "forwardpass", "serve", "--port", "0", "--provider", "cpu",
-                   "--model-repository", str(repository), *args]  # fmt: skip
+        command = [sys.executable, "-m", "forwardpass", "serve", "--grpc-port", "0", "--http-port", "0",
+                   "--provider", "cpu", "--model-repository", str(repository), *args]  # fmt: skip
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self.port = 0
+        self.http_url = ""  # http://127.0.0.1:PORT, when the server serves HTTP
         self._banner = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
         if wait:
@@ -61,6 +62,8 @@ class ServerProcess:
             found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
             if found:
                 self.port = int(found.group(1))
+                http = re.search(r"(https?://127\.0\.0\.1:\d+) \(HTTP\)", line)
+                self.http_url = http.group(1) if http else ""
                 self._banner.set()
 
 

@@ -1,0 +1,97 @@
+"""The HTTP front door's server: uvicorn (httptools, uvloop) in a thread of each worker process,
+on a socket the worker binds itself with SO_REUSEPORT, as its gRPC server does.
+
+The stack was chosen by measurement (README, "Serving over HTTP"). uvicorn has no timeout for
+headers that trickle in, so the protocol below adds one: a client that has not finished its
+headers within READ_TIMEOUT seconds of starting a request loses its connection, and only that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import threading
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .options import ServeOptions
+from .rest import READ_TIMEOUT, RestApp
+
+
+class _TimedProtocol(HttpToolsProtocol):
+    """httptools' protocol with a deadline for each request's headers."""
+
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_header_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._start_header_timer()
+
+    def on_headers_complete(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        super().connection_lost(exc)
+
+    def _start_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        self._header_timer = self.loop.call_later(READ_TIMEOUT, self.transport.close)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket shared with sibling workers (SO_REUSEPORT)."""
+    bare = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((bare, port))
+    sock.listen(1024)
+    return sock
+
+
+class HttpServer:
+    """uvicorn serving a RestApp on a pre-bound socket, in a daemon thread."""
+
+    def __init__(self, app: RestApp, sock: socket.socket, options: ServeOptions) -> None:
+        tls = {}
+        if options.tls:
+            tls = {"ssl_certfile": str(options.tls_cert), "ssl_keyfile": str(options.tls_key)}
+            if options.tls_client_ca:
+                tls |= {"ssl_ca_certs": str(options.tls_client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+        config = uvicorn.Config(
+            app,
+            http=_TimedProtocol,
+            loop="uvloop",
+            lifespan="off",
+            access_log=False,
+            server_header=False,
+            log_level="warning",
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=max(1, round(options.grace)),
+            **tls,
+        )
+        self.sock, self.server = sock, uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, grace: float) -> None:
+        """Take no new connections; let requests in flight finish within `grace` seconds."""
+        self.server.should_exit = True
+        self.thread.join(grace + 1)

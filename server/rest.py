@@ -1,0 +1,314 @@
+"""The Open Inference Protocol over HTTP/REST (KServe V2, with Triton's extensions) as an ASGI app.
+
+Every route converts (server/restcodec.py, or a protobuf message mirrored as JSON), asks the data
+plane, and converts back; a ForwardpassError's kind becomes Triton's HTTP status, and the body of
+every error is `{"error": "<message>"}` as application/json. Paths are split before their
+segments are percent-decoded, so `..%2Fevil` reaches the data plane as the name `../evil`, which it
+refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from google.protobuf.message import Message
+
+from forwardpass.errors import ForwardpassError, Kind
+
+from . import codec, restcodec
+from .dataplane import DataPlane, log_failure
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    Kind.BAD_INPUT: 400,
+    Kind.NOT_FOUND: 404,
+    Kind.UNAVAILABLE: 503,
+    Kind.TOO_LARGE: 413,
+    Kind.DEADLINE: 504,
+    Kind.UNSUPPORTED: 501,
+}
+OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")  # probes carry no token
+READ_TIMEOUT = 30.0  # seconds a body may pause between chunks before the connection is dropped
+INLINE_BYTES = 64 * 1024  # smaller requests run on the event loop; larger ones on a thread, so the loop keeps answering
+JSON = [(b"content-type", b"application/json")]
+
+
+class HttpError(Exception):
+    """A refusal made by the HTTP layer itself (method, path, size, token), with its status."""
+
+    def __init__(self, status: int, message: str, headers: list | None = None) -> None:
+        super().__init__(message)
+        self.status, self.headers = status, headers or []
+
+
+@dataclass
+class Call:
+    """One HTTP request, as a route sees it."""
+
+    method: str
+    segments: list[str]
+    headers: dict[str, str]
+    body: bytes
+
+
+class RestApp:
+    """The ASGI application over one data plane."""
+
+    def __init__(self, plane: DataPlane, max_body: int, max_in_flight: int, token: str | None = None) -> None:
+        self.plane, self.max_body, self.max_in_flight = plane, max_body, max_in_flight
+        self._token = f"Bearer {token}".encode() if token else None
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        self.in_flight += 1
+        try:
+            status, headers, body = await self._answer(scope, receive)
+        finally:
+            self.in_flight -= 1
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _answer(self, scope, receive) -> tuple[int, list, bytes]:
+        path = scope["raw_path"].decode("latin-1").split("?", 1)[0]
+        try:
+            if self.in_flight > self.max_in_flight:
+                raise HttpError(503, f"more than {self.max_in_flight} requests in flight on this worker; retry")
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            self._authorize(path, headers)
+            route, arguments = self._route(scope["method"], path)
+            call = Call(scope["method"], arguments, headers, await self._body(receive, headers))
+            return await route(self, call)
+        except HttpError as exc:
+            return exc.status, [*JSON, *exc.headers], _error(str(exc))
+        except ForwardpassError as exc:
+            log_failure(f"{scope['method']} {path}", "", exc)  # a body the codec could not convert
+            return STATUS[exc.kind], JSON, _error(str(exc))
+        except Exception as exc:  # a bug: keep serving, say so, log the traceback
+            log.exception("%s %s failed", scope["method"], path)
+            return 500, JSON, _error(f"internal error: {type(exc).__name__}: {exc}")
+
+    def _authorize(self, path: str, headers: dict[str, str]) -> None:
+        if self._token is None or path in OPEN_PATHS:
+            return
+        if not hmac.compare_digest(headers.get("authorization", "").encode("latin-1"), self._token):
+            raise HttpError(
+                401, "missing or wrong 'Authorization: Bearer <token>' header", [(b"www-authenticate", b"Bearer")]
+            )
+
+    def _route(self, method: str, path: str) -> tuple[Callable, list[str]]:
+        segments = [unquote(s, errors="strict") for s in path.strip("/").split("/")]
+        for methods, pattern, handler in ROUTES:
+            arguments = _match(pattern, segments)
+            if arguments is None:
+                continue
+            if method not in methods:
+                allow = ", ".join(methods).encode()
+                raise HttpError(
+                    405, f"{method} is not allowed on {path}; use {', '.join(methods)}", [(b"allow", allow)]
+                )
+            return handler, arguments
+        raise HttpError(404, f"no such path: {path} (the V2 API is under /v2)")
+
+    async def _body(self, receive, headers: dict[str, str]) -> bytes:
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            raise HttpError(413, f"the body of {declared} bytes is above the {self.max_body}-byte limit")
+        chunks, size = [], 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), READ_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise HttpError(408, f"no part of the body came for {READ_TIMEOUT:g} s") from None
+            if message["type"] == "http.disconnect":
+                raise HttpError(400, "the client went away before the body ended")
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                raise HttpError(413, f"the body is above the {self.max_body}-byte limit")
+            if not message.get("more_body", False):
+                break
+        return _decoded(b"".join(chunks), headers.get("content-encoding", ""), self.max_body)
+
+    # Routes: each converts, asks the data plane, converts back.
+    async def live(self, call: Call):
+        return 200, JSON, _json({"live": self.plane.live()})
+
+    async def ready(self, call: Call):
+        ready = self.plane.ready()
+        return (200 if ready else 503), JSON, _json({"ready": ready})
+
+    async def server_metadata(self, call: Call):
+        name, version, extensions = self.plane.server_metadata()
+        return 200, JSON, _json({"name": name, "version": version, "extensions": list(extensions)})
+
+    async def model_metadata(self, call: Call):
+        return _message(codec.model_metadata(self.plane.model_metadata(*_model(call))))
+
+    async def model_ready(self, call: Call):
+        name, version = _model(call)
+        ready = self.plane.model_ready(name, version)
+        return (200 if ready else 503), JSON, _json({"name": name, "ready": ready})
+
+    async def model_config(self, call: Call):
+        return 200, JSON, _json(message_json(self.plane.model_config(*_model(call))))
+
+    async def model_statistics(self, call: Call):
+        name, version = _model(call) if call.segments else ("", "")
+        return _message(codec.model_statistics(self.plane.model_statistics(name, version)))
+
+    async def infer(self, call: Call):
+        name, version = _model(call)
+        header = call.headers.get(restcodec.HEADER_LENGTH)
+        raw_input = self.plane.model_metadata(name, version).inputs[0] if header == "0" else None
+        request = restcodec.infer_request(name, version, call.body, header, raw_input)
+        if len(call.body) < INLINE_BYTES:
+            answer = self.plane.infer(request)
+        else:
+            answer = await asyncio.get_running_loop().run_in_executor(None, self.plane.infer, request)
+        body, split = restcodec.infer_response(answer, request.parameters, request.outputs)
+        if split is None:
+            return 200, JSON, body
+        return (
+            200,
+            [(b"content-type", b"application/octet-stream"), (b"inference-header-content-length", str(split).encode())],
+            body,
+        )
+
+    async def repository_index(self, call: Call):
+        ready = bool(_optional_json(call.body).get("ready", False))
+        rows = self.plane.repository_index(ready)
+        return 200, JSON, _json([message_json(m) for m in codec.repository_index(rows).models])
+
+    async def load(self, call: Call):
+        parameters = _optional_json(call.body).get("parameters", {})
+        self.plane.load(call.segments[0], parameters if isinstance(parameters, dict) else {})
+        return 200, JSON, b"{}"
+
+    async def unload(self, call: Call):
+        self.plane.unload(call.segments[0])
+        return 200, JSON, b"{}"
+
+
+def _match(pattern: tuple, segments: list[str]) -> list[str] | None:
+    """The segments a pattern captures (None for '*'), or None when it does not match."""
+    if len(pattern) != len(segments):
+        return None
+    captured = []
+    for expected, segment in zip(pattern, segments):
+        if expected is None:
+            captured.append(segment)
+        elif expected != segment:
+            return None
+    return captured
+
+
+def _model_routes(suffix: tuple, methods: tuple, handler: Callable) -> list:
+    return [
+        (methods, ("v2", "models", None, *suffix), handler),
+        (methods, ("v2", "models", None, "versions", None, *suffix), handler),
+    ]
+
+
+ROUTES = [
+    (("GET",), ("v2", "health", "live"), RestApp.live),
+    (("GET",), ("v2", "health", "ready"), RestApp.ready),
+    (("GET",), ("v2",), RestApp.server_metadata),
+    (("GET",), ("v2", "models", "stats"), RestApp.model_statistics),
+    (("POST",), ("v2", "repository", "index"), RestApp.repository_index),
+    (("POST",), ("v2", "repository", "models", None, "load"), RestApp.load),
+    (("POST",), ("v2", "repository", "models", None, "unload"), RestApp.unload),
+    *_model_routes(("ready",), ("GET",), RestApp.model_ready),
+    *_model_routes(("config",), ("GET",), RestApp.model_config),
+    *_model_routes(("stats",), ("GET",), RestApp.model_statistics),
+    *_model_routes(("infer",), ("POST",), RestApp.infer),
+    *_model_routes((), ("GET",), RestApp.model_metadata),
+]
+
+
+def _model(call: Call) -> tuple[str, str]:
+    """The model name and version a path captured."""
+    return call.segments[0], (call.segments[1] if len(call.segments) > 1 else "")
+
+
+def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body after Content-Encoding gzip or deflate, never inflated past the limit (a zip bomb is 413)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise HttpError(415, f"Content-Encoding {encoding!r} is not supported; use gzip or deflate")
+    inflater = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib, by the header
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HttpError(400, f"the {encoding} body cannot be decoded: {exc}") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise HttpError(413, f"the body inflates above the {limit}-byte limit")
+    return data
+
+
+def _optional_json(body: bytes) -> dict:
+    if not body.strip():
+        return {}
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise ForwardpassError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ForwardpassError("the request body must be a JSON object")
+    return document
+
+
+def _json(document) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _error(message: str) -> bytes:
+    return _json({"error": message})
+
+
+def _message(message: Message):
+    return 200, JSON, _json(message_json(message))
+
+
+def message_json(message: Message) -> dict:
+    """A protobuf message as JSON with its proto field names, enum names and integers as numbers
+    (protobuf's own JSON writes camelCase and 64-bit integers as strings); unset submessages and
+    oneof members are left out, scalars are always written."""
+    document = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            if value:
+                document[field.name] = {
+                    k: _value(field.message_type.fields_by_name["value"], v) for k, v in value.items()
+                }
+        elif field.label == field.LABEL_REPEATED:
+            document[field.name] = [_value(field, v) for v in value]
+        elif field.message_type is not None or field.containing_oneof is not None:
+            if message.HasField(field.name):
+                document[field.name] = _value(field, value)
+        else:
+            document[field.name] = _value(field, value)
+    return document
+
+
+def _value(field, value):
+    if field.message_type is not None:
+        return message_json(value)
+    if field.enum_type is not None:
+        return field.enum_type.values_by_number[value].name
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return value

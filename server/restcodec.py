@@ -1,0 +1,189 @@
+"""HTTP bodies to and from the data plane's plain values: JSON, and Triton's binary tensor data.
+
+A request body is a JSON header, optionally followed by raw tensor bytes; the header
+`Inference-Header-Content-Length` says where the JSON ends (Triton's binary extension). With 0, the
+whole body is the bytes of the model's one input (the raw form), and a batching model takes them
+as one row. An answer is JSON, or JSON followed by the bytes of the outputs asked for as binary.
+
+JSON cannot hold NaN or infinities. Outputs write them as the strings "NaN", "Infinity" and
+"-Infinity", as protobuf's JSON mapping does for floats (tritonclient's and NumPy's float parsing
+read them back); binary outputs carry them exactly. Inputs must be numbers: send NaN as binary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from forwardpass.errors import ForwardpassError
+
+from .inference import BINARY_DATA_SIZE, InferInput, InferRequest, InferResponse, RequestedOutput
+from .model import Tensor
+
+HEADER_LENGTH = "inference-header-content-length"
+NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def infer_request(
+    model: str, version: str, body: bytes, header_length: str | None, raw_input: Tensor | None, deadline_ns=None
+) -> InferRequest:
+    """The plain request of an infer body; `raw_input` is the model's input, needed only by the raw form."""
+    if header_length is None:
+        return _from_json(model, version, _json(body), b"", deadline_ns)
+    split = _header_length(header_length, len(body))
+    if split == 0:
+        if raw_input is None:
+            raise ForwardpassError("a raw body (Inference-Header-Content-Length: 0) needs a model with one input")
+        return InferRequest(model, version, (_raw_input(raw_input, body),), deadline_ns=deadline_ns)
+    return _from_json(model, version, _json(body[:split]), memoryview(body)[split:], deadline_ns)
+
+
+def _header_length(text: str, body_length: int) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise ForwardpassError(f"Inference-Header-Content-Length {text!r} is not a number of bytes")
+    split = int(text)
+    if split > body_length:
+        raise ForwardpassError(f"Inference-Header-Content-Length {split} is larger than the body ({body_length} bytes)")
+    return split
+
+
+def _raw_input(tensor: Tensor, body: bytes) -> InferInput:
+    """The raw form: the body is one input; a batching (rows) model gets one row, a columns model as
+    many columns as the bytes hold."""
+    width = next(d for d in tensor.shape if d != -1)
+    if tensor.shape[0] == -1:
+        shape = (1, width)
+    else:
+        itemsize = 8 if tensor.datatype == "FP64" else 4
+        shape = (width, len(body) // (itemsize * width) if len(body) % (itemsize * width) == 0 else -1)
+        if shape[1] == -1:
+            raise ForwardpassError(
+                f"a raw body of {len(body)} bytes is no whole number of {width}-value {tensor.datatype} columns"
+            )
+    return InferInput(tensor.name, tensor.datatype, shape, body)
+
+
+def _json(data: bytes | memoryview) -> dict:
+    try:
+        document = json.loads(bytes(data))
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ForwardpassError(f"the request body is not valid JSON: {reason}") from None
+    if not isinstance(document, dict):
+        raise ForwardpassError("the request body must be a JSON object")
+    return document
+
+
+def _from_json(model: str, version: str, document: dict, binary: memoryview | bytes, deadline_ns) -> InferRequest:
+    inputs, offset = [], 0
+    for item in _list(document, "inputs"):
+        tensor, used = _input(_object(item, "an input"), binary, offset)
+        inputs.append(tensor)
+        offset += used
+    if offset != len(binary):
+        raise ForwardpassError(f"the body has {len(binary) - offset} bytes after the inputs' binary_data_size")
+    outputs = tuple(
+        RequestedOutput(_text(o, "name"), _parameters(o))
+        for o in (_object(x, "an output") for x in _list(document, "outputs", []))
+    )
+    return InferRequest(
+        model=model,
+        version=version,
+        inputs=tuple(inputs),
+        outputs=outputs,
+        id=str(document.get("id", "")),
+        parameters=_parameters(document),
+        deadline_ns=deadline_ns,
+    )
+
+
+def _input(item: dict, binary: memoryview | bytes, offset: int) -> tuple[InferInput, int]:
+    name, datatype = _text(item, "name"), _text(item, "datatype")
+    shape = item.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise ForwardpassError(f"input '{name}': 'shape' must be a list of integers")
+    parameters = _parameters(item)
+    size = parameters.get(BINARY_DATA_SIZE)
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise ForwardpassError(
+                f"input '{name}': binary_data_size {size!r} does not fit "
+                f"the {len(binary) - offset} bytes after the JSON"
+            )
+        return InferInput(name, datatype, tuple(shape), binary[offset : offset + size], parameters), size
+    if "data" not in item:
+        raise ForwardpassError(f"input '{name}' has no 'data' and no binary_data_size")
+    return InferInput(name, datatype, tuple(shape), _numbers(name, item["data"]), parameters), 0
+
+
+def _numbers(name: str, data) -> np.ndarray:
+    """JSON data (flat or nested, row-major) as a flat array of numbers; anything else is refused."""
+    try:
+        array = np.asarray(data)
+    except ValueError:  # ragged nesting
+        raise ForwardpassError(f"input '{name}': 'data' is not a rectangular list of numbers") from None
+    if array.dtype.kind not in "iuf":  # strings, booleans, null and mixtures are no tensor values
+        raise ForwardpassError(f"input '{name}': 'data' must hold numbers only")
+    return array.reshape(-1)
+
+
+def _parameters(item: dict) -> dict[str, object]:
+    parameters = item.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise ForwardpassError("'parameters' must be a JSON object")
+    return parameters
+
+
+def _object(item, what: str) -> dict:
+    if not isinstance(item, dict):
+        raise ForwardpassError(f"{what} must be a JSON object")
+    return item
+
+
+def _list(document: dict, key: str, default=None) -> list:
+    value = document.get(key, default)
+    if not isinstance(value, list):
+        raise ForwardpassError(f"'{key}' must be a JSON list")
+    return value
+
+
+def _text(item: dict, key: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str):
+        raise ForwardpassError(f"'{key}' must be a string")
+    return value
+
+
+def infer_response(
+    answer: InferResponse, request_parameters: Mapping[str, object], requested: tuple[RequestedOutput, ...]
+) -> tuple[bytes, int | None]:
+    """The answer's body, and the JSON header's length when binary outputs follow it (else None)."""
+    binary_default = bool(request_parameters.get("binary_data_output", False))
+    asked = {o.name: o.parameters.get("binary_data", binary_default) for o in requested}
+    outputs, blobs = [], []
+    for output in answer.outputs:
+        entry = {"name": output.name, "datatype": output.datatype, "shape": list(output.shape)}
+        if asked.get(output.name, binary_default):
+            blob = output.array.tobytes()
+            entry["parameters"] = {BINARY_DATA_SIZE: len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = _json_values(output.array)
+        outputs.append(entry)
+    document = {"model_name": answer.model, "model_version": answer.version, "outputs": outputs}
+    if answer.id:
+        document["id"] = answer.id
+    header = json.dumps(document, allow_nan=False, separators=(",", ":")).encode()
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def _json_values(array: np.ndarray) -> list:
+    values = array.reshape(-1).tolist()
+    if np.isfinite(array).all():
+        return values
+    return [v if math.isfinite(v) else NON_FINITE.get(v, "NaN") for v in values]
