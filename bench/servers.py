@@ -38,7 +38,7 @@ def response_bytes(rows: int) -> bytes:
 def forwardpass_command(workers: int, repository: Path) -> list[str]:
     """`forwardpass serve` on the CPU with `workers` workers, warnings only; start() adds the port."""
     serve = [sys.executable, "-m", "forwardpass", "serve", "--provider", "cpu", "--log-level", "warning"]
-    return [*serve, "--workers", str(workers), "--model-repository", str(repository)]
+    return [*serve, "--workers", str(workers), "--http-port", "0", "--model-repository", str(repository)]
 
 
 def start(command: list[str], output: int | None = subprocess.DEVNULL) -> tuple[int, subprocess.Popen]:

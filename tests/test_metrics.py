@@ -96,8 +96,8 @@ def test_metrics_port_in_use_is_one_line(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli("serve", "--port", "0", "--metrics-port", port)
-        assert_one_error_line(result, f"127.0.0.1:{port}: it is in use", logs_allowed=True)
+        result = run_cli("serve", "--port", "0", "--http-port", "0", "--metrics-port", port)
+        assert_one_error_line(result, f"127.0.0.1:{port} (metrics): it is in use", logs_allowed=True)
 
 
 def test_label_values_are_escaped_as_the_text_format_requires():

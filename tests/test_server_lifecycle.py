@@ -59,7 +59,7 @@ def test_calls_in_flight_finish_on_sigterm_and_new_ones_are_refused(committed):
 
 def test_a_broken_model_stops_start_up_with_one_line(committed):
     (committed / "mlp_3_4_1" / "1" / "model.onnx").write_bytes(b"garbage")
-    result = run_cli("serve", "--model-repository", committed, "--port", "0")
+    result = run_cli("serve", "--model-repository", committed, "--port", "0", "--http-port", "0")
     assert_one_error_line(result, "mlp_3_4_1/1/model.onnx: not an ONNX model", logs_allowed=True)
 
 
@@ -71,7 +71,9 @@ def test_a_non_mlp_model_names_the_node(committed):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])])  # fmt: skip
     save(helper.make_model(graph), committed / "mlp_3_4_1" / "1" / "model.onnx")
     assert_one_error_line(
-        run_cli("serve", "--model-repository", committed, "--port", "0"), "node 'lonely' (op Relu)", logs_allowed=True
+        run_cli("serve", "--model-repository", committed, "--port", "0", "--http-port", "0"),
+        "node 'lonely' (op Relu)",
+        logs_allowed=True,
     )
 
 
@@ -87,7 +89,9 @@ def test_a_non_mlp_model_names_the_node(committed):
 )
 def test_a_config_that_does_not_fit_the_model_is_refused(committed, config, match):
     (committed / "mlp_3_4_1" / "config.pbtxt").write_text(config + "\n")
-    assert_one_error_line(run_cli("serve", "--model-repository", committed, "--port", "0"), match, logs_allowed=True)
+    assert_one_error_line(
+        run_cli("serve", "--model-repository", committed, "--port", "0", "--http-port", "0"), match, logs_allowed=True
+    )
 
 
 def test_fields_we_ignore_are_warned_about(committed):
@@ -111,21 +115,26 @@ def test_a_model_without_config_gets_what_build_would_write(committed):
         assert server.stop() == 0
 
 
-def test_port_in_use_is_one_line_and_exit_2(committed):
+@pytest.mark.parametrize(
+    "busy, other, door", [("--grpc-port", "--http-port", "gRPC"), ("--http-port", "--grpc-port", "HTTP")]
+)
+def test_port_in_use_is_one_line_and_exit_2(committed, busy, other, door):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         assert_one_error_line(
-            run_cli("serve", "--model-repository", committed, "--port", port),
-            f"127.0.0.1:{port}: it is in use",
+            run_cli("serve", "--model-repository", committed, busy, port, other, "0"),
+            f"127.0.0.1:{port} ({door}): it is in use",
             logs_allowed=True,
         )
 
 
 def test_missing_repository(tmp_path):
     assert_one_error_line(
-        run_cli("serve", "--model-repository", tmp_path / "none", "--port", "0"), "is not a folder", logs_allowed=True
+        run_cli("serve", "--model-repository", tmp_path / "none", "--port", "0", "--http-port", "0"),
+        "is not a folder",
+        logs_allowed=True,
     )
 
 
@@ -164,12 +173,25 @@ def test_infer_command_errors_are_one_line(server, tmp_path):
 
 
 def test_a_second_server_on_a_busy_port_is_refused_not_silently_sharing(committed):
-    first = ServerProcess(committed)  # grpcio binds with SO_REUSEPORT
+    first = ServerProcess(committed)  # grpcio and our HTTP door both bind with SO_REUSEPORT
+    http_port = first.http_url.rsplit(":", 1)[1]
     try:
-        result = run_cli("serve", "--model-repository", committed, "--port", first.port)
-        assert_one_error_line(result, "it is in use", logs_allowed=True)
+        result = run_cli("serve", "--model-repository", committed, "--port", first.port, "--http-port", "0")
+        assert_one_error_line(result, "(gRPC): it is in use", logs_allowed=True)
+        result = run_cli("serve", "--model-repository", committed, "--port", "0", "--http-port", http_port)
+        assert_one_error_line(result, "(HTTP): it is in use", logs_allowed=True)
     finally:
         first.stop()
+
+
+def test_the_banner_names_both_doors_and_no_http_turns_http_off(committed):
+    both = ServerProcess(committed, "--workers", "1")
+    only_grpc = ServerProcess(committed, "--workers", "1", "--no-http")
+    try:
+        assert both.http_url.startswith("http://127.0.0.1:") and only_grpc.http_url == ""
+        assert "(gRPC)" in only_grpc.output() and "(HTTP)" not in only_grpc.output()
+    finally:
+        assert both.stop() == 0 and only_grpc.stop() == 0
 
 
 def test_kind_gpu_without_cuda_is_a_clear_start_up_error(committed):
@@ -180,5 +202,7 @@ def test_kind_gpu_without_cuda_is_a_clear_start_up_error(committed):
     config = (committed / "mlp_3_4_1" / "config.pbtxt").read_text()
     (committed / "mlp_3_4_1" / "config.pbtxt").write_text(config + "instance_group [ { kind: KIND_GPU } ]\n")
     assert_one_error_line(
-        run_cli("serve", "--model-repository", committed, "--port", "0"), "onnxruntime-gpu", logs_allowed=True
+        run_cli("serve", "--model-repository", committed, "--port", "0", "--http-port", "0"),
+        "onnxruntime-gpu",
+        logs_allowed=True,
     )
