@@ -160,6 +160,14 @@ class DataPlane:
         return [VersionStatistics(m.name, str(m.version), m.stats.snapshot()) for m in models]
 
     # Inference.
+    def batches(self, name: str, version: str = "") -> bool:
+        """Whether a call to this model may wait for others (dynamic batching): an event loop must
+        not run it inline. False for a model that cannot be found: its call fails at once."""
+        try:
+            return self.model(name, version).batcher is not None
+        except ForwardpassError:
+            return False
+
     @_logged("infer")
     def infer(self, request: InferRequest) -> InferResponse:
         """Check the request once, run it, and count it."""

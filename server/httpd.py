@@ -12,6 +12,7 @@ import asyncio
 import socket
 import ssl
 import threading
+import time
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -92,6 +93,13 @@ class HttpServer:
         self.thread.start()
 
     def stop(self, grace: float) -> None:
-        """Take no new connections; let requests in flight finish within `grace` seconds."""
+        """Answer health (not ready) and refuse new calls while those in flight finish, within
+        `grace` seconds; then close. Keeping the port open until then lets probes see "not ready"
+        instead of a refused connection."""
+        app: RestApp = self.server.config.app
+        app.draining = True
+        deadline = time.monotonic() + grace
+        while app.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.server.should_exit = True
-        self.thread.join(grace + 1)
+        self.thread.join(max(1.0, deadline - time.monotonic()) + 1)

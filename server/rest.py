@@ -37,7 +37,9 @@ STATUS = {
 }
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")  # probes carry no token
 READ_TIMEOUT = 30.0  # seconds a body may pause between chunks before the connection is dropped
-INLINE_BYTES = 64 * 1024  # smaller requests run on the event loop; larger ones on a thread, so the loop keeps answering
+# Smaller requests run on the event loop (a thread hop costs more than the call); larger ones, and
+# any that may wait in a dynamic batcher, on a thread, so that the loop keeps answering the others.
+INLINE_BYTES = 64 * 1024
 JSON = [(b"content-type", b"application/json")]
 
 
@@ -66,6 +68,7 @@ class RestApp:
         self.plane, self.max_body, self.max_in_flight = plane, max_body, max_in_flight
         self._token = f"Bearer {token}".encode() if token else None
         self.in_flight = 0
+        self.draining = False  # set on SIGTERM: health still answers (not ready), new calls get 503
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -84,6 +87,8 @@ class RestApp:
         try:
             if self.in_flight > self.max_in_flight:
                 raise HttpError(503, f"more than {self.max_in_flight} requests in flight on this worker; retry")
+            if self.draining and not path.startswith("/v2/health/"):
+                raise HttpError(503, "the server is stopping: it finishes the calls it has and takes no new ones")
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             self._authorize(path, headers)
             route, arguments = self._route(scope["method"], path)
@@ -172,7 +177,7 @@ class RestApp:
         header = call.headers.get(restcodec.HEADER_LENGTH)
         raw_input = self.plane.model_metadata(name, version).inputs[0] if header == "0" else None
         request = restcodec.infer_request(name, version, call.body, header, raw_input)
-        if len(call.body) < INLINE_BYTES:
+        if len(call.body) < INLINE_BYTES and not self.plane.batches(name, version):
             answer = self.plane.infer(request)
         else:
             answer = await asyncio.get_running_loop().run_in_executor(None, self.plane.infer, request)
