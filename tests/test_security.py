@@ -111,6 +111,35 @@ def channel_credentials(pki) -> grpc.ChannelCredentials:
     )
 
 
+def https_get(server, pki, path, token=None, cert=True) -> tuple[int, dict]:
+    import http.client
+    import ssl
+    from urllib.parse import urlsplit
+
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if cert:
+        context.load_cert_chain(pki / "client.pem", pki / "client.key")
+    connection = http.client.HTTPSConnection(urlsplit(server.http_url).netloc, timeout=10, context=context)
+    try:
+        connection.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        response = connection.getresponse()
+        response.read()
+        return response.status, dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def test_https_with_mutual_tls_and_the_token(secured, pki):
+    assert secured.http_url.startswith("https://")
+    assert https_get(secured, pki, "/v2/health/ready")[0] == 200  # probes need no token
+    assert https_get(secured, pki, "/v2/models/mlp_3_4_1", token=TOKEN)[0] == 200
+    for token in (None, "wrong"):
+        status, headers = https_get(secured, pki, "/v2/models/mlp_3_4_1", token=token)
+        assert status == 401 and headers["www-authenticate"] == "Bearer"
+    with pytest.raises(OSError):  # no client certificate: the TLS handshake fails
+        https_get(secured, pki, "/v2/health/ready", cert=False)
+
+
 def test_mutual_tls_refuses_a_client_without_a_certificate(secured, pki):
     with client(secured, pki, cert=False) as c, pytest.raises(ForwardpassError, match="UNAVAILABLE"):
         c.ready()
