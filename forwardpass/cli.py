@@ -198,7 +198,9 @@ def make_parser() -> argparse.ArgumentParser:
         description="Send the rows of a file to a server and print or write the answer; a file "
         "larger than the message limit goes in several requests.",
     )
-    infer.add_argument("--url", default="127.0.0.1:8001", help="server address")
+    infer.add_argument(
+        "--url", default="127.0.0.1:8001", help="server address: HOST:PORT for gRPC, http(s)://HOST:PORT for HTTP/REST"
+    )
     infer.add_argument("--model", required=True, help="model name")
     infer.add_argument("--model-version", default="", help="version (default: the server's latest)")
     infer.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
@@ -211,6 +213,9 @@ def make_parser() -> argparse.ArgumentParser:
     infer.add_argument("--tls-cert", type=Path, help="PEM client certificate, for mutual TLS")
     infer.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     infer.add_argument("--auth-token-file", type=Path, help="send 'authorization: Bearer <token in this file>'")
+    infer.add_argument(
+        "--json", action="store_true", help="HTTP only: send and ask for JSON instead of binary tensor data"
+    )
     infer.set_defaults(handler=cmd_infer)
 
     demo = sub.add_parser(
@@ -320,11 +325,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
     """forwardpass infer."""
     from .client import Client
 
-    x = read_array(args.input)
     token = read_token(args.auth_token_file) if args.auth_token_file else None
     tls = dict(tls=args.tls, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
-    with Client(args.url, timeout=args.timeout, token=token, **tls) as client:
-        write_array(client.infer(args.model, x, args.model_version), args.output)
+    # The client refuses --json with a gRPC URL before any file is read or any connection made.
+    with Client(args.url, timeout=args.timeout, token=token, binary=not args.json, **tls) as client:
+        write_array(client.infer(args.model, read_array(args.input), args.model_version), args.output)
     return 0
 
 
