@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from harness import ServerProcess, served_repository, served_repository_apart
+from harness import ServerProcess, make_pki, served_repository, served_repository_apart
 
 # tritonclient, kserve and our stubs all define the protobuf package `inference`, and one process can
 # hold only one of them: the tritonclient tests and the kserve tests each run in a pytest process of
@@ -31,3 +31,9 @@ def server(repository):
     process = ServerProcess(repository, "--skip-bad-models", "--max-message-mb", "16")
     yield process
     assert process.stop() == 0, process.output()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """Certificates and a token for the TLS and token tests (harness.make_pki)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

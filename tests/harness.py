@@ -21,6 +21,7 @@ from forwardpass.builder.spec import Activation, NetworkSpec
 from numerics import random_spec
 
 ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "s3cret-token-for-tests"  # the bearer token of the test PKI's token file
 
 
 class ServerProcess:
@@ -172,3 +173,22 @@ def answering_worker(stub) -> str:
 
     _, call = stub.ServerMetadata.with_call(pb.ServerMetadataRequest(), timeout=10)
     return dict(call.trailing_metadata())["forwardpass-worker-pid"]
+
+
+def make_pki(folder: Path) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA, and a
+    token file, made with openssl in `folder`."""
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=forwardpass test CA")  # fmt: skip
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}")  # fmt: skip
+        (folder / f"{name}.ext").write_text(extension + "\n" if extension else "basicConstraints=CA:FALSE\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")  # fmt: skip
+    (folder / "token").write_text(TOKEN + "\n")
+    return folder

@@ -9,17 +9,14 @@ import time
 
 import numpy as np
 import pytest
-import test_security
 
 from forwardpass.builder.readback import read_file
 from forwardpass.client import Client
 from forwardpass.errors import ForwardpassError, Kind
 
-from harness import ServerProcess, assert_one_error_line, in_threads, run_cli
+from harness import TOKEN, ServerProcess, assert_one_error_line, in_threads, run_cli
 from numerics import assert_matches_oracle, feed, random_input, unfeed
 
-TOKEN = test_security.TOKEN
-pki = test_security.pki  # the fixture of the gRPC security tests: a CA, and certificates for 127.0.0.1 and a client
 SERVER_LIMIT = 16 * 2**20  # the session server's --max-message-mb 16
 ENCODINGS = pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 
