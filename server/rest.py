@@ -112,7 +112,10 @@ class RestApp:
             )
 
     def _route(self, method: str, path: str) -> tuple[Callable, list[str]]:
-        segments = [unquote(s, errors="strict") for s in path.strip("/").split("/")]
+        try:
+            segments = [unquote(s, errors="strict") for s in path.strip("/").split("/")]
+        except UnicodeDecodeError:
+            raise HttpError(400, f"the path {path} is not percent-encoded UTF-8") from None
         for methods, pattern, handler in ROUTES:
             arguments = _match(pattern, segments)
             if arguments is None:

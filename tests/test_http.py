@@ -717,6 +717,7 @@ def test_unknown_path_is_404(server, repository, path):
         ("/v2/models/versions/versions/3", 404),
         ("/v2/models/versions/versions/01/config", 400),
         ("/v2/models/..%2Fevil", 400),
+        ("/v2/models/%ff%fe", 400),  # not UTF-8 once decoded
     ],
 )
 def test_metadata_of_unknown_and_not_ready_models(server, path, status):
