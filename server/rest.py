@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+import orjson
 from google.protobuf.message import Message
 
 from forwardpass.errors import ForwardpassError, Kind
@@ -270,8 +270,8 @@ def _optional_json(body: bytes) -> dict:
     if not body.strip():
         return {}
     try:
-        document = json.loads(body)
-    except ValueError as exc:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise ForwardpassError(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ForwardpassError("the request body must be a JSON object")
@@ -279,7 +279,7 @@ def _optional_json(body: bytes) -> dict:
 
 
 def _json(document) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode()
+    return orjson.dumps(document)
 
 
 def _error(message: str) -> bytes:

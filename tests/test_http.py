@@ -596,7 +596,7 @@ BAD = {
     "malformed JSON": (_post(b'{"inputs": [{"name": "x", '), 400, "not valid JSON"),
     "JSON that is not an object": (_post(b"[1, 2, 3]"), 400, "JSON object"),
     "empty body": (_post(b""), 400, ""),
-    "nested deeper than the parser goes": (_post(NESTED_TOO_DEEP), 400, "nested too deeply"),
+    "nested deeper than the parser goes": (_post(NESTED_TOO_DEEP), 400, "depth limit exceeded"),
     "unclosed deep nesting": (_post(b"[" * DEEP), 400, ""),
     "data count not the shape": (_doc(_one(shape=[2, 3])), 400, "shape [2, 3] needs 6"),
     "ragged nested data": (_doc(_one(shape=[2, 3], data=[[1, 2, 3], [4, 5]])), 400, "'x'"),
@@ -606,7 +606,11 @@ BAD = {
         400,
         "'X'",
     ),
-    "a dim above int64": (_doc(_one(shape=[2**64, 3])), 400, "max_batch_size"),
+    "a dim above int64": (
+        _doc(_one(shape=[2**64, 3])),
+        400,
+        "'shape' must be a list of integers",
+    ),  # JSON parsers read it as a float
     "a negative dim": (_doc(_one(shape=[-1, 3])), 400, "expected [-1, 3], got [-1, 3]"),
     "another negative dim": (_doc(_one(shape=[-4, 3])), 400, "got [-4, 3]"),
     "a fractional dim": (_doc(_one(shape=[1.5, 3])), 400, "'shape'"),
