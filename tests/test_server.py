@@ -76,7 +76,7 @@ def test_model_ready_for_loaded_models_only(stub):
 def test_server_metadata_lists_what_is_served(stub):
     meta = stub.ServerMetadata(pb.ServerMetadataRequest())
     assert meta.name == "forwardpass" and meta.version
-    assert list(meta.extensions) == ["model_configuration", "model_repository", "statistics"]
+    assert list(meta.extensions) == ["binary_tensor_data", "model_configuration", "model_repository", "statistics"]
 
 
 def test_model_metadata_uses_tritons_shapes(stub):
