@@ -83,3 +83,23 @@ def test_http_requests_are_counted_in_the_metrics(committed):
         assert values["nv_inference_count/mlp_3_4_1"] == 12
     finally:
         assert server.stop() == 0
+
+
+def test_requests_beyond_the_http_limit_get_503_and_the_rest_are_answered(committed):
+    # The batching delay holds the first request inside the worker while the second arrives.
+    config = committed / "mlp_3_4_1" / "config.pbtxt"
+    config.write_text(config.read_text() + "dynamic_batching { max_queue_delay_microseconds: 1500000 }\n")
+    server = ServerProcess(committed, "--workers", "1", "--max-concurrent-rpcs", "1")
+    try:
+        X = random_input(np.random.default_rng(2), 3, 2, "float32")
+        held = []
+        first = threading.Thread(target=lambda: held.append(post_infer(server.http_url, X)))
+        first.start()
+        time.sleep(0.5)
+        status, answer = post_infer(server.http_url, X)
+        assert status == 503 and "more than 1 requests in flight" in answer["error"]
+        first.join(30)
+        assert held[0][0] == 200
+        assert post_infer(server.http_url, X)[0] == 200  # the limit frees as calls end
+    finally:
+        assert server.stop() == 0
