@@ -1,10 +1,10 @@
-"""Serving speed: forwardpass beside the gRPC ceiling and the servers users would run instead.
+"""Serving speed: forwardpass beside the gRPC and HTTP ceilings and the servers users would run instead.
 
-    python bench/serve.py             # everything, 2 runs (make bench): about 10 minutes
-    python bench/serve.py --quick     # forwardpass and the bare server only, a second per cell (CI)
+    python bench/serve.py             # everything, 2 runs (make bench): about 15 minutes
+    python bench/serve.py --quick     # forwardpass and the bare servers only, a second per cell (CI)
 
-Servers, each started here on loopback and driven by the same load generator (bench/loadgen.py: a
-closed loop over several connections, the same pre-encoded request for all):
+gRPC: servers, each started here on loopback and driven by the same load generator (bench/loadgen.py:
+a closed loop over several connections, the same pre-encoded request for all):
   * bare: a gRPC server on the same stack with the same message sizes that does no inference;
   * forwardpass with 1 and N workers, dynamic batching off and on, and its handler on grpc.aio;
   * MLServer 1.7 through a small onnxruntime runtime, defaults and parallel_workers=0, and Triton
@@ -14,9 +14,20 @@ closed loop over several connections, the same pre-encoded request for all):
 Cells: batch-1 requests at concurrency 1, 16 and 64, and 65,536-row requests at concurrency 1:
 requests/s, rows/s, p50 and p99, CPU of server and client, and each server's resident memory.
 h2load (nghttp2-client), where installed, drives the same bytes from C to show where the Python
-client, not the server, was the limit. Results: bench/results/serve.{json,md}.
-Duration: 2 runs x 10 servers x 4 cells of 5 s (1 s warm-up, 4 s measured) is under 7 minutes;
-the profile, batching and h2load cells and the servers' starts and stops bring it to about 10.
+client, not the server, was the limit.
+
+HTTP/REST, in the same run (bench/serve_http.py): the bare HTTP server (forwardpass's stack, uvicorn with
+httptools and uvloop and a raw ASGI app, one process, answering fixed bytes of the same size: the
+ceiling), forwardpass over HTTP with 1 and N workers, MLServer's REST (both settings; JSON only: it
+has no binary extension), KServe's Python model server 0.21 (kserve.ModelServer, a small kserve.Model
+running onnxruntime) and Triton's HTTP as PyTriton bundles it. Cells: JSON batch 1 at 1, 16 and 64 in
+flight, and 65,536 rows at 1 in flight with Triton's binary tensor extension (JSON for MLServer). The
+load generator is h2load --h1, a C client, so that the client is not the limit; its per-request log
+gives every answer's status (non-2xx counts as an error) and the latencies. The servers that speak
+both protocols serve both tables from one start. Results: bench/results/serve.{json,md}.
+Duration: 2 runs x 10 servers x 4 gRPC cells and 7 servers x 4 HTTP cells of 5 s (1 s warm-up, 4 s
+measured) is about 12 minutes; the profile, batching and h2load cells and the servers' starts and
+stops bring it to about 15.
 """
 
 from __future__ import annotations
@@ -37,15 +48,25 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import peers  # noqa: E402  (bench/peers: the peer servers and their virtualenvs)
+import serve_http  # noqa: E402
 from closed_loop import METHOD  # noqa: E402
 from procfs import cpu_seconds, machine_busy, process_tree, rss_mb  # noqa: E402
 from report import machine, percentile, progress  # noqa: E402
-from servers import forwardpass_command, request_bytes, response_bytes, serve, start, wait_answering  # noqa: E402
+from servers import (  # noqa: E402
+    forwardpass_command,
+    request_array,
+    request_bytes,
+    response_bytes,
+    serve,
+    start,
+    wait_answering,
+)
 
 from forwardpass.protos import grpc_service_pb2 as pb  # noqa: E402
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
@@ -62,7 +83,9 @@ class Target:
     command: list[str] | None = None  # a plain process; or a peer started through bench/peers
     peer: str | None = None
     options: dict = field(default_factory=dict)
-    cells: tuple = CELLS
+    cells: tuple = CELLS  # over gRPC
+    http: bool = False  # also measured over HTTP/REST (serve_http.CELLS), on the same server
+    binary: bool = True  # 65,536 rows over HTTP with Triton's binary extension; else JSON
 
 
 class Bench:
@@ -77,33 +100,70 @@ class Bench:
             (self.work / f"response-{rows}.bin").write_bytes(response_bytes(rows))
         self.expected = {}
         self.results: list[dict] = []
+        self.http_results: list[dict] = []
         self.workers = args.workers
+        self._http_setup()
+
+    def _http_setup(self) -> None:
+        """The HTTP requests as files for h2load, onnxruntime's answers to them, and the bare server's answers."""
+        x = {rows: request_array(rows) for rows in (1, serve_http.LARGE)}
+        session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+        self.http_y = {rows: session.run(["y"], {"x": array})[0] for rows, array in x.items()}
+        self.http_requests = {
+            ("JSON", 1): serve_http.json_request(x[1]),
+            ("JSON", serve_http.LARGE): serve_http.json_request(x[serve_http.LARGE]),
+            ("binary", serve_http.LARGE): serve_http.binary_request(x[serve_http.LARGE]),
+        }
+        for (encoding, rows), request in self.http_requests.items():
+            request.path = self.work / f"http-{encoding}-{rows}.bin"
+            request.path.write_bytes(request.body)
+        (self.work / "http-answer.json").write_bytes(serve_http.json_answer(self.http_y[1]))
+        binary, self.http_json_length = serve_http.binary_answer(self.http_y[serve_http.LARGE])
+        (self.work / "http-answer.bin").write_bytes(binary)
+
+    def _bare_http_command(self) -> list[str]:
+        """The bare HTTP server (bench/stacks.py bare-http) with forwardpass's answers; start() adds the port."""
+        return [
+            sys.executable,
+            "bench/stacks.py",
+            "bare-http",
+            "--response",
+            str(self.work / "http-answer.json"),
+            "--binary-response",
+            str(self.work / "http-answer.bin"),
+            "--binary-json-length",
+            str(self.http_json_length),
+        ]
 
     def targets(self) -> list[Target]:
         plain, batched = self._repositories()
         n = self.workers
+        bare_http = Target("bare HTTP, 1 process", self._bare_http_command(), cells=(), http=True)
         targets = [
             Target("bare gRPC, 1 process", bare_command(1)),
             Target(f"bare gRPC, {n} processes", bare_command(n)),
-            Target("forwardpass, 1 worker", forwardpass_command(1, plain)),
-            Target(f"forwardpass, {n} workers", forwardpass_command(n, plain)),
+            bare_http,
+            Target("forwardpass, 1 worker", forwardpass_command(1, plain), http=True),
+            Target(f"forwardpass, {n} workers", forwardpass_command(n, plain), http=True),
             Target("forwardpass, 1 worker, batching", forwardpass_command(1, batched)),
             Target(f"forwardpass, {n} workers, batching", forwardpass_command(n, batched)),
         ]
         if self.args.quick:
-            return [targets[0], targets[3]]
+            return [targets[0], bare_http, targets[4]]
         targets.insert(
-            3,
+            4,
             Target(
                 "forwardpass handler on grpc.aio, 1 process",
                 [sys.executable, "bench/stacks.py", "aio", "--model-repository", str(plain)],
             ),
         )
         if not self.args.no_peers:
+            mlserver = {"peer": "mlserver", "http": True, "binary": False}  # MLServer has no binary extension
             targets += [
-                Target("MLServer 1.7.1, defaults", peer="mlserver", options={"parallel_workers": 1}),
-                Target("MLServer 1.7.1, parallel_workers=0", peer="mlserver", options={"parallel_workers": 0}),
-                Target("PyTriton 0.7.0", peer="pytriton"),
+                Target("MLServer 1.7.1, defaults", options={"parallel_workers": 1}, **mlserver),
+                Target("MLServer 1.7.1, parallel_workers=0", options={"parallel_workers": 0}, **mlserver),
+                Target("KServe 0.21.0", peer="kserve", cells=(), http=True),
+                Target("PyTriton 0.7.0", peer="pytriton", http=True),
             ]
         return targets
 
@@ -115,15 +175,30 @@ class Bench:
         config.write_text(config.read_text() + "dynamic_batching { }\n")
         return plain, batched
 
-    def start(self, target: Target) -> tuple[int, subprocess.Popen]:
+    def start(self, target: Target) -> tuple[int | None, int | None, subprocess.Popen]:
+        """Start a target: its gRPC port (None without gRPC cells), HTTP port (None unless measured), process."""
+        http_port = peers.free_port() if target.http else None
+        if target.command and not target.cells:  # HTTP only: its one port is HTTP
+            port, process = start(target.command)
+            return None, port, process
         if target.command:
-            bare = ["--response", str(self.work / "response-1.bin")] if "bare" in target.command else []
-            return start([*target.command, *bare])
+            command = list(target.command)
+            if "bare" in command:
+                command += ["--response", str(self.work / "response-1.bin")]
+            if http_port:
+                command[command.index("--http-port") + 1] = str(http_port)
+            port, process = start(command)
+            return port, http_port, process
         port = peers.free_port()
         python = peers.ensure_venv(target.peer, peers.default_root())
+        work = self.work / f"{target.peer}-{port}"
         if target.peer == "mlserver":
-            return port, peers.start_mlserver(python, MODEL, port, self.work / f"mlserver-{port}", **target.options)
-        return port, peers.start_pytriton(python, MODEL, port, self.work / f"pytriton-{port}", max_batch_size=65536)
+            process = peers.start_mlserver(python, MODEL, port, work, http_port=http_port, **target.options)
+        elif target.peer == "kserve":
+            return None, http_port, peers.start_kserve(python, MODEL, http_port, work)
+        else:
+            process = peers.start_pytriton(python, MODEL, port, work, max_batch_size=65536, http_port=http_port)
+        return port, http_port, process
 
     def run(self) -> None:
         targets = self.targets()
@@ -136,19 +211,48 @@ class Bench:
                 self._measure(target, run)
 
     def _measure(self, target: Target, run: int) -> None:
-        port, process = self.start(target)
+        port, http_port, process = self.start(target)
         try:
-            wait_answering(port, process, timeout=300)
-            self._check_answer(target, port)
+            if target.cells:
+                wait_answering(port, process, timeout=300)
+                self._check_answer(target, port)
+            if target.http:
+                peers.wait_http_ready(http_port, process, timeout=300)
+                self._check_http(target, http_port)
             memory = rss_mb(process_tree(process.pid))
             for label, concurrency, rows in target.cells:
                 if "bare" in target.name and rows != 1:
                     continue  # measured below with the matching canned response
                 self._record(target, run, label, memory, self._cell(port, process, concurrency, rows))
+            for label, concurrency, rows in serve_http.CELLS if target.http else ():
+                cell = self._http_cell(target, http_port, process, concurrency, rows)
+                self.http_results.append({"target": target.name, "run": run, "cell": label, "rss_mb": memory, **cell})
         finally:
             peers.stop(process)
-        if "bare" in target.name:
+        if "bare" in target.name and target.cells:
             self._bare_large(target, run)
+
+    def _http_request(self, target: Target, rows: int) -> serve_http.Request:
+        encoding = "binary" if rows > 1 and target.binary else "JSON"
+        return self.http_requests[(encoding, rows)]
+
+    def _check_http(self, target: Target, port: int) -> None:
+        """Each HTTP request once: 200 and onnxruntime's y (the bare server's fixed answers: 200 only)."""
+        for rows in (1, serve_http.LARGE):
+            request = self._http_request(target, rows)
+            if "bare" in target.name:
+                status, _, body = serve_http.post(port, request)
+                if status != 200:
+                    raise RuntimeError(f"{target.name} answers HTTP {status}: {body[:300]!r}")
+            else:
+                serve_http.check(port, request, self.http_y[rows], target.name)
+
+    def _http_cell(self, target: Target, port: int, process: subprocess.Popen, concurrency: int, rows: int) -> dict:
+        warmup, seconds = (0.3, 1.0) if self.args.quick else (1.0, 4.0)
+        log = self.work / f"h2load-{port}-{concurrency}-{rows}.log"
+        request = self._http_request(target, rows)
+        cell = serve_http.cell(port, process, request, concurrency, warmup, seconds, log)
+        return {**cell, "rows": rows, "rows_per_s": cell["req_per_s"] * rows}
 
     def _bare_large(self, target: Target, run: int) -> None:
         """The ceiling for 65,536-row requests: the bare server answering with a 65,536-row response."""
@@ -407,6 +511,7 @@ def aggregate(results: list[dict]) -> list[dict]:
                 "rss_mb_total": max(sum(r["rss_mb"]) for r in runs),
                 "rss_mb_max_process": max(max(r["rss_mb"]) for r in runs),
                 "errors": error_counts(runs),
+                **({"encoding": runs[0]["encoding"]} if "encoding" in runs[0] else {}),
             }
         )
     return rows
@@ -420,7 +525,7 @@ def error_counts(results: list[dict]) -> dict[str, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="forwardpass and bare only, 1 s cells, 1 run (CI)")
-    parser.add_argument("--no-peers", action="store_true", help="leave out MLServer and PyTriton")
+    parser.add_argument("--no-peers", action="store_true", help="leave out MLServer, KServe and PyTriton")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="N, for the N-worker cells")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -444,6 +549,8 @@ def main() -> int:
         "workers": args.workers,
         "cells": aggregate(bench.results),
         "raw": bench.results,
+        "http_cells": aggregate(bench.http_results),
+        "http_raw": bench.http_results,
         **extras,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
-"""The Markdown report of bench/serve.py: the table, the per-request profile, and the targets."""
+"""The Markdown report of bench/serve.py: the gRPC and HTTP tables, the per-request profile, and the targets."""
 
 from __future__ import annotations
 
-PEERS = ("MLServer", "PyTriton")
+PEERS = ("MLServer", "PyTriton", "KServe")
 # Reports from before the label said what runs: that "Triton" was PyTriton's Python model too.
 RENAMED = {"Triton (PyTriton 0.7.0)": "PyTriton 0.7.0"}
 PYTRITON = (
@@ -14,6 +14,146 @@ PYTRITON = (
 def _relabelled(report: dict) -> dict:
     """The report with its servers under today's labels."""
     return {**report, "cells": [{**c, "target": RENAMED.get(c["target"], c["target"])} for c in report["cells"]]}
+
+
+HTTP_LOAD = (
+    "Load: h2load --h1 (nghttp2-client, C; one HTTP/1.1 connection per request in flight, one thread), the "
+    "same request bytes for every server: batch 1 as JSON, 65,536 rows with Triton's binary tensor extension "
+    "(JSON header, then the raw float32 rows, binary output asked for) where the server has it, else the "
+    "same rows as JSON. Every answer of the measured window is in h2load's log: any status but 2xx is an "
+    "error; p50 and p99 are over all 2xx answers (answers whose status line came during the warm-up, which "
+    "h2load logs with status 0, are left out). A C client, so that the client is not the limit; client "
+    "and servers still share the machine's cores."
+)
+
+
+def http_markdown(report: dict) -> list[str]:
+    """The HTTP/REST table and its verdicts; nothing for a report from before the HTTP cells."""
+    cells = report.get("http_cells")
+    if not cells:
+        return []
+    cores = report["machine"]["cores"]
+    lines = [
+        "",
+        "## HTTP/REST (same run)",
+        "",
+        f"{report['runs']} run(s) per cell; medians, with req/s min-max over runs. {HTTP_LOAD} The bare HTTP "
+        "server is forwardpass's HTTP stack (uvicorn, httptools, uvloop, a raw ASGI app), one process, "
+        "answering the same bytes forwardpass answers without routing, decoding or inference: the ceiling. "
+        "KServe 0.21.0 is kserve.ModelServer (REST, 1 worker) with a small kserve.Model running onnxruntime."
+        + (f" {PYTRITON}" if any(c["target"].startswith("PyTriton") for c in cells) else ""),
+        "",
+        "| server | cell | body | c | req/s (min-max) | rows/s | p50 ms | p99 ms | server cores | client cores | "
+        "machine cores | server CPU ms/req | errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cells:
+        errors = sum(c["errors"].values())
+        detail = f" ({', '.join(f'{k}: {v}' for k, v in sorted(c['errors'].items()))})" if errors else ""
+        lines.append(
+            f"| {c['target']} | {c['cell']} | {c.get('encoding', '-')} | {c['concurrency']} | "
+            f"{c['req_per_s']:,.0f} ({c['req_per_s_min']:,.0f}-{c['req_per_s_max']:,.0f}) | "
+            f"{c['rows_per_s']:,.0f} | {_f(c['p50_ms'])} | {_f(c['p99_ms'])} | {c['server_cores']:.2f} | "
+            f"{c['client_cores']:.2f} | {c['machine_cores']:.2f} | {_f(c['server_cpu_ms_per_req'], 3)} | "
+            f"{errors}{detail} |"
+        )
+    bound = [c for c in cells if c["machine_cores"] >= 0.9 * cores]
+    lines += [
+        "",
+        f"Cells where the whole machine was at least 90% busy ({0.9 * cores:.1f} of {cores} cores): "
+        + (", ".join(f"{c['target']} c={c['concurrency']} {c['cell']}" for c in bound) or "none")
+        + ".",
+        "",
+        "## HTTP/REST against the targets",
+        "",
+    ]
+    lines += [f"- {line}" for line in http_verdicts(report)]
+    return lines
+
+
+def http_headline(report: dict) -> list[str]:
+    """For the README: the HTTP table beside the gRPC one, and its verdicts."""
+    cells = report.get("http_cells")
+    if not cells:
+        return []
+    small = [c for c in cells if c["cell"] == "JSON batch 1"]
+    large = {c["target"]: c for c in cells if c["cell"] == "65,536 rows"}
+    lines = [
+        "",
+        "Over HTTP/REST, same run (h2load --h1, a C client; JSON batch 1; 65,536 rows with Triton's binary "
+        "extension where the server has it):",
+        "",
+        "| server | c=1 req/s | c=16 | c=64 | p99 ms at c=64 | 65,536-row requests, rows/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for target in dict.fromkeys(c["target"] for c in cells):
+        by_c = {c["concurrency"]: c for c in small if c["target"] == target}
+        big = large.get(target)
+        lines.append(
+            f"| {target} | "
+            + " | ".join(f"{by_c[c]['req_per_s']:,.0f}" if c in by_c else "-" for c in (1, 16, 64))
+            + f" | {_f(by_c[64]['p99_ms'], 1) if 64 in by_c else '-'} | "
+            + (f"{big['rows_per_s'] / 1e6:.2f} M ({big.get('encoding', '?')})" if big else "-")
+            + " |"
+        )
+    lines.append("")
+    lines += [f"- {line}" for line in http_verdicts(report)]
+    return lines
+
+
+def http_verdicts(report: dict) -> list[str]:
+    """The HTTP targets, as ratios within this run: forwardpass against the bare HTTP ceiling and the peers."""
+    cells = report.get("http_cells") or []
+    n = report["workers"]
+    by = {(c["target"], c["cell"], c["concurrency"]): c for c in cells}
+    bare = by.get(("bare HTTP, 1 process", "JSON batch 1", 1))
+    out = []
+    for label in ("1 worker", f"{n} workers"):
+        ours = by.get((f"forwardpass, {label}", "JSON batch 1", 1))
+        if ours and bare:
+            ratio = ours["req_per_s"] / bare["req_per_s"]
+            out.append(
+                f"HTTP JSON batch 1 at c=1, forwardpass {label} / bare HTTP: **{ratio:.2f}x** "
+                f"({ours['req_per_s']:,.0f} vs {bare['req_per_s']:,.0f} req/s; target >= 0.8x): "
+                f"{'met' if ratio >= 0.8 else 'not met'}"
+            )
+    peer_cells = [c for c in cells if c["target"].startswith(PEERS)]
+    ours_cells = [c for c in cells if c["target"].startswith("forwardpass,")]
+    for concurrency in (16, 64):
+        peer = [c for c in peer_cells if c["cell"] == "JSON batch 1" and c["concurrency"] == concurrency]
+        mine = [c for c in ours_cells if c["cell"] == "JSON batch 1" and c["concurrency"] == concurrency]
+        if peer and mine:
+            best_peer = max(peer, key=lambda c: c["req_per_s"])
+            best = max(mine, key=lambda c: c["req_per_s"])
+            ratio = best["req_per_s"] / best_peer["req_per_s"]
+            lower = all(best["p99_ms"] is not None and best["p99_ms"] < (c["p99_ms"] or float("inf")) for c in peer)
+            out.append(
+                f"HTTP JSON batch 1 at c={concurrency}, best forwardpass ({best['target']}) / best peer "
+                f"({best_peer['target']}): **{ratio:.2f}x** req/s (target >= 1.5x with a lower p99): "
+                f"{'met' if ratio >= 1.5 and lower else 'not met'}; p99 {_f(best['p99_ms'], 1)} ms against "
+                f"{_f(best_peer['p99_ms'], 1)} ms, {'lower' if lower else 'not lower'} than every peer's"
+            )
+    large = [c for c in ours_cells if c["cell"] == "65,536 rows"]
+    peer_large = [c for c in peer_cells if c["cell"] == "65,536 rows"]
+    if large and peer_large:
+        best, top = (max(group, key=lambda c: c["rows_per_s"]) for group in (large, peer_large))
+        ratio = best["rows_per_s"] / top["rows_per_s"] if top["rows_per_s"] else float("inf")
+        out.append(
+            f"HTTP 65,536-row requests, best forwardpass ({best['target']}, {best.get('encoding')}) / best peer "
+            f"({top['target']}, {top.get('encoding')}): **{ratio:.2f}x** rows/s "
+            f"({best['rows_per_s'] / 1e6:.2f} M vs {top['rows_per_s'] / 1e6:.2f} M; target >= 2x): "
+            f"{'met' if ratio >= 2 else 'not met'}"
+        )
+    bare_large = by.get(("bare HTTP, 1 process", "65,536 rows", 1))
+    if large and bare_large:
+        best = max(large, key=lambda c: c["rows_per_s"])
+        out.append(
+            f"HTTP 65,536-row requests, best forwardpass / bare HTTP for the same bytes: "
+            f"**{best['rows_per_s'] / bare_large['rows_per_s']:.2f}x** rows/s (no target; the ceiling)"
+        )
+    errors = sum(sum(c["errors"].values()) for c in cells)
+    out.append(f"HTTP answers other than 2xx, all servers and cells: **{errors}**")
+    return out
 
 
 def markdown(report: dict) -> str:
@@ -90,7 +230,8 @@ def markdown(report: dict) -> str:
                 f"{_f(h.get('mean_ms'))} | {h.get('failed', '?')} | {h.get('grpc_failed', '-')} |"
             )
     lines += stack_choice(report)
-    lines += ["", "## Against the targets", ""] + [f"- {line}" for line in verdicts(report, n)] + [""]
+    lines += ["", "## Against the targets", ""] + [f"- {line}" for line in verdicts(report, n)]
+    lines += http_markdown(report) + [""]
     return "\n".join(lines)
 
 
@@ -122,6 +263,7 @@ def headline(report: dict) -> str:
         "",
     ]
     lines += [f"- {line}" for line in verdicts(report, report["workers"])]
+    lines += http_headline(report)
     return "\n".join(lines) + "\n"
 
 

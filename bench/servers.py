@@ -18,9 +18,14 @@ from forwardpass.protos import grpc_service_pb2 as pb
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def request_array(rows: int) -> np.ndarray:
+    """The input x of `rows` rows that every request of the benchmarks carries, the same each run."""
+    return np.random.default_rng(rows).standard_normal((rows, 3)).astype(np.float32)
+
+
 def request_bytes(rows: int) -> bytes:
     """A ModelInferRequest of `rows` rows for mlp_3_4_1, encoded once for every server alike."""
-    x = np.random.default_rng(rows).standard_normal((rows, 3)).astype(np.float32)
+    x = request_array(rows)
     request = pb.ModelInferRequest(model_name="mlp_3_4_1")
     request.inputs.add(name="x", datatype="FP32", shape=x.shape)
     request.raw_input_contents.append(x.tobytes())
@@ -35,10 +40,11 @@ def response_bytes(rows: int) -> bytes:
     return response.SerializeToString()
 
 
-def forwardpass_command(workers: int, repository: Path) -> list[str]:
-    """`forwardpass serve` on the CPU with `workers` workers, warnings only; start() adds the port."""
+def forwardpass_command(workers: int, repository: Path, http_port: int = 0) -> list[str]:
+    """`forwardpass serve` on the CPU with `workers` workers, warnings only; start() adds the gRPC port.
+    HTTP/REST on `http_port`, a free port when 0."""
     serve = [sys.executable, "-m", "forwardpass", "serve", "--provider", "cpu", "--log-level", "warning"]
-    return [*serve, "--workers", str(workers), "--http-port", "0", "--model-repository", str(repository)]
+    return [*serve, "--workers", str(workers), "--http-port", str(http_port), "--model-repository", str(repository)]
 
 
 def start(command: list[str], output: int | None = subprocess.DEVNULL) -> tuple[int, subprocess.Popen]:

@@ -1,13 +1,19 @@
-"""Servers the benchmark measures beside `forwardpass serve`, on the same gRPC method and bytes.
+"""Servers the benchmark measures beside `forwardpass serve`, on the same methods and bytes.
 
     python bench/stacks.py bare --port P --response resp.bin [--workers N] [--aio]
-        the ceiling: the same stack and message sizes, no decoding, no inference: it answers
+        the gRPC ceiling: the same stack and message sizes, no decoding, no inference: it answers
         every ModelInfer with the same pre-encoded response
     python bench/stacks.py aio --port P --model-repository models
         forwardpass's own handler (decode, onnxruntime, encode) on a grpc.aio server, to weigh
         the sync server forwardpass uses against asyncio
+    python bench/stacks.py bare-http --port P --response resp.json --binary-response resp.bin \
+            --binary-json-length N
+        the HTTP ceiling: forwardpass's HTTP stack (uvicorn, httptools, uvloop, a raw ASGI app) in one
+        process, no routing, no decoding, no inference: it reads each request's body and answers the
+        same bytes forwardpass would, the binary answer (JSON header of N bytes, then the tensor)
+        to requests that carry Inference-Header-Content-Length, the JSON one to the others
 
-Both print "serving on HOST:PORT" once bound, and stop on SIGTERM.
+All print "serving on HOST:PORT" once bound, and stop on SIGTERM.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+
+BINARY_HEADER = b"inference-header-content-length"
 
 SERVICE = "inference.GRPCInferenceService"
 LIMITS = [("grpc.max_receive_message_length", 64 * 2**20), ("grpc.max_send_message_length", 64 * 2**20)]
@@ -89,6 +97,46 @@ async def ours_aio(port: int, repository: Path) -> None:
     await _serve_aio(server, port)
 
 
+def bare_http(port: int, response: bytes, binary: bytes, json_length: int) -> None:
+    """uvicorn with httptools and uvloop, as forwardpass's HTTP door, around an app that only answers."""
+    import uvicorn
+
+    from forwardpass.server.httpd import bind
+
+    answers = {
+        False: [(b"content-type", b"application/json"), (b"content-length", str(len(response)).encode())],
+        True: [
+            (b"content-type", b"application/octet-stream"),
+            (BINARY_HEADER, str(json_length).encode()),
+            (b"content-length", str(len(binary)).encode()),
+        ],
+    }
+    bodies = {False: response, True: binary}
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:  # the whole body, as a server must before it answers
+            more = (await receive()).get("more_body", False)
+        kind = any(name == BINARY_HEADER for name, _ in scope["headers"])
+        await send({"type": "http.response.start", "status": 200, "headers": answers[kind]})
+        await send({"type": "http.response.body", "body": bodies[kind]})
+
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        loop="uvloop",
+        lifespan="off",
+        access_log=False,
+        server_header=False,
+        log_level="warning",
+    )
+    sock = bind("127.0.0.1", port)
+    print(f"serving on 127.0.0.1:{port}", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])  # stops on SIGTERM
+
+
 async def _serve_aio(server, port: int) -> None:
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -101,14 +149,18 @@ async def _serve_aio(server, port: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["bare", "aio"])
+    parser.add_argument("kind", choices=["bare", "aio", "bare-http"])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--response", type=Path, help="bare: the pre-encoded ModelInferResponse")
+    parser.add_argument("--response", type=Path, help="bare: the pre-encoded ModelInferResponse; bare-http: JSON")
+    parser.add_argument("--binary-response", type=Path, help="bare-http: the answer to binary requests")
+    parser.add_argument("--binary-json-length", type=int, help="bare-http: the length of its JSON header")
     parser.add_argument("--workers", type=int, default=1, help="bare, sync: processes")
     parser.add_argument("--aio", action="store_true", help="bare: a grpc.aio server instead of sync")
     parser.add_argument("--model-repository", type=Path, help="aio: the models to serve")
     args = parser.parse_args()
-    if args.kind == "bare" and args.aio:
+    if args.kind == "bare-http":
+        bare_http(args.port, args.response.read_bytes(), args.binary_response.read_bytes(), args.binary_json_length)
+    elif args.kind == "bare" and args.aio:
         asyncio.run(bare_aio(args.port, args.response.read_bytes()))
     elif args.kind == "bare":
         bare_sync(args.port, args.response.read_bytes(), args.workers)

@@ -101,5 +101,7 @@ class HttpServer:
         deadline = time.monotonic() + grace
         while app.in_flight and time.monotonic() < deadline:
             time.sleep(0.05)
+        # What is left of the grace bounds uvicorn's own wait for open connections.
+        self.server.config.timeout_graceful_shutdown = max(1, round(deadline - time.monotonic()))
         self.server.should_exit = True
-        self.thread.join(max(1.0, deadline - time.monotonic()) + 1)
+        self.thread.join(max(1.0, deadline - time.monotonic()) + 2)

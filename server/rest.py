@@ -73,11 +73,15 @@ class RestApp:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
-        self.in_flight += 1
-        try:
-            status, headers, body = await self._answer(scope, receive)
-        finally:
-            self.in_flight -= 1
+        if self.draining and not scope["path"].startswith("/v2/health/"):
+            # Not counted in flight: the drain waits only for calls taken before it began.
+            status, headers, body = 503, JSON, _error("the server is stopping: it takes no new calls")
+        else:
+            self.in_flight += 1
+            try:
+                status, headers, body = await self._answer(scope, receive)
+            finally:
+                self.in_flight -= 1
         headers = [*headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -87,8 +91,6 @@ class RestApp:
         try:
             if self.in_flight > self.max_in_flight:
                 raise HttpError(503, f"more than {self.max_in_flight} requests in flight on this worker; retry")
-            if self.draining and not path.startswith("/v2/health/"):
-                raise HttpError(503, "the server is stopping: it finishes the calls it has and takes no new ones")
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             self._authorize(path, headers)
             route, arguments = self._route(scope["method"], path)

@@ -1,7 +1,8 @@
-"""Peer inference servers for the serving benchmark: MLServer and PyTriton, each in its own venv.
+"""Peer inference servers for the serving benchmark: MLServer, PyTriton and KServe, each in its own venv.
 
 Each peer serves the same ONNX model, under the name ``mlp_3_4_1``, over the same Open Inference
-Protocol (KServe V2) gRPC API as forwardpass, on 127.0.0.1 only, so one client can drive them all:
+Protocol (KServe V2) API as forwardpass, on 127.0.0.1 only, so one client can drive them all: MLServer
+and PyTriton over gRPC and HTTP/REST, KServe's Python model server over HTTP/REST only:
 
     python = ensure_venv("mlserver", cache_dir)
     proc = start_mlserver(python, model_path, port, workdir, parallel_workers=0)
@@ -10,6 +11,9 @@ Protocol (KServe V2) gRPC API as forwardpass, on 127.0.0.1 only, so one client c
         ...  # send requests to 127.0.0.1:port
     finally:
         stop(proc)
+
+    proc = start_kserve(ensure_venv("kserve", cache_dir), model_path, http_port, workdir)
+    wait_http_ready(http_port, proc, timeout=120)
 
 The peers run in virtualenvs of their own because their pins (protobuf, grpcio, numpy, uvloop)
 clash with each other and with the project's environment. Nothing here hard-codes a location:
@@ -42,6 +46,7 @@ VENV_PACKAGES: dict[str, list[str]] = {
         "numpy",
     ],
     "pytriton": ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0", "numpy"],
+    "kserve": ["kserve==0.21.0", "onnxruntime==1.32.0", "numpy"],
 }
 
 STAMP = ".peer-installed"
@@ -138,13 +143,15 @@ def start_mlserver(
     workdir: Path,
     parallel_workers: int = 1,
     adaptive_batching: bool = False,
+    http_port: int | None = None,
 ) -> subprocess.Popen:
     """Start MLServer serving ``model`` (ONNX) as ``mlp_3_4_1`` over gRPC on 127.0.0.1:``port``.
 
     The model runs in ``mlserver_runtime.OnnxModel``, a custom runtime as MLServer users write one.
     ``parallel_workers=0`` runs inference in the main process (MLServer's fastest setting); with
     ``adaptive_batching`` MLServer merges up to 64 requests (MLServer counts requests, not rows),
-    waiting at most 2 ms for them. HTTP goes to a free port; metrics are off. The settings files
+    waiting at most 2 ms for them. HTTP/REST goes to ``http_port`` (a free port when None); metrics are
+    off. The settings files
     and the server's log (server.log) are written into ``workdir``.
     """
     workdir = Path(workdir).resolve()
@@ -153,7 +160,7 @@ def start_mlserver(
     settings = {
         "host": HOST,
         "grpc_port": port,
-        "http_port": free_port(),
+        "http_port": http_port or free_port(),
         "metrics_endpoint": None,  # no metrics server: one less port and process
         "parallel_workers": parallel_workers,
         "debug": False,
@@ -190,13 +197,14 @@ def _libdir(python: Path) -> str:
 
 
 def start_pytriton(
-    python: Path, model: Path, port: int, workdir: Path, max_batch_size: int = 65536
+    python: Path, model: Path, port: int, workdir: Path, max_batch_size: int = 65536, http_port: int | None = None
 ) -> subprocess.Popen:
     """Start PyTriton (CPU) serving ``model`` as ``mlp_3_4_1`` on 127.0.0.1:``port``.
 
     A Python model behind the front end of PyTriton's bundled Triton server, not Triton's onnxruntime
     backend: its infer function runs onnxruntime on the same file; Triton's dynamic batcher is on (no delay)
-    up to ``max_batch_size`` rows. HTTP and metrics go to other free ports. PyTriton's workspace
+    up to ``max_batch_size`` rows. Triton's HTTP/REST goes to ``http_port`` (a free port when None), metrics
+    to another free port. PyTriton's workspace
     (sockets, model store) and the server's log (server.log) are in ``workdir``.
     """
     workdir = Path(workdir).resolve()
@@ -214,7 +222,7 @@ def start_pytriton(
         "--grpc-port",
         str(port),
         "--http-port",
-        str(free_port()),
+        str(http_port or free_port()),
         "--metrics-port",
         str(free_port()),
         "--max-batch-size",
@@ -224,6 +232,40 @@ def start_pytriton(
     ]
     _say(f"pytriton: starting on {HOST}:{port} (max_batch_size={max_batch_size})")
     return _start(argv, workdir, env)
+
+
+def start_kserve(python: Path, model: Path, http_port: int, workdir: Path) -> subprocess.Popen:
+    """Start KServe's Python model server serving ``model`` as ``mlp_3_4_1`` over V2 REST on 127.0.0.1:``http_port``.
+
+    ``kserve_server.py``: a small ``kserve.Model`` subclass running onnxruntime (one thread) on the file,
+    one uvicorn worker, no gRPC. The server's log (server.log) is written into ``workdir``.
+    """
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [str(python), str(HERE / "kserve_server.py"), "--onnx", str(Path(model).resolve())]
+    _say(f"kserve: starting on {HOST}:{http_port}")
+    return _start([*argv, "--http-port", str(http_port)], workdir, dict(os.environ))
+
+
+def wait_http_ready(port: int, process: subprocess.Popen, timeout: float, model: str = MODEL_NAME) -> None:
+    """Wait until ``GET /v2/models/{model}/ready`` on 127.0.0.1:``port`` answers 200, or raise with the log's tail."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{HOST}:{port}/v2/models/{model}/ready"
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before ready:\n{_tail(process)}")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass  # not listening yet, or the model not loaded yet: ask again
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server on port {port} not ready after {timeout:.0f} s:\n{_tail(process)}")
+        time.sleep(0.1)
 
 
 def _model_ready_request(model: str) -> bytes:
