@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from forwardpass.credentials import read_token
@@ -120,10 +120,6 @@ class ServeOptions:
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
-
-    def but(self, **changes) -> ServeOptions:
-        """A copy with some options changed (checked again)."""
-        return replace(self, **changes)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

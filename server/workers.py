@@ -61,8 +61,8 @@ def serve(options: ServeOptions) -> int:
         write_wanted(Path(wanted_dir.name) / "wanted.json", dict.fromkeys(initial, 0))
         options = replace(options, wanted_file=Path(wanted_dir.name) / "wanted.json")
     reservations = []  # every worker must bind the same ports: pick free ones here, hold them until they do
-    for name, wanted in (("grpc_port", options.grpc_port), ("http_port", options.http_port if options.http else 1)):
-        if wanted == 0:
+    for name in ("grpc_port", "http_port") if options.http else ("grpc_port",):
+        if getattr(options, name) == 0:
             reservations.append(reserve_port(options.host))
             options = replace(options, **{name: reservations[-1].getsockname()[1]})
     try:
