@@ -101,6 +101,19 @@ def http_headline(report: dict) -> list[str]:
     return lines
 
 
+def against_best_peer(cells: list[dict], cell: str, concurrency: int) -> tuple[dict, dict, float, bool] | None:
+    """The best forwardpass cell and the best peer's at one load: the req/s ratio, and whether ours has
+    a lower p99 than every peer's (None when either side was not measured)."""
+    at = [c for c in cells if c["cell"] == cell and c["concurrency"] == concurrency]
+    peers = [c for c in at if c["target"].startswith(PEERS)]
+    ours = [c for c in at if c["target"].startswith("forwardpass,")]
+    if not peers or not ours:
+        return None
+    best_peer, best = (max(group, key=lambda c: c["req_per_s"]) for group in (peers, ours))
+    lower = all(best["p99_ms"] is not None and best["p99_ms"] < (c["p99_ms"] or float("inf")) for c in peers)
+    return best, best_peer, best["req_per_s"] / best_peer["req_per_s"], lower
+
+
 def http_verdicts(report: dict) -> list[str]:
     """The HTTP targets, as ratios within this run: forwardpass against the bare HTTP ceiling and the peers."""
     cells = report.get("http_cells") or []
@@ -120,13 +133,9 @@ def http_verdicts(report: dict) -> list[str]:
     peer_cells = [c for c in cells if c["target"].startswith(PEERS)]
     ours_cells = [c for c in cells if c["target"].startswith("forwardpass,")]
     for concurrency in (16, 64):
-        peer = [c for c in peer_cells if c["cell"] == "JSON batch 1" and c["concurrency"] == concurrency]
-        mine = [c for c in ours_cells if c["cell"] == "JSON batch 1" and c["concurrency"] == concurrency]
-        if peer and mine:
-            best_peer = max(peer, key=lambda c: c["req_per_s"])
-            best = max(mine, key=lambda c: c["req_per_s"])
-            ratio = best["req_per_s"] / best_peer["req_per_s"]
-            lower = all(best["p99_ms"] is not None and best["p99_ms"] < (c["p99_ms"] or float("inf")) for c in peer)
+        against = against_best_peer(cells, "JSON batch 1", concurrency)
+        if against:
+            best, best_peer, ratio, lower = against
             out.append(
                 f"HTTP JSON batch 1 at c={concurrency}, best forwardpass ({best['target']}) / best peer "
                 f"({best_peer['target']}): **{ratio:.2f}x** req/s (target >= 1.5x with a lower p99): "
@@ -310,13 +319,9 @@ def verdicts(report: dict, n: int) -> list[str]:
     peer_cells = [c for c in report["cells"] if c["target"].startswith(PEERS)]
     ours_cells = [c for c in report["cells"] if c["target"].startswith("forwardpass,")]
     for concurrency in (16, 64):
-        peer = [c for c in peer_cells if c["cell"] == "batch 1" and c["concurrency"] == concurrency]
-        mine = [c for c in ours_cells if c["cell"] == "batch 1" and c["concurrency"] == concurrency]
-        if peer and mine:
-            best_peer = max(peer, key=lambda c: c["req_per_s"])
-            best = max(mine, key=lambda c: c["req_per_s"])
-            ratio = best["req_per_s"] / best_peer["req_per_s"]
-            lower = all(best["p99_ms"] < c["p99_ms"] for c in peer)
+        against = against_best_peer(report["cells"], "batch 1", concurrency)
+        if against:
+            best, best_peer, ratio, lower = against
             out.append(
                 f"c={concurrency} req/s, best forwardpass ({best['target']}) / best peer ({best_peer['target']}): "
                 f"**{ratio:.2f}x** (target >= 1.5x): {'met' if ratio >= 1.5 else 'not met'}; p99 "
