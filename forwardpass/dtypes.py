@@ -36,7 +36,6 @@ DTYPES = (
 BY_NAME = {d.name: d for d in DTYPES}
 BY_DATATYPE = {d.datatype: d for d in DTYPES}
 BY_NUMPY = {d.numpy: d for d in DTYPES}
-BY_ONNX = {d.onnx: d for d in DTYPES}
 BY_ONNXRUNTIME = {d.onnxruntime: d for d in DTYPES}
 
 

@@ -1,6 +1,6 @@
 """gRPC's messages to and from the data plane's plain values; no model is needed to convert.
 
-Raw input bytes are handed on as a memoryview, and become a NumPy view without a copy; answers
+Raw input bytes are handed on as they are, and become a NumPy view without a copy; answers
 are always raw bytes, one entry per output, since tritonclient cannot read typed output contents.
 """
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 import orjson
 
+from forwardpass.dtypes import BY_DATATYPE
 from forwardpass.errors import ForwardpassError
 
 from .inference import BINARY_DATA_SIZE, InferInput, InferRequest, InferResponse, RequestedOutput
@@ -57,15 +58,13 @@ def _raw_input(tensor: Tensor, body: bytes) -> InferInput:
     many columns as the bytes hold."""
     width = next(d for d in tensor.shape if d != -1)
     if tensor.shape[0] == -1:
-        shape = (1, width)
-    else:
-        itemsize = 8 if tensor.datatype == "FP64" else 4
-        shape = (width, len(body) // (itemsize * width) if len(body) % (itemsize * width) == 0 else -1)
-        if shape[1] == -1:
-            raise ForwardpassError(
-                f"a raw body of {len(body)} bytes is no whole number of {width}-value {tensor.datatype} columns"
-            )
-    return InferInput(tensor.name, tensor.datatype, shape, body)
+        return InferInput(tensor.name, tensor.datatype, (1, width), body)
+    column_bytes = width * BY_DATATYPE[tensor.datatype].numpy.itemsize
+    if len(body) % column_bytes:
+        raise ForwardpassError(
+            f"a raw body of {len(body)} bytes is no whole number of {width}-value {tensor.datatype} columns"
+        )
+    return InferInput(tensor.name, tensor.datatype, (width, len(body) // column_bytes), body)
 
 
 def _json(data: bytes | memoryview) -> dict:
