@@ -2,7 +2,8 @@
 on stop, take no new calls and finish those in flight within a grace period. `workers.py` runs
 one of these per worker process.
 
-The server answers live at once and ready only once every model has loaded. Health
+The server answers live at once and ready only once every model has loaded (a worker joining others
+loads first, then binds). Health
 (grpc.health.v1, overall and per model) and reflection (so grpcurl needs no .proto) ride along.
 """
 
@@ -64,9 +65,33 @@ class Server:
         self.port = 0
         self.http: HttpServer | None = None
 
-    def start(self) -> int:
-        """Bind, start answering, load the models, then say ready; returns the bound gRPC port."""
+    def start(self, join_ready: bool = False) -> int:
+        """Bind, start answering, load the models, then say ready; returns the bound gRPC port.
+
+        With join_ready the models load before binding: a worker joining a port that others already
+        serve (SO_REUSEPORT) would otherwise take connections and refuse their calls while it loads.
+        """
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        try:
+            if join_ready:
+                self.repository.load(self.control.wanted())
+            self._bind()
+            self._start_http()
+            if not join_ready:
+                self.repository.load(self.control.wanted())
+        except ForwardpassError:
+            self.stop(0)
+            raise
+        self._attach_metrics()
+        if self.counters is not None:
+            serve_metrics(self.counters, self.options.metrics_host, self.options.metrics_port)
+        self.plane.loaded = True
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        if self.options.model_control_mode == "poll":
+            self.control.poll(self.options.repository_poll_secs)
+        return self.port
+
+    def _bind(self) -> None:
         where = address(self.options.host, self.options.grpc_port)
         try:
             if self.options.tls:
@@ -81,20 +106,6 @@ class Server:
         if not self.port:
             raise ForwardpassError(f"cannot listen on {where}")
         self.grpc.start()
-        try:
-            self._start_http()
-            self.repository.load(self.control.wanted())
-        except ForwardpassError:
-            self.stop(0)
-            raise
-        self._attach_metrics()
-        if self.counters is not None:
-            serve_metrics(self.counters, self.options.metrics_host, self.options.metrics_port)
-        self.plane.loaded = True
-        self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        if self.options.model_control_mode == "poll":
-            self.control.poll(self.options.repository_poll_secs)
-        return self.port
 
     def _start_http(self) -> None:
         if not self.options.http:

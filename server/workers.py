@@ -156,12 +156,13 @@ class Supervisor:
     def _spawn(self, index: int) -> str:
         """Fork one worker and wait for its first line: its banner, or why it could not start."""
         read_end, write_end = os.pipe()
+        joining = bool(self.workers)  # others serve the ports already: load before binding
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(read_end)
             for reservation in self.reservations:
                 reservation.close()
-            os._exit(run_worker(self.options, write_end, self.counters, index))
+            os._exit(run_worker(self.options, write_end, self.counters, index, joining))
         os.close(write_end)
         self.workers[pid] = Worker(index, pid)
         if self.stopping:  # the signal came between the check and the fork: this one stops too
@@ -190,8 +191,15 @@ class Supervisor:
                 pass
 
 
-def run_worker(options: ServeOptions, ready_fd: int, counters: SharedCounters | None = None, index: int = 0) -> int:
-    """The worker's life: serve until SIGTERM, telling the parent on ready_fd when it is ready."""
+def run_worker(
+    options: ServeOptions,
+    ready_fd: int,
+    counters: SharedCounters | None = None,
+    index: int = 0,
+    join_ready: bool = False,
+) -> int:
+    """The worker's life: serve until SIGTERM, telling the parent on ready_fd when it is ready.
+    With join_ready it binds only once its models have loaded (see Server.start)."""
     die_with_parent()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -199,7 +207,7 @@ def run_worker(options: ServeOptions, ready_fd: int, counters: SharedCounters | 
     with os.fdopen(ready_fd, "w") as ready:
         try:
             server = Server(options, counters, index)
-            server.start()
+            server.start(join_ready)
         except ForwardpassError as exc:
             ready.write(f"error {exc}\n")
             return 2

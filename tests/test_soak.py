@@ -14,7 +14,9 @@ def test_quick_soak_loses_only_the_killed_workers_calls(tmp_path):
     soak = json.loads((tmp_path / "soak-quick.json").read_text())
     assert soak["requests"] > 100
     assert set(soak["failures"]) <= {"UNAVAILABLE"}, soak["failures"]
-    assert sum(soak["failures"].values()) <= soak["concurrency"]  # at most what was in flight
-    assert all(t <= soak["killed_worker_at_s"] + 0.5 for t in soak["failed_at_s"])  # none after the restart
+    sent = soak["failed_at_s"]
+    window = f"failures sent {min(sent, default=0)}-{max(sent, default=0)} s, kill at {soak['killed_worker_at_s']} s"
+    assert sum(soak["failures"].values()) <= soak["concurrency"], window  # at most what was in flight
+    assert all(t <= soak["killed_worker_at_s"] + 0.5 for t in sent), window  # none after the restart
     assert soak["workers_after"] == 2
     assert soak["memory_end_mb"] - soak["memory_start_mb"] <= soak["memory_bound_mb"]

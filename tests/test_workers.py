@@ -3,6 +3,8 @@
 import os
 import shutil
 import signal
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from harness import ROOT, ServerProcess, answering_worker
+from harness import ROOT, ServerProcess, answering_worker, free_port
 
 
 def worker_pid(url: str) -> int:
@@ -92,3 +94,36 @@ def test_a_killed_supervisor_takes_its_workers_along(three_workers):
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(alive(pid) for pid in workers)
+
+
+@pytest.mark.parametrize("join_ready", [False, True])
+def test_a_joining_worker_binds_only_once_its_models_have_loaded(join_ready):
+    # A replacement worker shares the port with a serving one (SO_REUSEPORT): bound while it loads,
+    # it would take connections and refuse their calls as not ready. The first worker binds first
+    # so that a liveness probe is answered while it loads.
+    from server.app import Server
+    from server.options import ServeOptions
+
+    port = free_port()
+    server = Server(ServeOptions(model_repository=ROOT / "models", grpc_port=port, http=False, grace=0))
+    loading, release = threading.Event(), threading.Event()
+    load = server.repository.load
+
+    def slow_load(wanted):
+        loading.set()
+        release.wait(10)
+        return load(wanted)
+
+    server.repository.load = slow_load
+    starter = threading.Thread(target=server.start, args=(join_ready,))
+    starter.start()
+    try:
+        assert loading.wait(10)
+        time.sleep(0.2)  # were it going to bind before loading, it would have by now
+        with socket.socket() as probe:
+            listening = probe.connect_ex(("127.0.0.1", port)) == 0
+        assert listening is not join_ready
+    finally:
+        release.set()
+        starter.join(30)
+        server.stop(0)
