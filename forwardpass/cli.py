@@ -225,6 +225,16 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch", type=int, default=5, help="examples to run")
     _provider_args(demo)
     demo.set_defaults(handler=cmd_demo)
+
+    web = sub.add_parser(
+        "web-runtime",
+        help="fetch onnxruntime-web for the page `serve` shows at / (needs npm)",
+        formatter_class=fmt,
+        description="Install the onnxruntime-web version forwardpass pins (its npm lock file, integrity "
+        "checked) and keep the three files of its wasm backend and its licence, where `serve` finds them.",
+    )
+    web.add_argument("--dir", type=Path, help="where to put them (default: the user's cache folder)")
+    web.set_defaults(handler=cmd_web_runtime)
     return parser
 
 
@@ -330,6 +340,14 @@ def cmd_infer(args: argparse.Namespace) -> int:
     # The client refuses --json with a gRPC URL before any file is read or any connection made.
     with Client(args.url, timeout=args.timeout, token=token, binary=not args.json, **tls) as client:
         write_array(client.infer(args.model, read_array(args.input), args.model_version), args.output)
+    return 0
+
+
+def cmd_web_runtime(args: argparse.Namespace) -> int:
+    """forwardpass web-runtime: onnxruntime-web's wasm backend for the page."""
+    from forwardpass.web import ORT_VERSION, install
+
+    print(f"onnxruntime-web {ORT_VERSION}: {install(args.dir)}")
     return 0
 
 

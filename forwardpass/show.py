@@ -2,7 +2,9 @@
 
 The drawing puts the input units, each hidden layer's units and the output units in columns of
 circles, with one edge per weight: blue for positive, red for negative, thicker and darker the
-larger |w| is relative to the largest weight of the network.
+larger |w| is relative to the largest weight of the network. Each circle carries
+`data-unit="l:i"` (layer l, unit i from 1), so that the served page can write values beside it; a
+layer wider than `max_units` is drawn elided (its first and last units, and how many are left out).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from forwardpass.builder.spec import NetworkSpec
 
 COLUMN_GAP, ROW_GAP, RADIUS, MARGIN = 170, 56, 17, 40
 POSITIVE, NEGATIVE = "#1f5fbf", "#c0392b"
+ELIDED_HEAD, ELIDED_TAIL = 8, 2  # the units an elided layer still draws: its first and its last few
 
 
 def layer_table(model: ReadBack) -> str:
@@ -42,21 +45,24 @@ def parameter_count(spec: NetworkSpec) -> int:
     return sum(W.size + b.size for W, b in zip(spec.weights, spec.biases))
 
 
-def network_svg(spec: NetworkSpec) -> str:
-    """The network as an SVG document: units as circles, weights as shaded edges."""
-    tallest = max(spec.sizes)
+def network_svg(spec: NetworkSpec, max_units: int | None = None) -> str:
+    """The network as an SVG document: units as circles, weights as shaded edges; layers wider than
+    max_units are elided."""
+    slots = [drawn_units(n, max_units) for n in spec.sizes]
+    tallest = max(len(s) for s in slots)
     width = 2 * MARGIN + COLUMN_GAP * (len(spec.sizes) - 1) + 2 * RADIUS
     height = 2 * MARGIN + ROW_GAP * (tallest - 1) + 2 * RADIUS + 30
-    centers = [_column(l, n, tallest) for l, n in enumerate(spec.sizes)]
+    centers = [_column(l, len(s), tallest) for l, s in enumerate(slots)]
     largest = max(float(np.abs(W).max()) for W in spec.weights) or 1.0
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
     ]
     for l, W in enumerate(spec.weights, 1):
-        for j in range(W.shape[0]):
-            for k in range(W.shape[1]):
-                (x1, y1), (x2, y2) = centers[l - 1][k], centers[l][j]
+        for (x2, y2), j in zip(centers[l], slots[l]):
+            for (x1, y1), k in zip(centers[l - 1], slots[l - 1]):
+                if j is None or k is None:
+                    continue
                 strength = abs(float(W[j, k])) / largest
                 color = POSITIVE if W[j, k] >= 0 else NEGATIVE
                 parts.append(
@@ -64,11 +70,19 @@ def network_svg(spec: NetworkSpec) -> str:
                     f'stroke-width="{0.5 + 3.5 * strength:.2f}" stroke-opacity="{0.15 + 0.85 * strength:.2f}">'
                     f"<title>W[{l}][{j + 1},{k + 1}] = {W[j, k]:.4g}</title></line>"
                 )
-    for l, column in enumerate(centers):
-        for i, (x, y) in enumerate(column):
+    for l, (column, units) in enumerate(zip(centers, slots)):
+        for (x, y), i in zip(column, units):
+            if i is None:
+                left_out = spec.sizes[l] - ELIDED_HEAD - ELIDED_TAIL
+                parts.append(
+                    f'<text x="{x:.1f}" y="{y + 4:.1f}" font-family="sans-serif" font-size="12" '
+                    f'text-anchor="middle">⋮ {left_out} more</text>'
+                )
+                continue
             label = f"x{i + 1}" if l == 0 else (f"ŷ{i + 1}" if l == spec.depth else f"a{i + 1}")
             parts.append(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{RADIUS}" fill="white" stroke="black" stroke-width="1.5"/>'
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{RADIUS}" fill="white" stroke="black" stroke-width="1.5" '
+                f'data-unit="{l}:{i + 1}"/>'
                 f'<text x="{x:.1f}" y="{y + 4:.1f}" font-family="sans-serif" font-size="12" '
                 f'text-anchor="middle">{escape(label)}</text>'
             )
@@ -79,6 +93,13 @@ def network_svg(spec: NetworkSpec) -> str:
         )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def drawn_units(units: int, max_units: int | None = None) -> list[int | None]:
+    """The units a layer draws (from 0), None where the others are left out."""
+    if max_units is None or units <= max_units:
+        return list(range(units))
+    return [*range(ELIDED_HEAD), None, *range(units - ELIDED_TAIL, units)]
 
 
 def _column(layer: int, units: int, tallest: int) -> list[tuple[float, float]]:

@@ -693,7 +693,7 @@ def test_wrong_method_is_405_with_allow(server, repository, method, path, allowe
 @pytest.mark.parametrize(
     "path",
     [
-        "/",
+        "/static",  # "/" is the page (tests/test_page.py)
         "/v1/models/mlp_3_4_1",
         "/v2/models",
         "/v2/models/mlp_3_4_1/bogus",

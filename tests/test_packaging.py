@@ -23,8 +23,13 @@ def test_wheel_puts_everything_under_forwardpass(tmp_path):
         "protos/__init__.py",
         "runtime.py",
         "cli.py",
+        "web/index.html",  # the page, its lock file pinning onnxruntime-web, and that one's licence
+        "web/page.js",
+        "web/package-lock.json",
+        "web/onnxruntime-web.LICENSE",
     ):
         assert f"forwardpass/{module}" in names, module
+    assert not [n for n in names if n.endswith(".wasm") or "node_modules" in n]  # fetched, never shipped
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "forwardpass = forwardpass.cli:main" in entry_points
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()

@@ -1,0 +1,138 @@
+"""The page on the HTTP port: `/` and its static files, and the three routes it asks about a model.
+
+`/` and `/static/...` hold no model data and need no token, so a browser can load the page and
+then ask for the token once; every /v2 path, the page's routes included, needs it (RestApp checks).
+The page's own routes, beside the V2 ones for each model version:
+
+    GET  /v2/models/{m}[/versions/{v}]/network             the network described and drawn (JSON)
+    GET  /v2/models/{m}[/versions/{v}]/network/model.onnx  the same network with every Z[l], A[l] as outputs
+    POST /v2/models/{m}[/versions/{v}]/network/oracle      {"x": [...]}: the float64 oracle and error bounds
+
+Every page response carries a Content-Security-Policy that allows only this origin (and
+'wasm-unsafe-eval' for onnxruntime-web's wasm): no CDN, no inline script, no model name run as code.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import orjson
+
+from forwardpass.web import FOLDER, LICENSE, ORT_FILES, PAGE_FILES, how_to_get, ort_folder
+
+from .dataplane import DataPlane
+from .network import NetworkViews
+from .rest import Call, RestApp, _model, _model_routes, _optional_json
+
+log = logging.getLogger(__name__)
+
+CSP = (
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; style-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".wasm": "application/wasm",  # WebAssembly.instantiateStreaming insists on it
+}
+PLAIN = "text/plain; charset=utf-8"  # the licence
+PAGE_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-cache"),  # revalidate: a new forwardpass must not meet an old page.js
+]
+
+
+class Page:
+    """The page's files and its model routes, over one data plane."""
+
+    def __init__(self, plane: DataPlane, ort_dir: Path | None = None) -> None:
+        self.network = NetworkViews(plane)
+        self.ort = ort_folder(ort_dir)
+        self.files = {name: FOLDER / name for name in PAGE_FILES}
+        self.routes = ROUTES
+        if self.ort is None:
+            log.warning("%s; the page shows the server's answers only", how_to_get())
+        else:
+            self.files |= {f"ort/{name}": self.ort / name for name in ORT_FILES}
+            # npm's own dist folder (--ort-web-dir) has no licence file: ours is the same text
+            licence = self.ort / LICENSE
+            self.files[f"ort/{LICENSE}"] = licence if licence.is_file() else FOLDER / "onnxruntime-web.LICENSE"
+
+    @staticmethod
+    def public(path: str) -> bool:
+        """Whether a path is the page or one of its files, which need no token."""
+        return path == "/" or path.startswith("/static/")
+
+
+Answer = tuple[int, list, bytes]  # status, headers, body: what every route returns
+
+
+def _file(page: Page, name: str, call: Call) -> Answer:
+    path = page.files.get(name)
+    if path is None or not path.is_file():
+        missing = name.startswith("ort/") and name.removeprefix("ort/") in ORT_FILES
+        message = how_to_get() if missing else f"no such file: /static/{name}"
+        return 404, [(b"content-type", b"application/json")], orjson.dumps({"error": message})
+    # A browser revalidates (no-cache) and gets 304 while the file is unchanged: the 14 MB wasm
+    # crosses a classroom's network once, not on every visit.
+    stat = path.stat()
+    etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+    headers = [
+        (b"content-type", CONTENT_TYPES.get(path.suffix, PLAIN).encode()),
+        (b"etag", etag.encode()),
+        *PAGE_HEADERS,
+    ]
+    if call.headers.get("if-none-match") == etag:
+        return 304, headers, b""
+    return 200, headers, path.read_bytes()
+
+
+async def index(app: RestApp, call: Call) -> Answer:
+    """The page itself."""
+    return _file(app.page, "index.html", call)
+
+
+async def static(app: RestApp, call: Call) -> Answer:
+    """One of the page's own files."""
+    return _file(app.page, call.segments[0], call)
+
+
+async def ort_file(app: RestApp, call: Call) -> Answer:
+    """One of onnxruntime-web's files, or how to get them."""
+    return _file(app.page, f"ort/{call.segments[0]}", call)
+
+
+async def describe(app: RestApp, call: Call) -> Answer:
+    """The network of a model version, described and drawn."""
+    return _json(app.page.network.describe(*_model(call)))
+
+
+async def hidden_model(app: RestApp, call: Call) -> Answer:
+    """The version's network with every Z[l] and A[l] as outputs."""
+    data = app.page.network.hidden_model(*_model(call))
+    return 200, [(b"content-type", b"application/octet-stream"), (b"cache-control", b"no-store")], data
+
+
+async def oracle(app: RestApp, call: Call) -> Answer:
+    """The float64 oracle's Z[l], A[l] and their bounds for one x."""
+    return _json(app.page.network.oracle(*_model(call), _optional_json(call.body).get("x")))
+
+
+def _json(document: dict) -> Answer:
+    return 200, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")], orjson.dumps(document)
+
+
+# Each handler takes the RestApp (whose `page` is a Page) and the call, as RestApp's own routes do.
+ROUTES = [
+    (("GET",), ("",), index),
+    (("GET",), ("static", None), static),
+    (("GET",), ("static", "ort", None), ort_file),
+    *_model_routes(("network",), ("GET",), describe),
+    *_model_routes(("network", "model.onnx"), ("GET",), hidden_model),
+    *_model_routes(("network", "oracle"), ("POST",), oracle),
+]
