@@ -1,5 +1,6 @@
 """The committed model repository: what it holds, and that `make models` rebuilds it byte for byte."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,22 @@ def test_make_models_rebuilds_the_committed_bytes(tmp_path):
             assert (tmp_path / name / file).read_bytes() == (ROOT / "models" / name / file).read_bytes(), (
                 f"{name}/{file}"
             )
+
+
+def test_a_built_repository_is_readable_by_the_servers_user(tmp_path):
+    """A container serves the repository as uid 1000: the atomic writes must not keep mkstemp's 0600."""
+    from forwardpass.builder.export import export_to_repository
+    from forwardpass.builder.graph import ExportOptions
+
+    spec = read_file(ROOT / "models" / "mlp_3_4_1" / "1" / "model.onnx").spec
+    mask = os.umask(0o022)  # the usual one: files 0644
+    try:
+        export_to_repository(spec, ExportOptions(), tmp_path, "m", 1, force=True)
+    finally:
+        os.umask(mask)
+    assert {file: oct((tmp_path / "m" / file).stat().st_mode & 0o777) for file in FILES} == dict.fromkeys(
+        FILES, "0o644"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
