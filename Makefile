@@ -7,7 +7,7 @@ INTEROP := $(VENV)/.interop
 FP ?= $(PY) -m forwardpass
 MODEL_REPO ?= models
 
-.PHONY: run demo test lint models protos bench bench-tools clean
+.PHONY: run demo test lint models protos bench bench-tools clean image test-image web web-if-npm browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,30 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[cpu,test]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) web-if-npm
 	$(FP) serve --model-repository models
+
+# onnxruntime-web for the page at / (14 MB, never committed): npm ci from web/package-lock.json,
+# keeping its wasm backend and licence in web/ort/. make run does it when npm is there; without
+# npm the page still shows the server's answers and says how to get it.
+WEB := web/ort/.installed
+$(WEB): $(STAMP) web/package.json web/package-lock.json
+	$(FP) web-runtime --dir web/ort
+	touch $(WEB)
+
+web: $(WEB)
+
+web-if-npm: $(STAMP)
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory web \
+		|| echo "onnxruntime-web not fetched: the page at / shows the server's answers only"; \
+	else echo "npm not found: the page at / shows the server's answers only (make web with npm adds the in-browser run)"; fi
+
+# The page's browser tests drive Debian's headless Chromium through Playwright (no browser download);
+# as root it is installed here, elsewhere they skip and say why.
+browser:
+	@test -x /usr/bin/chromium-headless-shell || { test "$$(id -u)" = 0 \
+		&& apt-get update -qq && apt-get install -y -qq chromium-headless-shell; } \
+		|| echo "chromium-headless-shell not installed (apt-get install chromium-headless-shell): the browser tests skip"
 
 demo: $(STAMP)
 	$(FP) demo
@@ -31,10 +53,11 @@ $(INTEROP): $(STAMP) interop/package.json interop/package-lock.json
 	ONNXRUNTIME_NODE_INSTALL=skip npm ci --prefix interop --no-audit --no-fund --loglevel=error
 	touch $(INTEROP)
 
-test: $(STAMP) $(INTEROP) lint
+test: $(STAMP) $(INTEROP) lint web-if-npm browser
 	$(PY) -m pytest
 	FORWARDPASS_TRITON_TESTS=1 $(PY) -m pytest tests/triton
 	FORWARDPASS_KSERVE_TESTS=1 $(PY) -m pytest tests/kserve
+	FORWARDPASS_DEPLOY_TESTS=1 $(PY) -m pytest tests/deploy
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -53,8 +76,42 @@ models: $(STAMP)
 protos: $(STAMP)
 	$(PY) protos/generate.py
 
+# The container image (docs/deploy.md): forwardpass:<version> and :latest on BASE. The wheels are
+# downloaded here for BASE's own Python (deploy/image/wheelhouse.sh) and installed with --no-index,
+# so the build reaches no network. GPU=1: onnxruntime-gpu on a CUDA base with Python, tagged -gpu.
+IMAGE ?= forwardpass
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+ifeq ($(GPU),1)
+BASE ?= forwardpass-cuda-base
+IMAGE_EXTRA := gpu
+IMAGE_TAG := -gpu
+else
+BASE ?= python:3.11-slim-bookworm
+IMAGE_EXTRA := cpu
+IMAGE_TAG :=
+endif
+
+image: $(STAMP) web-if-npm
+	docker image inspect $(BASE) >/dev/null 2>&1 || $(if $(filter forwardpass-cuda-base,$(BASE)),\
+		docker build --file deploy/image/cuda-base.Dockerfile --tag $(BASE) deploy/image,docker pull $(BASE))
+	PY=$(PY) deploy/image/wheelhouse.sh $(BASE) $(IMAGE_EXTRA) build/wheelhouse-$(IMAGE_EXTRA)
+	@# the page's onnxruntime-web (make web) travels beside the wheels; without it the page shows server answers
+	if [ -f $(WEB) ]; then cp -r web/ort build/wheelhouse-$(IMAGE_EXTRA)/onnxruntime-web; fi
+	docker build --build-arg BASE=$(BASE) --build-arg EXTRA=$(IMAGE_EXTRA) \
+		--build-arg WHEELHOUSE=build/wheelhouse-$(IMAGE_EXTRA) \
+		--tag $(IMAGE):$(VERSION)$(IMAGE_TAG) --tag $(IMAGE):latest$(IMAGE_TAG) .
+
+# Build the image on a Debian base made here from Debian's packages (no registry serves base images
+# here; Docker's engine is started when none answers) and run it under tritonclient. Minutes: not
+# part of `make test`.
+test-image: $(STAMP)
+	deploy/image/test-base.sh forwardpass-base:bookworm
+	$(MAKE) image BASE=forwardpass-base:bookworm
+	FORWARDPASS_IMAGE_TESTS=1 FORWARDPASS_IMAGE=$(IMAGE):$(VERSION) $(PY) -m pytest -v tests/image
+
 # The serving benchmark builds MLServer's and PyTriton's virtualenvs on first use (a minute each,
-# under ~/.cache/forwardpass-peers) and uses h2load from Debian's nghttp2-client when it can.
+# under ~/.cache/forwardpass-peers), and one for Triton's perf_analyzer (tritonclient 2.41.0, which
+# needs Debian's libb64-0d); it uses h2load from Debian's nghttp2-client when it can.
 bench: $(STAMP) bench-tools
 	$(PY) bench/local.py
 	$(PY) bench/serve.py
@@ -62,6 +119,8 @@ bench: $(STAMP) bench-tools
 bench-tools:
 	@command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client) \
 		|| echo "h2load not installed (apt-get install nghttp2-client): its cells are left out"
+	@ldconfig -p | grep -q libb64.so.0d || apt-get install -y -qq libb64-0d \
+		|| echo "libb64-0d not installed: Triton's perf_analyzer cannot start, its table is left out"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -7,6 +7,9 @@ gRPC: servers, each started here on loopback and driven by the same load generat
 a closed loop over several connections, the same pre-encoded request for all):
   * bare: a gRPC server on the same stack with the same message sizes that does no inference;
   * forwardpass with 1 and N workers, dynamic batching off and on, and its handler on grpc.aio;
+    beside them what the speed work changed, switched back: 8 handler threads (the old default), and
+    65,536-row requests through the file's own Gemms (--no-columns-inside), also with glibc's
+    malloc thresholds (FORWARDPASS_MALLOC=glibc);
   * MLServer 1.7 through a small onnxruntime runtime, defaults and parallel_workers=0, and Triton
     (PyTriton 0.7.0: a Python model behind Triton's front end, not Triton's onnxruntime backend),
     each in a virtualenv of its own (built on first use, about a minute each, under
@@ -15,6 +18,9 @@ Cells: batch-1 requests at concurrency 1, 16 and 64, and 65,536-row requests at 
 requests/s, rows/s, p50 and p99, CPU of server and client, and each server's resident memory.
 h2load (nghttp2-client), where installed, drives the same bytes from C to show where the Python
 client, not the server, was the limit.
+Triton's perf_analyzer (bench/perf_analyzer.py, tritonclient 2.41.0 in a virtualenv of its own) drives
+forwardpass with N workers at 1 and 16 in flight, with 2 handler threads and with 8, and reports its
+client and server breakdown per request, beside the same call timed in this process.
 
 HTTP/REST, in the same run (bench/serve_http.py): the bare HTTP server (forwardpass's stack, uvicorn with
 httptools and uvloop and a raw ASGI app, one process, answering fixed bytes of the same size: the
@@ -54,10 +60,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import peers  # noqa: E402  (bench/peers: the peer servers and their virtualenvs)
+import perf_analyzer  # noqa: E402
 import serve_http  # noqa: E402
 from closed_loop import METHOD  # noqa: E402
 from procfs import cpu_seconds, machine_busy, process_tree, rss_mb  # noqa: E402
 from report import machine, percentile, progress  # noqa: E402
+from serve_report import BEFORE  # noqa: E402
 from servers import (  # noqa: E402
     forwardpass_command,
     request_array,
@@ -147,7 +155,14 @@ class Bench:
             Target(f"forwardpass, {n} workers", forwardpass_command(n, plain), http=True),
             Target("forwardpass, 1 worker, batching", forwardpass_command(1, batched)),
             Target(f"forwardpass, {n} workers, batching", forwardpass_command(n, batched)),
-        ]
+            # Beside the defaults, in the same run: what the speed work changed, switched back.
+            Target("forwardpass, 1 worker, 8 handler threads", [*forwardpass_command(1, plain), "--threads", "8"],
+                   cells=CELLS[:3]),
+            Target("forwardpass, 1 worker, --no-columns-inside", [*forwardpass_command(1, plain),
+                   "--no-columns-inside"], cells=CELLS[3:]),
+            Target(BEFORE, ["env", "FORWARDPASS_MALLOC=glibc", *forwardpass_command(1, plain),
+                   "--no-columns-inside"], cells=CELLS[3:]),
+        ]  # fmt: skip
         if self.args.quick:
             return [targets[0], bare_http, targets[4]]
         targets.insert(
@@ -409,7 +424,36 @@ class ServeBench(Bench):
         for workers in sorted({1, self.workers}):
             extras["batching"][workers] = self._batching(forwardpass_command(workers, batched), workers)
         extras["h2load"] = self._h2load(plain, batched)
+        extras["perf_analyzer"] = self._perf_analyzer(plain)
         return extras
+
+    def _perf_analyzer(self, plain: Path) -> dict:
+        """Triton's perf_analyzer on forwardpass with N workers, with the default handler threads and
+        with 8, at 1 and 16 in flight; and the same call's compute infer in this process."""
+        if self.args.quick:
+            return {}
+        found = perf_analyzer.locate()
+        if isinstance(found, str):
+            return {"skipped": found}
+        n = self.workers
+        commands = {
+            f"forwardpass, {n} workers": forwardpass_command(n, plain),
+            f"forwardpass, {n} workers, 8 handler threads": [*forwardpass_command(n, plain), "--threads", "8"],
+        }
+        rows = []
+        for name, command in commands.items():
+            port, process = serve(command)
+            try:
+                for concurrency in (1, 16):
+                    rows.append({"target": name, **perf_analyzer.measure(found, port, concurrency, 2.0, self.work)})
+            finally:
+                peers.stop(process)
+        return {
+            "rows": rows,
+            "in_process_compute_infer_us": perf_analyzer.in_process_compute_infer_us(plain),
+            # 0.5 ms apart, about one client's pace at 1 in flight: what serving adds besides contention
+            "in_process_paced_compute_infer_us": perf_analyzer.in_process_compute_infer_us(plain, 1000, 3, 0.0005),
+        }
 
     def _counted_cell(self, command: list[str], workers: int, concurrency: int) -> tuple[dict, dict, dict]:
         """A batch-1 cell on a server of its own, with the workers' statistics before and after."""

@@ -36,7 +36,7 @@ LIMITS = [("grpc.max_receive_message_length", 64 * 2**20), ("grpc.max_send_messa
 
 
 def bare_sync(port: int, response: bytes, workers: int) -> None:
-    """N forked processes, each a sync server with 8 threads, as forwardpass runs its workers."""
+    """N forked processes, each a sync server with 8 threads (its answer takes no interpreter lock back)."""
     children = []
     for _ in range(workers):
         pid = os.fork()

@@ -28,6 +28,7 @@ DEFAULT_OPSET = 17
 MIN_OPSET = 13  # Gemm, Sigmoid and Tanh took their current form at 13
 GRAPH_FORMAT = "1"  # bumped only when forwardpass changes what it writes for the same spec
 PRODUCER = "forwardpass"
+INSIDE = "_columns"  # suffix of the tensors inside build_columns_inside's graph
 
 # The oldest IR version that may carry each opset (onnx's release table): fixed here so the bytes
 # do not change with the installed onnx.
@@ -107,38 +108,75 @@ def build_model(
     spec: NetworkSpec, options: ExportOptions = ExportOptions(), name: str | None = None
 ) -> onnx.ModelProto:
     """The ONNX model of a spec: one Gemm and one activation node per layer."""
+    nodes, initializers = _layers(spec, options, options.input_name, "")
+    model = _model(spec, options, nodes, initializers, name or default_name(spec), _doc(spec, options))
+    helper.set_model_props(model, _metadata(spec, options))
+    return model
+
+
+def build_columns_inside(spec: NetworkSpec, options: ExportOptions) -> onnx.ModelProto:
+    """A rows-layout model's equivalent that computes in columns layout: x [batch, n0] -> Transpose
+    -> the columns Gemms and activations -> Transpose -> y [batch, nL], with the same input, outputs
+    (hidden ones too, each transposed back to [batch, n_l]), names and shapes as build_model's.
+
+    onnxruntime's CPU Gemm blocks its output columns 16 wide; in rows layout those columns are the
+    n_l units (4 and 1 for 3-4-1), in columns layout the batch, so a large batch runs several times
+    faster this way even with both transposes (bench/local.py). The runtime derives it from the
+    read-back spec; it is never written to a file, which stays the slides' one Gemm per layer.
+    """
+    if options.layout != "rows":
+        raise SpecError("build_columns_inside takes rows-layout options: it is the rows model's equivalent")
+    columns = ExportOptions("columns", options.dtype, options.opset)
+    inside = f"{columns.input_name}{INSIDE}"
+    nodes, initializers = _layers(spec, columns, inside, INSIDE)
+    last = f"{columns.output_name}{INSIDE}"
+    nodes[-1].output[0] = nodes[-1].name = last
+    outputs = [options.output_name] + [out for out, _ in output_widths(spec, options)[1:]]
+    nodes.insert(0, _transpose(options.input_name, inside))
+    nodes += [_transpose(last if out == options.output_name else out + INSIDE, out) for out in outputs]
+    return _model(spec, options, nodes, initializers, default_name(spec) + "_columns_inside", "")
+
+
+def _layers(spec: NetworkSpec, options: ExportOptions, a: str, suffix: str) -> tuple[list, list]:
+    """Each layer's Gemm and activation nodes, and the weights they read; `suffix` goes on every
+    tensor a node makes but the output."""
     dtype = np.dtype(options.dtype)
     rows = options.layout == "rows"
     nodes, initializers = [], []
-    a = options.input_name
     for l, (W, b, act) in enumerate(zip(spec.weights, spec.biases, spec.activations), 1):
         bias = b.reshape(-1) if rows else b
         initializers += [
             numpy_helper.from_array(W.astype(dtype), f"W{l}"),
             numpy_helper.from_array(bias.astype(dtype), f"b{l}"),
         ]
-        z = f"Z{l}"
+        z = f"Z{l}{suffix}"
         gemm_inputs = [a, f"W{l}", f"b{l}"] if rows else [f"W{l}", a, f"b{l}"]
         nodes.append(helper.make_node("Gemm", gemm_inputs, [z], name=z, **({"transB": 1} if rows else {})))
-        a = options.output_name if l == spec.depth else f"A{l}"
+        a = options.output_name if l == spec.depth else f"A{l}{suffix}"
         attrs = _attributes(act.name, act.alpha, rows)
         nodes.append(helper.make_node(ONNX_OP[act.name], [z], [a], name=a, **attrs))
+    return nodes, initializers
+
+
+def _model(spec: NetworkSpec, options: ExportOptions, nodes: list, initializers: list, name: str, doc: str):
     graph = helper.make_graph(
         nodes,
-        name or default_name(spec),
+        name,
         [_tensor_type(options.input_name, spec.sizes[0], options)],
         [_tensor_type(out, width, options) for out, width in output_widths(spec, options)],
         initializer=initializers,
-        doc_string=_doc(spec, options),
+        doc_string=doc,
     )
-    model = onnx.ModelProto(
+    return onnx.ModelProto(
         ir_version=ir_version(options.opset),
         producer_name=PRODUCER,
         graph=graph,
         opset_import=[helper.make_opsetid("", options.opset)],
     )
-    helper.set_model_props(model, _metadata(spec, options))
-    return model
+
+
+def _transpose(source: str, target: str) -> onnx.NodeProto:
+    return helper.make_node("Transpose", [source], [target], name=target, perm=[1, 0])
 
 
 def output_widths(spec: NetworkSpec, options: ExportOptions) -> list[tuple[str, int]]:

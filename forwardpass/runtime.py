@@ -4,6 +4,11 @@ Two facts shape it. A CPU-only onnxruntime asked for the CUDA provider silently 
 CPU, so the provider that really runs is read back from `get_providers()`. And the CUDA provider
 computes Gemm in TF32 unless told otherwise, so exact float32 (`use_tf32=0`) is the default and
 TF32 an opt-in.
+
+A third shapes large batches: onnxruntime's CPU Gemm blocks its output columns 16 wide, and a
+rows-layout model's output columns are its few units, so on the CPU a rows-layout model also gets a
+second session, derived from the read-back spec, that computes in columns layout between two
+Transposes (builder.graph.build_columns_inside); batches of LARGE_BATCH rows or more run there.
 """
 
 from __future__ import annotations
@@ -14,9 +19,14 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
+import onnx
+
+from forwardpass.builder.graph import ExportOptions, build_columns_inside, serialize
+from forwardpass.builder.readback import read_model
 
 from .dtypes import BY_ONNXRUNTIME
 from .errors import ForwardpassError, InputError, Kind, ModelFormatError, ProviderError
+from .tolerance import compare
 
 try:
     import onnxruntime as ort
@@ -51,6 +61,7 @@ class Runtime:
         provider: str = "auto",
         threads: int | None = None,
         tf32: bool = False,
+        columns_inside: bool = True,
     ) -> None:
         if ort is None:
             raise ProviderError(f"onnxruntime is not installed; {INSTALL_HINT}")
@@ -79,6 +90,9 @@ class Runtime:
         self._width = self.input_shape[self._width_axis]
         self._batch_axis = 1 - self._width_axis
         self._first_output = self.output_names[:1]
+        self._inside = None  # the derived columns-layout session that large batches run through
+        if columns_inside and self.provider == "cpu" and self._width_axis == 1:
+            self._inside = self._columns_session(model, threads)
         self._local = threading.local()  # an IO binding per thread: bindings are not thread-safe
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -128,7 +142,7 @@ class Runtime:
 
     def _call(self, x: np.ndarray, names: tuple[str, ...]) -> list[np.ndarray]:
         if x.shape[self._batch_axis] >= LARGE_BATCH:
-            return self.session.run(names, {self.input_name: x})
+            return (self._inside or self.session).run(names, {self.input_name: x})
         local = self._local
         try:
             binding = local.binding
@@ -147,14 +161,39 @@ class Runtime:
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()  # copies: the bound buffers are reused next call
 
+    @property
+    def columns_inside(self) -> bool:
+        """Whether large batches run through the derived columns-layout session."""
+        return self._inside is not None
+
+    def _columns_session(self, model: str | os.PathLike | bytes, threads: int | None):
+        """The rows model's columns-inside equivalent, or None where the file is no Gemm chain that
+        reads back with our names, or the equivalent does not answer as the file does."""
+        try:
+            loaded = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(os.fspath(model))
+            back = read_model(loaded)
+        except Exception:  # any graph onnxruntime runs may be served; only ours get the fast path
+            log.debug("%s: not a Gemm chain forwardpass reads back; no columns-inside session", self._what)
+            return None
+        options = ExportOptions("rows", back.dtype, back.opset, bool(back.hidden_outputs))
+        derived = build_columns_inside(back.spec, options)
+        names = {o.name for o in derived.graph.output}
+        if back.layout != "rows" or derived.graph.input[0].name != self.input_name or names != set(self.output_names):
+            return None
+        inside = self._session(serialize(derived), _session_options(threads), [CPU])
+        # One look, against the oracle within the project's bound and at the file's shapes, so that a
+        # read-back the file does not match can never answer.
+        x = np.random.default_rng(0).standard_normal((64, self._width)).astype(self.dtype)
+        ours, theirs = inside.run(None, {self.input_name: x}), self.session.run(None, {self.input_name: x})
+        y = dict(zip([o.name for o in derived.graph.output], ours))[back.output_name]
+        agree = compare(back.spec, x.T.astype(np.float64), y.T, back.dtype).ok
+        if not agree or [a.shape for a in ours] != [a.shape for a in theirs]:
+            log.warning("%s: the columns-inside session disagrees with the file; not used", self._what)
+            return None
+        return inside
+
     def _open(self, model: str | os.PathLike | bytes, provider: str, threads: int | None, tf32: bool):
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        if threads != 1:
-            # Idle pool threads would spin for work, burning cores that other workers and the gRPC
-            # threads need; a small model's calls are too short to gain from spinning.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = _session_options(threads)
         offered = ort.get_available_providers()
         if provider == "cuda" and CUDA not in offered:
             raise ProviderError(
@@ -183,6 +222,17 @@ class Runtime:
         except Exception as exc:  # onnxruntime raises its own Fail, InvalidGraph, InvalidProtobuf, ...
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelFormatError(f"{self._what}: onnxruntime cannot load it ({reason})") from None
+
+
+def _session_options(threads: int | None):
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    if threads != 1:
+        # Idle pool threads would spin for work, burning cores that other workers and the gRPC
+        # threads need; a small model's calls are too short to gain from spinning.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def cuda_offered() -> bool:

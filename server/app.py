@@ -21,11 +21,14 @@ from grpc_reflection.v1alpha import reflection
 from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.protos import grpc_service_pb2 as pb
 
+from .config import asks_for_batching
 from .control import ModelControl
 from .dataplane import DataPlane
 from .httpd import HttpServer, bind
+from .memory import keep_freed_memory
 from .metrics import SharedCounters, serve_metrics
-from .options import ServeOptions
+from .options import BATCHING_THREADS, HANDLER_THREADS, ServeOptions
+from .page import Page
 from .repository import Repository
 from .rest import RestApp
 from .security import GuardedHealth, TokenAuth, server_credentials
@@ -41,15 +44,20 @@ class Server:
 
     def __init__(self, options: ServeOptions, counters: SharedCounters | None = None, worker: int = 0) -> None:
         self.options, self.counters, self.worker = options, counters, worker
+        keep_freed_memory()  # large requests reuse freed blocks (server/memory.py)
         self.repository = Repository(
-            options.model_repository, options.provider, options.ort_threads, options.skip_bad_models
+            options.model_repository,
+            options.provider,
+            options.ort_threads,
+            options.skip_bad_models,
+            options.columns_inside,
         )
         limits = [
             ("grpc.max_receive_message_length", options.max_message_bytes),
             ("grpc.max_send_message_length", options.max_message_bytes),
         ]
         self.grpc = grpc.server(
-            ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="rpc"),
+            ThreadPoolExecutor(max_workers=handler_threads(options), thread_name_prefix="rpc"),
             options=limits,
             interceptors=[TokenAuth(options.auth_token)] if options.auth_token else [],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
@@ -115,8 +123,9 @@ class Server:
         except OSError as exc:
             where = address(self.options.host, self.options.http_port)
             raise ForwardpassError(f"cannot listen on {where} (HTTP): {exc.strerror}", Kind.UNAVAILABLE) from None
+        page = Page(self.plane, self.options.ort_web_dir) if self.options.page else None
         app = RestApp(
-            self.plane, self.options.max_message_bytes, self.options.max_concurrent_rpcs, self.options.auth_token
+            self.plane, self.options.max_message_bytes, self.options.max_concurrent_rpcs, self.options.auth_token, page
         )
         self.http = HttpServer(app, sock, self.options)
         self.http.start()
@@ -169,6 +178,13 @@ class Server:
             self.health.set(
                 name, health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
             )
+
+
+def handler_threads(options: ServeOptions) -> int:
+    """--threads, or its default for this repository: more where dynamic batching needs calls side by side."""
+    if options.threads:
+        return options.threads
+    return BATCHING_THREADS if asks_for_batching(options.model_repository) else HANDLER_THREADS
 
 
 def address(host: str, port: int) -> str:

@@ -16,7 +16,7 @@ from google.protobuf import text_format
 from forwardpass.builder.tritonconfig import PLATFORM, model_config
 from forwardpass.dtypes import of_numpy
 from forwardpass.errors import ForwardpassError
-from forwardpass.layout import CONFIG_FILE, MODEL_FILE
+from forwardpass.layout import CONFIG_FILE, MODEL_FILE, model_folders
 from forwardpass.protos.model_config_pb2 import DataType, ModelConfig, ModelInstanceGroup
 from forwardpass.runtime import Runtime
 
@@ -45,6 +45,20 @@ def read_config(model_dir: Path) -> ModelConfig | None:
         if descriptor.name not in HONOURED:
             log.warning("%s: field '%s' is ignored by forwardpass", path, descriptor.name)
     return config
+
+
+def asks_for_batching(repository: Path) -> bool:
+    """Whether any model folder's config.pbtxt asks for dynamic batching (one that cannot be read
+    counts as not: loading it says what is wrong)."""
+    for folder in model_folders(repository):
+        config = ModelConfig()
+        try:  # parsed quietly: loading the model warns about its fields once
+            text_format.Parse((folder / CONFIG_FILE).read_text(), config)
+        except (OSError, text_format.ParseError, UnicodeDecodeError):
+            continue
+        if config.HasField("dynamic_batching") and config.max_batch_size > 0:
+            return True
+    return False
 
 
 def default_config(name: str, runtime: Runtime, layout: str) -> ModelConfig:

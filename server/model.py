@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from forwardpass.builder.readback import ReadBack
 from forwardpass.protos.model_config_pb2 import ModelConfig
 from forwardpass.runtime import Runtime
 
@@ -44,6 +45,7 @@ class ServedModel:
     config: ModelConfig  # the config.pbtxt as settled against the model file
     stats: Statistics = field(default_factory=Statistics)
     batcher: Batcher | None = None
+    network: ReadBack | None = None  # the file read back: its spec, layout and dtype (for the page)
 
     def __post_init__(self) -> None:
         batching = self.config.dynamic_batching

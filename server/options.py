@@ -8,7 +8,6 @@ say one thing in --help and do another.
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -16,7 +15,11 @@ from forwardpass.credentials import read_token
 from forwardpass.errors import InputError
 from forwardpass.runtime import PROVIDERS
 
+from .cgroup import available_cpus
+
 MODES = ("none", "poll", "explicit")  # Triton's --model-control-mode
+HANDLER_THREADS = 2  # gRPC handler threads per worker by default (README, Speed: contention)
+BATCHING_THREADS = 8  # ... when dynamic batching needs calls side by side to merge them
 
 
 def option(default, help: str, flags: tuple[str, ...] = (), **argparse_options) -> object:
@@ -35,6 +38,14 @@ class ServeOptions:
     )
     http_port: int = option(8000, "HTTP/REST port (Triton's default); 0 picks a free one", type=int)
     http: bool = option(True, "serve no HTTP/REST, only gRPC", flags=("--no-http",), action="store_false")
+    page: bool = option(
+        True, "serve no page at / (the network drawn and computed in the browser)", flags=("--no-page",),
+        action="store_false",
+    )  # fmt: skip
+    ort_web_dir: Path | None = option(
+        None, "folder with onnxruntime-web's wasm backend for the page (default: `make web`'s, "
+        "then `forwardpass web-runtime`'s)", type=Path,
+    )  # fmt: skip
     provider: str = option(
         "auto",
         "execution provider for every model whose config.pbtxt does not ask for one "
@@ -49,12 +60,26 @@ class ServeOptions:
         64.0, "largest request or answer, in MiB; larger requests get RESOURCE_EXHAUSTED", type=float
     )
     workers: int = option(
-        os.cpu_count() or 1,
-        "worker processes sharing the port, each with its own sessions; one per core by default",
+        available_cpus(),
+        "worker processes sharing the port, each with its own sessions; by default one per CPU of the "
+        "cgroup's quota (cpu.max, rounded down), else one per core",
         type=int,
     )
-    threads: int = option(8, "gRPC handler threads per worker", type=int)
+    threads: int = option(
+        0,
+        f"gRPC handler threads per worker; 0: {HANDLER_THREADS} (one in Python while the other is in "
+        f"onnxruntime; more only queue for the interpreter lock: README, Speed), or {BATCHING_THREADS} when "
+        "a model's config.pbtxt asks for dynamic_batching at start-up (a worker merges at most this many calls)",
+        type=int,
+    )
     ort_threads: int = option(1, "onnxruntime intra-op threads per worker; 0 lets onnxruntime use every core", type=int)
+    columns_inside: bool = option(
+        True,
+        "run rows-layout models' large batches as the model file computes them, not through the derived "
+        "columns-layout session (README, Speed)",
+        flags=("--no-columns-inside",),
+        action="store_false",
+    )
     max_concurrent_rpcs: int = option(
         256, "calls a worker takes at once; beyond it RESOURCE_EXHAUSTED, never an unbounded queue", type=int
     )
@@ -95,8 +120,8 @@ class ServeOptions:
             raise InputError("--tls-cert and --tls-key go together")
         if self.tls_client_ca and not self.tls_cert:
             raise InputError("--tls-client-ca needs --tls-cert and --tls-key")
-        if min(self.threads, self.max_concurrent_rpcs, self.workers) < 1:
-            raise InputError("--threads, --max-concurrent-rpcs and --workers must be at least 1")
+        if min(self.max_concurrent_rpcs, self.workers) < 1 or self.threads < 0:
+            raise InputError("--max-concurrent-rpcs and --workers must be at least 1, --threads at least 0")
         if self.ort_threads < 0:
             raise InputError(f"--ort-threads must be 0 (onnxruntime decides) or more, got {self.ort_threads}")
         if self.repository_poll_secs <= 0:

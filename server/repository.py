@@ -53,9 +53,17 @@ class Repository:
     place, so a request sees either the old set of versions or the new one; a version it already
     holds finishes its call even after it was replaced."""
 
-    def __init__(self, root: str | Path, provider: str = "auto", threads: int | None = 1, skip_bad: bool = False):
+    def __init__(
+        self,
+        root: str | Path,
+        provider: str = "auto",
+        threads: int | None = 1,
+        skip_bad: bool = False,
+        columns_inside: bool = True,
+    ):
         self.root = Path(root)
         self.provider, self.threads, self.skip_bad = provider, threads, skip_bad
+        self.columns_inside = columns_inside  # large rows-layout batches through the derived session
         self.models: dict[str, ModelEntry] = {}
 
     def load(self, only: Collection[str] | None = None) -> None:
@@ -176,12 +184,14 @@ class Repository:
         path = folder / str(version) / model_file(config or ModelConfig())
         back = read_file(path)  # also refuses, by name, a file that is not a Gemm + activation chain
         provider = provider_for(config or ModelConfig(), self.provider)
-        runtime = Runtime(path, provider=provider, threads=self.threads)
+        runtime = Runtime(path, provider=provider, threads=self.threads, columns_inside=self.columns_inside)
         settled = ModelConfig()
         settled.CopyFrom(config or default_config(folder.name, runtime, back.layout))
         served_input, outputs = settle(settled, folder.name, runtime, back.layout, folder / CONFIG_FILE)
         log.info("loaded %s version %d from %s on %s", folder.name, version, path, runtime.provider)
-        return ServedModel(folder.name, version, runtime, served_input, outputs, settled.max_batch_size, settled)
+        return ServedModel(
+            folder.name, version, runtime, served_input, outputs, settled.max_batch_size, settled, network=back
+        )
 
 
 def _present(folder: Path) -> list[int]:

@@ -64,8 +64,12 @@ class Call:
 class RestApp:
     """The ASGI application over one data plane."""
 
-    def __init__(self, plane: DataPlane, max_body: int, max_in_flight: int, token: str | None = None) -> None:
+    def __init__(
+        self, plane: DataPlane, max_body: int, max_in_flight: int, token: str | None = None, page=None
+    ) -> None:
         self.plane, self.max_body, self.max_in_flight = plane, max_body, max_in_flight
+        self.page = page  # server/page.py's Page: the page at / and its routes, or None (--no-page)
+        self.routes = ROUTES + (page.routes if page is not None else [])
         self._token = f"Bearer {token}".encode() if token else None
         self.in_flight = 0
         self.draining = False  # set on SIGTERM: health still answers (not ready), new calls get 503
@@ -106,7 +110,7 @@ class RestApp:
             return 500, JSON, _error(f"internal error: {type(exc).__name__}: {exc}")
 
     def _authorize(self, path: str, headers: dict[str, str]) -> None:
-        if self._token is None or path in OPEN_PATHS:
+        if self._token is None or path in OPEN_PATHS or (self.page is not None and self.page.public(path)):
             return
         if not hmac.compare_digest(headers.get("authorization", "").encode("latin-1"), self._token):
             raise HttpError(
@@ -118,7 +122,7 @@ class RestApp:
             segments = [unquote(s, errors="strict") for s in path.strip("/").split("/")]
         except UnicodeDecodeError:
             raise HttpError(400, f"the path {path} is not percent-encoded UTF-8") from None
-        for methods, pattern, handler in ROUTES:
+        for methods, pattern, handler in self.routes:
             arguments = _match(pattern, segments)
             if arguments is None:
                 continue

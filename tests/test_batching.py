@@ -11,7 +11,7 @@ from forwardpass.runtime import Runtime
 from forwardpass.server.batching import Batcher
 from forwardpass.server.stats import Statistics
 
-from harness import in_threads
+from harness import ROOT, in_threads
 from numerics import assert_matches_oracle, feed, model_bytes, random_input, random_spec, unfeed
 
 ACTS = (Activation("relu"), Activation("sigmoid"))
@@ -124,3 +124,15 @@ def test_the_server_batches_and_answers_each_caller(server, repository):
 
     errors = in_threads(caller, [(i,) for i in range(16)])
     assert not errors, errors[:2]
+
+
+def test_handler_threads_default_to_more_only_where_a_model_batches(tmp_path, repository):
+    from forwardpass.server.app import handler_threads
+    from forwardpass.server.options import BATCHING_THREADS, HANDLER_THREADS, ServeOptions
+
+    assert handler_threads(ServeOptions(model_repository=ROOT / "models")) == HANDLER_THREADS
+    assert handler_threads(ServeOptions(model_repository=repository)) == BATCHING_THREADS  # "small" batches
+    assert handler_threads(ServeOptions(model_repository=repository, threads=3)) == 3
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.pbtxt").write_text("dynamic_batching {")  # loading reports it
+    assert handler_threads(ServeOptions(model_repository=tmp_path)) == HANDLER_THREADS

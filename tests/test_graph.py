@@ -10,6 +10,7 @@ import forwardpass
 from forwardpass.builder.graph import (
     IR_FOR_OPSET,
     ExportOptions,
+    build_columns_inside,
     build_model,
     check,
     ir_version,
@@ -127,3 +128,20 @@ def test_hidden_outputs_are_named_after_the_slides(spec):
     names = [o.name for o in model.graph.output]
     assert names[0] == "y"
     assert names[1:] == ["Z1", "A1", "Z2", "A2", "Z3", "A3", "Z4", "A4", "Z5"]
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_columns_inside_has_the_rows_models_inputs_and_outputs(spec, hidden):
+    options = ExportOptions(expose_hidden=hidden)
+    rows, inside = build_model(spec, options), build_columns_inside(spec, options)
+    check(inside)
+    assert [(i.name, i.type) for i in inside.graph.input] == [(i.name, i.type) for i in rows.graph.input]
+    assert [(o.name, o.type) for o in inside.graph.output] == [(o.name, o.type) for o in rows.graph.output]
+    ops = [n.op_type for n in inside.graph.node]
+    assert ops[0] == "Transpose" and ops.count("Transpose") == 1 + len(rows.graph.output)
+    assert all(not a.name == "transB" for n in inside.graph.node for a in n.attribute)  # columns Gemms
+
+
+def test_columns_inside_takes_rows_options_only(spec):
+    with pytest.raises(SpecError, match="rows-layout"):
+        build_columns_inside(spec, ExportOptions(layout="columns"))

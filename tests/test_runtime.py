@@ -5,12 +5,13 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 
 from forwardpass.builder.graph import newest_opset
 from forwardpass.builder.spec import Activation
 from forwardpass.errors import InputError, Kind, ModelFormatError, ProviderError
-from forwardpass.runtime import Runtime, cuda_offered
+from forwardpass.runtime import LARGE_BATCH, Runtime, cuda_offered
 
 from harness import in_threads
 from numerics import assert_matches_oracle, feed, model_bytes, random_input, random_spec, unfeed
@@ -127,3 +128,48 @@ def test_no_onnxruntime_names_both_extras():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "forwardpass[cpu]" in out and "forwardpass[gpu]" in out and "cannot share" in out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("hidden", [False, True])
+def test_large_rows_batches_run_columns_inside_and_match_the_oracle(dtype, hidden):
+    acts = (Activation("relu"), Activation("leaky_relu", 0.2), Activation("tanh"), Activation("softmax"))
+    spec = random_spec(np.random.default_rng(2), (3, 5, 4, 6, 3), acts)
+    runtime = Runtime(model_bytes(spec, dtype=dtype, expose_hidden=hidden), provider="cpu", threads=1)
+    assert runtime.columns_inside
+    X = random_input(np.random.default_rng(3), 3, LARGE_BATCH + 7, dtype)
+    outputs = runtime.run(feed(X, "rows"))
+    assert_matches_oracle(spec, X, unfeed(outputs["y"], "rows"), dtype)
+    for name in runtime.output_names[1:]:  # every Z[l] and A[l] as [batch, n_l], like the file's
+        assert outputs[name].shape == (LARGE_BATCH + 7, spec.sizes[int(name[1:])])
+        assert_matches_oracle(spec, X, unfeed(outputs[name], "rows"), dtype, layer=name)
+
+
+def test_columns_inside_can_be_switched_off_and_is_never_made_for_columns_or_foreign_names(spec):
+    assert not Runtime(model_bytes(spec), provider="cpu", columns_inside=False).columns_inside
+    assert not Runtime(model_bytes(spec, layout="columns"), provider="cpu").columns_inside
+    foreign = onnx.load_from_string(model_bytes(spec))
+    foreign.graph.output[0].name = foreign.graph.node[-1].output[0] = "probability"
+    runtime = Runtime(foreign.SerializeToString(), provider="cpu")
+    assert not runtime.columns_inside  # readback takes it, but its names are not ours
+    assert runtime.predict(np.ones((LARGE_BATCH, 3), np.float32)).shape == (LARGE_BATCH, 1)
+
+
+def test_a_columns_inside_session_that_disagrees_with_the_oracle_is_never_used(spec, monkeypatch, caplog):
+    import dataclasses
+
+    import forwardpass.runtime as runtime_module
+
+    build = runtime_module.build_columns_inside
+
+    def off_by_a_bias(back_spec, options):  # a derivation gone wrong: every bias moved by one
+        moved = tuple(b + 1.0 for b in back_spec.biases)
+        return build(dataclasses.replace(back_spec, biases=moved), options)
+
+    monkeypatch.setattr(runtime_module, "build_columns_inside", off_by_a_bias)
+    with caplog.at_level(logging.WARNING, logger="forwardpass.runtime"):
+        runtime = Runtime(model_bytes(spec), provider="cpu")
+    assert not runtime.columns_inside
+    assert "disagrees" in caplog.text
+    X = random_input(np.random.default_rng(4), 3, LARGE_BATCH, "float32")
+    assert_matches_oracle(spec, X, unfeed(runtime.predict(feed(X, "rows")), "rows"), "float32")

@@ -187,14 +187,16 @@ def test_columns_model_takes_examples_as_columns(stub, repository):
     assert_matches_oracle(spec_of(repository, "columns"), X, decode(response), "float32")
 
 
-def test_hidden_outputs_can_be_requested(stub, repository):
+@pytest.mark.parametrize("batch", [6, 5000])  # 5,000 rows run through the columns-inside session
+def test_hidden_outputs_can_be_requested(stub, repository, batch):
     spec = spec_of(repository, "hidden")
-    X = random_input(np.random.default_rng(3), 3, 6, "float32")
+    X = random_input(np.random.default_rng(3), 3, batch, "float32")
     request = raw_request("hidden", np.ascontiguousarray(X.T))
     for name in ("A2", "Z1", "y"):
         request.outputs.add(name=name)
     response = stub.ModelInfer(request)
     assert [o.name for o in response.outputs] == ["A2", "Z1", "y"]
+    assert [list(o.shape)[0] for o in response.outputs] == [batch] * 3
     assert_matches_oracle(spec, X, decode(response, 0).T, "float32", layer="A2")
     assert_matches_oracle(spec, X, decode(response, 1).T, "float32", layer="Z1")
     assert_matches_oracle(spec, X, decode(response, 2).T, "float32")

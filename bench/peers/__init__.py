@@ -47,6 +47,10 @@ VENV_PACKAGES: dict[str, list[str]] = {
     ],
     "pytriton": ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0", "numpy"],
     "kserve": ["kserve==0.21.0", "onnxruntime==1.32.0", "numpy"],
+    # Triton's load generator, not a server: tritonclient 2.41 bundles a perf_analyzer binary that
+    # runs on this glibc (the perf-analyzer wheels from 2.60 on need 2.38); it links libcudart.so.12
+    # even without a GPU, which this wheel provides, and Debian's libb64-0d.
+    "perf_analyzer": ["tritonclient[grpc]==2.41.0", "nvidia-cuda-runtime-cu12"],
 }
 
 STAMP = ".peer-installed"
