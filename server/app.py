@@ -3,8 +3,8 @@ on stop, take no new calls and finish those in flight within a grace period. `wo
 one of these per worker process.
 
 The server answers live at once and ready only once every model has loaded (a worker joining others
-loads first, then binds). Health
-(grpc.health.v1, overall and per model) and reflection (so grpcurl needs no .proto) ride along.
+loads first, then binds). Health (grpc.health.v1, overall and per model) and reflection (so grpcurl
+needs no .proto) ride along.
 """
 
 from __future__ import annotations
