@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from forwardpass.builder.graph import ExportOptions, build_columns_inside, serialize
-from forwardpass.builder.readback import read_model
+from forwardpass.builder.readback import ReadBack, read_model
 
 from .dtypes import BY_ONNXRUNTIME
 from .errors import ForwardpassError, InputError, Kind, ModelFormatError, ProviderError
@@ -62,6 +62,7 @@ class Runtime:
         threads: int | None = None,
         tf32: bool = False,
         columns_inside: bool = True,
+        read_back: ReadBack | None = None,  # the file read back, where the caller has it: not read twice
     ) -> None:
         if ort is None:
             raise ProviderError(f"onnxruntime is not installed; {INSTALL_HINT}")
@@ -92,7 +93,7 @@ class Runtime:
         self._first_output = self.output_names[:1]
         self._inside = None  # the derived columns-layout session that large batches run through
         if columns_inside and self.provider == "cpu" and self._width_axis == 1:
-            self._inside = self._columns_session(model, threads)
+            self._inside = self._columns_session(model, threads, read_back)
         self._local = threading.local()  # an IO binding per thread: bindings are not thread-safe
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -166,12 +167,13 @@ class Runtime:
         """Whether large batches run through the derived columns-layout session."""
         return self._inside is not None
 
-    def _columns_session(self, model: str | os.PathLike | bytes, threads: int | None):
+    def _columns_session(self, model: str | os.PathLike | bytes, threads: int | None, back: ReadBack | None):
         """The rows model's columns-inside equivalent, or None where the file is no Gemm chain that
         reads back with our names, or the equivalent does not answer as the file does."""
         try:
-            loaded = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(os.fspath(model))
-            back = read_model(loaded)
+            if back is None:
+                loaded = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(os.fspath(model))
+                back = read_model(loaded)
         except Exception:  # any graph onnxruntime runs may be served; only ours get the fast path
             log.debug("%s: not a Gemm chain forwardpass reads back; no columns-inside session", self._what)
             return None

@@ -184,7 +184,9 @@ class Repository:
         path = folder / str(version) / model_file(config or ModelConfig())
         back = read_file(path)  # also refuses, by name, a file that is not a Gemm + activation chain
         provider = provider_for(config or ModelConfig(), self.provider)
-        runtime = Runtime(path, provider=provider, threads=self.threads, columns_inside=self.columns_inside)
+        runtime = Runtime(
+            path, provider=provider, threads=self.threads, columns_inside=self.columns_inside, read_back=back
+        )
         settled = ModelConfig()
         settled.CopyFrom(config or default_config(folder.name, runtime, back.layout))
         served_input, outputs = settle(settled, folder.name, runtime, back.layout, folder / CONFIG_FILE)
