@@ -33,6 +33,15 @@ BACKEND = "onnxruntime"
 
 def read_config(model_dir: Path) -> ModelConfig | None:
     """The parsed config.pbtxt of a model folder, or None when there is none."""
+    config = parse_config(model_dir)
+    for descriptor, _ in config.ListFields() if config is not None else ():
+        if descriptor.name not in HONOURED:
+            log.warning("%s: field '%s' is ignored by forwardpass", model_dir / CONFIG_FILE, descriptor.name)
+    return config
+
+
+def parse_config(model_dir: Path) -> ModelConfig | None:
+    """read_config without its warnings about ignored fields."""
     path = model_dir / CONFIG_FILE
     if not path.exists():
         return None
@@ -41,9 +50,6 @@ def read_config(model_dir: Path) -> ModelConfig | None:
         text_format.Parse(path.read_text(), config)
     except (text_format.ParseError, UnicodeDecodeError) as exc:
         raise ForwardpassError(f"{path}: {exc}") from None
-    for descriptor, _ in config.ListFields():
-        if descriptor.name not in HONOURED:
-            log.warning("%s: field '%s' is ignored by forwardpass", path, descriptor.name)
     return config
 
 
@@ -51,12 +57,11 @@ def asks_for_batching(repository: Path) -> bool:
     """Whether any model folder's config.pbtxt asks for dynamic batching (one that cannot be read
     counts as not: loading it says what is wrong)."""
     for folder in model_folders(repository):
-        config = ModelConfig()
-        try:  # parsed quietly: loading the model warns about its fields once
-            text_format.Parse((folder / CONFIG_FILE).read_text(), config)
-        except (OSError, text_format.ParseError, UnicodeDecodeError):
+        try:  # quietly: loading the model warns about its fields once
+            config = parse_config(folder)
+        except (ForwardpassError, OSError):
             continue
-        if config.HasField("dynamic_batching") and config.max_batch_size > 0:
+        if config is not None and config.HasField("dynamic_batching") and config.max_batch_size > 0:
             return True
     return False
 
