@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import peers  # noqa: E402  (bench/peers: the virtualenvs)
 import serve_http  # noqa: E402  (the HTTP requests, and h2load --h1 as the load)
-from report import machine, progress  # noqa: E402
+from report import errors_cell, machine, progress  # noqa: E402
 from servers import request_array, start  # noqa: E402
 
 APPS = ROOT / "bench" / "http_stacks"
@@ -297,12 +297,10 @@ def table(rows: list[dict]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in rows:
-        errors = sum(c["errors"].values())
-        detail = f" ({', '.join(f'{k}: {v}' for k, v in sorted(c['errors'].items()))})" if errors else ""
         lines.append(
             f"| {c['stack']} | {_count(c['req_per_s'])} | {_ratio(c['req_per_s_ratio'])} | "
             f"{_count(c['req_per_cpu_s'])} | {_ratio(c['req_per_cpu_s_ratio'])} | {_f(c['p50_ms'])} | "
-            f"{_f(c['p99_ms'])} | {_f(c['server_cores'])} | {_f(c['client_cores'])} | {errors}{detail} |"
+            f"{_f(c['p99_ms'])} | {_f(c['server_cores'])} | {_f(c['client_cores'])} | {errors_cell(c['errors'])} |"
         )
     return lines
 

@@ -50,6 +50,13 @@ def progress(step: int, total: int, label: str) -> None:
         sys.stderr.write("\n")
 
 
+def errors_cell(errors: dict[str, int]) -> str:
+    """A table cell: how many calls failed, and how many with each status when any did."""
+    total = sum(errors.values())
+    detail = ", ".join(f"{code}: {n}" for code, n in sorted(errors.items()))
+    return f"{total} ({detail})" if total else "0"
+
+
 def percentile(values: list[float], q: float) -> float | None:
     """The q-th percentile of values, None when there are none."""
     return float(np.percentile(values, q)) if values else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from report import errors_cell
+
 PEERS = ("MLServer", "PyTriton", "KServe")
 # Large requests as before the speed work: the file's own Gemms and glibc's malloc thresholds.
 BEFORE = "forwardpass, 1 worker, the large-request path before (--no-columns-inside, FORWARDPASS_MALLOC=glibc)"
@@ -52,14 +54,12 @@ def http_markdown(report: dict) -> list[str]:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
-        errors = sum(c["errors"].values())
-        detail = f" ({', '.join(f'{k}: {v}' for k, v in sorted(c['errors'].items()))})" if errors else ""
         lines.append(
             f"| {c['target']} | {c['cell']} | {c.get('encoding', '-')} | {c['concurrency']} | "
             f"{c['req_per_s']:,.0f} ({c['req_per_s_min']:,.0f}-{c['req_per_s_max']:,.0f}) | "
             f"{c['rows_per_s']:,.0f} | {_f(c['p50_ms'])} | {_f(c['p99_ms'])} | {c['server_cores']:.2f} | "
             f"{c['client_cores']:.2f} | {c['machine_cores']:.2f} | {_f(c['server_cpu_ms_per_req'], 3)} | "
-            f"{errors}{detail} |"
+            f"{errors_cell(c['errors'])} |"
         )
     bound = [c for c in cells if c["machine_cores"] >= 0.9 * cores]
     lines += [
@@ -93,13 +93,8 @@ def http_headline(report: dict) -> list[str]:
     for target in dict.fromkeys(c["target"] for c in cells):
         by_c = {c["concurrency"]: c for c in small if c["target"] == target}
         big = large.get(target)
-        lines.append(
-            f"| {target} | "
-            + " | ".join(f"{by_c[c]['req_per_s']:,.0f}" if c in by_c else "-" for c in (1, 16, 64))
-            + f" | {_f(by_c[64]['p99_ms'], 1) if 64 in by_c else '-'} | "
-            + (f"{big['rows_per_s'] / 1e6:.2f} M ({big.get('encoding', '?')})" if big else "-")
-            + " |"
-        )
+        rows = f"{big['rows_per_s'] / 1e6:.2f} M ({big.get('encoding', '?')})" if big else "-"
+        lines.append(f"| {target} | {_batch1_cells(by_c)} | {rows} |")
     lines.append("")
     lines += [f"- {line}" for line in http_verdicts(report)]
     return lines
@@ -258,13 +253,7 @@ def headline(report: dict) -> str:
     for target in targets:
         by_c = {c["concurrency"]: c for c in cells if c["target"] == target}
         rows_per_s = large[target]["rows_per_s"] if target in large else None
-        lines.append(
-            f"| {target} | "
-            + " | ".join(f"{by_c[c]['req_per_s']:,.0f}" if c in by_c else "-" for c in (1, 16, 64))
-            + f" | {_f(by_c[64]['p99_ms'], 1) if 64 in by_c else '-'} | "
-            + (f"{rows_per_s / 1e6:.1f} M" if rows_per_s else "-")
-            + " |"
-        )
+        lines.append(f"| {target} | {_batch1_cells(by_c)} | {f'{rows_per_s / 1e6:.1f} M' if rows_per_s else '-'} |")
     m = report["machine"]
     lines += [
         "",
@@ -456,6 +445,12 @@ def ratio_verdict(what: str, ours: float, theirs: float, unit: str, sense: str, 
     met = ratio >= target if sense == ">=" else ratio <= target
     figures = f"{unit.format(ours).split()[0]} vs {unit.format(theirs)}"
     return f"{what}: **{ratio:.2f}x** ({figures}; target {sense} {target}x): {'met' if met else 'not met'}"
+
+
+def _batch1_cells(by_concurrency: dict) -> str:
+    """One server's batch-1 req/s at c=1, 16 and 64 and its p99 at c=64, as table cells."""
+    rates = " | ".join(f"{by_concurrency[c]['req_per_s']:,.0f}" if c in by_concurrency else "-" for c in (1, 16, 64))
+    return f"{rates} | {_f(by_concurrency[64]['p99_ms'], 1) if 64 in by_concurrency else '-'}"
 
 
 def _f(value, digits: int = 2) -> str:
