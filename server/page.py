@@ -14,6 +14,7 @@ Every page response carries a Content-Security-Policy that allows only this orig
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -72,7 +73,7 @@ class Page:
 Answer = tuple[int, list, bytes]  # status, headers, body: what every route returns
 
 
-def _file(page: Page, name: str, call: Call) -> Answer:
+async def _file(page: Page, name: str, call: Call) -> Answer:
     path = page.files.get(name)
     if path is None or not path.is_file():
         missing = name.startswith("ort/") and name.removeprefix("ort/") in ORT_FILES
@@ -89,22 +90,22 @@ def _file(page: Page, name: str, call: Call) -> Answer:
     ]
     if call.headers.get("if-none-match") == etag:
         return 304, headers, b""
-    return 200, headers, path.read_bytes()
+    return 200, headers, await asyncio.to_thread(path.read_bytes)  # 14 MB of wasm: not on the event loop
 
 
 async def index(app: RestApp, call: Call) -> Answer:
     """The page itself."""
-    return _file(app.page, "index.html", call)
+    return await _file(app.page, "index.html", call)
 
 
 async def static(app: RestApp, call: Call) -> Answer:
     """One of the page's own files."""
-    return _file(app.page, call.segments[0], call)
+    return await _file(app.page, call.segments[0], call)
 
 
 async def ort_file(app: RestApp, call: Call) -> Answer:
     """One of onnxruntime-web's files, or how to get them."""
-    return _file(app.page, f"ort/{call.segments[0]}", call)
+    return await _file(app.page, f"ort/{call.segments[0]}", call)
 
 
 async def describe(app: RestApp, call: Call) -> Answer:
@@ -114,7 +115,7 @@ async def describe(app: RestApp, call: Call) -> Answer:
 
 async def hidden_model(app: RestApp, call: Call) -> Answer:
     """The version's network with every Z[l] and A[l] as outputs."""
-    data = app.page.network.hidden_model(*_model(call))
+    data = await asyncio.to_thread(app.page.network.hidden_model, *_model(call))  # built once, maybe large
     return 200, [(b"content-type", b"application/octet-stream"), (b"cache-control", b"no-store")], data
 
 
