@@ -120,8 +120,10 @@ class ServeOptions:
             raise InputError("--tls-cert and --tls-key go together")
         if self.tls_client_ca and not self.tls_cert:
             raise InputError("--tls-client-ca needs --tls-cert and --tls-key")
-        if min(self.max_concurrent_rpcs, self.workers) < 1 or self.threads < 0:
-            raise InputError("--max-concurrent-rpcs and --workers must be at least 1, --threads at least 0")
+        if min(self.max_concurrent_rpcs, self.workers) < 1:
+            raise InputError("--max-concurrent-rpcs and --workers must be at least 1")
+        if self.threads < 0:
+            raise InputError(f"--threads must be 0 (its default for the repository) or more, got {self.threads}")
         if self.ort_threads < 0:
             raise InputError(f"--ort-threads must be 0 (onnxruntime decides) or more, got {self.ort_threads}")
         if self.repository_poll_secs <= 0:

@@ -57,7 +57,8 @@ class Page:
         self.files = {name: FOLDER / name for name in PAGE_FILES}
         self.routes = ROUTES
         if self.ort is None:
-            log.warning("%s; the page shows the server's answers only", how_to_get())
+            given = f"--ort-web-dir {ort_dir} does not hold {', '.join(ORT_FILES)}: " if ort_dir is not None else ""
+            log.warning("%s%s; the page shows the server's answers only", given, how_to_get())
         else:
             self.files |= {f"ort/{name}": self.ort / name for name in ORT_FILES}
             # npm's own dist folder (--ort-web-dir) has no licence file: ours is the same text

@@ -96,6 +96,7 @@ def test_build_warns_about_hidden_sigmoid(repo):
         (["serve", "--http-port", "-1"], "--http-port -1 is not a TCP port"),
         (["serve", "--http-port", "8001"], "--http-port and --grpc-port are both 8001"),
         (["serve", "--workers", "0"], "--workers must be at least 1"),
+        (["serve", "--threads", "-1"], "--threads must be 0 (its default for the repository) or more, got -1"),
         (["show", "missing.onnx"], "missing.onnx: no such file"),
     ],
 )
