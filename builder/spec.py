@@ -83,6 +83,12 @@ class NetworkSpec:
         for l, act in enumerate(acts[:-1], 1):
             if act.name in OUTPUT_ONLY:
                 raise SpecError(f"layer {l} is hidden: {act.name} is an output-only activation")
+        if acts[-1].name == "softmax" and sizes[-1] == 1:
+            # softmax normalises over the output units: over one unit it is 1 whatever the input
+            raise SpecError(
+                f"layer {len(acts)}: softmax over one output unit always answers 1; for two classes use "
+                "sigmoid over one unit (the probability of the second class), or softmax over two units"
+            )
         if len(self.weights) != self.depth or len(self.biases) != self.depth:
             raise SpecError(
                 f"{self.depth} layers need {self.depth} W and b, got {len(self.weights)} W and {len(self.biases)} b"

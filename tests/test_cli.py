@@ -85,6 +85,7 @@ def test_build_warns_about_hidden_sigmoid(repo):
     [
         (["build", "--sizes", "3,x"], "expected comma-separated integers"),
         (["build", "--activations", "swish"], "unknown activation 'swish'"),
+        (["build", "--activations", "relu,softmax"], "softmax over one output unit always answers 1; for two classes"),
         (["build", "--opset", "9"], "opset 9 is out of range"),
         (["build", "--layout", "diagonal"], "invalid choice: 'diagonal'"),
         (["build", "--weights", "missing.npz"], "missing.npz: no such file"),

@@ -73,6 +73,16 @@ def test_a_wrong_shape_names_the_layer_and_both_shapes():
         )
 
 
+@pytest.mark.parametrize("activations", ["relu,softmax", "softmax"])
+def test_softmax_over_one_output_unit_is_refused_with_the_sigmoid_hint(activations):
+    """Softmax over one unit is 1 for every input: a classifier that always says yes."""
+    depth = activations.count(",") + 1
+    with pytest.raises(SpecError, match=f"layer {depth}: softmax over one output unit always answers 1; for two "
+                       "classes use sigmoid over one unit"):  # fmt: skip
+        initialize((3, 4, 1)[-depth - 1 :], parse_activations(activations, depth))
+    initialize((3, 4, 2)[-depth - 1 :], parse_activations(activations, depth))  # over two units it is a classifier
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nan_or_inf_weights_are_refused(bad):
     W1 = np.ones((4, 3))
