@@ -94,10 +94,6 @@ def model_statistics(rows: list[VersionStatistics]) -> pb.ModelStatisticsRespons
 
 def _statistics(row: VersionStatistics) -> pb.ModelStatistics:
     s = row.stats
-
-    def duration(d):
-        return pb.StatisticDuration(count=d.count, ns=d.ns)
-
     return pb.ModelStatistics(
         name=row.name,
         version=row.version,
@@ -105,12 +101,7 @@ def _statistics(row: VersionStatistics) -> pb.ModelStatistics:
         inference_count=s.inference_count,
         execution_count=s.execution_count,
         inference_stats=pb.InferStatistics(
-            success=duration(s.success),
-            fail=duration(s.fail),
-            queue=duration(s.queue),
-            compute_input=duration(s.compute_input),
-            compute_infer=duration(s.compute_infer),
-            compute_output=duration(s.compute_output),
+            **{name: pb.StatisticDuration(count=d.count, ns=d.ns) for name, d in s.durations().items()}
         ),
     )
 

@@ -1,10 +1,9 @@
 """The Open Inference Protocol over HTTP/REST (KServe V2, with Triton's extensions) as an ASGI app.
 
-Every route converts (server/restcodec.py, or a protobuf message mirrored as JSON), asks the data
-plane, and converts back; a ForwardpassError's kind becomes Triton's HTTP status, and the body of
-every error is `{"error": "<message>"}` as application/json. Paths are split before their
-segments are percent-decoded, so `..%2Fevil` reaches the data plane as the name `../evil`, which it
-refuses.
+Every route converts (server/restcodec.py), asks the data plane, and converts back; a
+ForwardpassError's kind becomes Triton's HTTP status, and the body of every error is
+`{"error": "<message>"}` as application/json. Paths are split before their segments are
+percent-decoded, so `..%2Fevil` reaches the data plane as the name `../evil`, which it refuses.
 """
 
 from __future__ import annotations
@@ -18,11 +17,10 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 import orjson
-from google.protobuf.message import Message
 
 from forwardpass.errors import ForwardpassError, Kind
 
-from . import codec, restcodec
+from . import restcodec
 from .dataplane import DataPlane, log_failure
 
 log = logging.getLogger(__name__)
@@ -167,7 +165,7 @@ class RestApp:
         return 200, JSON, _json({"name": name, "version": version, "extensions": list(extensions)})
 
     async def model_metadata(self, call: Call):
-        return _message(codec.model_metadata(self.plane.model_metadata(*_model(call))))
+        return 200, JSON, _json(restcodec.model_metadata(self.plane.model_metadata(*_model(call))))
 
     async def model_ready(self, call: Call):
         name, version = _model(call)
@@ -175,11 +173,11 @@ class RestApp:
         return (200 if ready else 503), JSON, _json({"name": name, "ready": ready})
 
     async def model_config(self, call: Call):
-        return 200, JSON, _json(message_json(self.plane.model_config(*_model(call))))
+        return 200, JSON, _json(restcodec.model_config(self.plane.model_config(*_model(call))))
 
     async def model_statistics(self, call: Call):
         name, version = _model(call) if call.segments else ("", "")
-        return _message(codec.model_statistics(self.plane.model_statistics(name, version)))
+        return 200, JSON, _json(restcodec.model_statistics(self.plane.model_statistics(name, version)))
 
     async def infer(self, call: Call):
         name, version = _model(call)
@@ -201,8 +199,7 @@ class RestApp:
 
     async def repository_index(self, call: Call):
         ready = bool(_optional_json(call.body).get("ready", False))
-        rows = self.plane.repository_index(ready)
-        return 200, JSON, _json([message_json(m) for m in codec.repository_index(rows).models])
+        return 200, JSON, _json(restcodec.repository_index(self.plane.repository_index(ready)))
 
     async def load(self, call: Call):
         parameters = _optional_json(call.body).get("parameters", {})
@@ -290,39 +287,3 @@ def _json(document) -> bytes:
 
 def _error(message: str) -> bytes:
     return _json({"error": message})
-
-
-def _message(message: Message):
-    return 200, JSON, _json(message_json(message))
-
-
-def message_json(message: Message) -> dict:
-    """A protobuf message as JSON with its proto field names, enum names and integers as numbers
-    (protobuf's own JSON writes camelCase and 64-bit integers as strings); unset submessages and
-    oneof members are left out, scalars are always written."""
-    document = {}
-    for field in message.DESCRIPTOR.fields:
-        value = getattr(message, field.name)
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            if value:
-                document[field.name] = {
-                    k: _value(field.message_type.fields_by_name["value"], v) for k, v in value.items()
-                }
-        elif field.label == field.LABEL_REPEATED:
-            document[field.name] = [_value(field, v) for v in value]
-        elif field.message_type is not None or field.containing_oneof is not None:
-            if message.HasField(field.name):
-                document[field.name] = _value(field, value)
-        else:
-            document[field.name] = _value(field, value)
-    return document
-
-
-def _value(field, value):
-    if field.message_type is not None:
-        return message_json(value)
-    if field.enum_type is not None:
-        return field.enum_type.values_by_number[value].name
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    return value

@@ -19,10 +19,14 @@ from collections.abc import Mapping
 
 import numpy as np
 import orjson
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 
 from forwardpass.dtypes import BY_DATATYPE
 from forwardpass.errors import ForwardpassError
 
+from .dataplane import IndexEntry, ModelMetadata, VersionStatistics
 from .inference import BINARY_DATA_SIZE, InferInput, InferRequest, InferResponse, RequestedOutput
 from .model import Tensor
 
@@ -197,3 +201,84 @@ def _json_values(array: np.ndarray) -> np.ndarray | list:
     if np.isfinite(array).all():
         return array
     return [v if math.isfinite(v) else NON_FINITE.get(v, "NaN") for v in array.tolist()]
+
+
+# The other answers, written from the data plane's plain values in the field order of the V2
+# protocol's messages, as Triton's HTTP door writes them.
+def model_metadata(meta: ModelMetadata) -> dict:
+    """GET /v2/models/{m}: name, versions, platform and tensors."""
+    return {
+        "name": meta.name,
+        "versions": list(meta.versions),
+        "platform": meta.platform,
+        "inputs": [_tensor(t) for t in meta.inputs],
+        "outputs": [_tensor(t) for t in meta.outputs],
+    }
+
+
+def _tensor(tensor: Tensor) -> dict:
+    return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+
+
+def model_statistics(rows: list[VersionStatistics]) -> dict:
+    """GET .../stats: each version's counters (no batch or memory figures are kept)."""
+    return {"model_stats": [_statistics(row) for row in rows]}
+
+
+def _statistics(row: VersionStatistics) -> dict:
+    s = row.stats
+    return {
+        "name": row.name,
+        "version": row.version,
+        "last_inference": s.last_inference_ms,
+        "inference_count": s.inference_count,
+        "execution_count": s.execution_count,
+        "inference_stats": {name: {"count": d.count, "ns": d.ns} for name, d in s.durations().items()},
+        "batch_stats": [],
+        "memory_usage": [],
+    }
+
+
+def repository_index(rows: list[IndexEntry]) -> list[dict]:
+    """POST /v2/repository/index: one entry per version (or per model that is not ready)."""
+    return [{"name": r.name, "version": r.version, "state": r.state, "reason": r.reason} for r in rows]
+
+
+# protobuf's JSON writes 64-bit integers as strings (JavaScript's numbers cannot hold them all);
+# Triton's config JSON writes them as numbers, as clients that read `dims` expect.
+INT64_TYPES = (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
+               FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64)  # fmt: skip
+
+
+def model_config(config: Message) -> dict:
+    """GET .../config: the ModelConfig in protobuf's JSON with proto field names, every scalar and
+    repeated field written, 64-bit integers as numbers, fields in .proto order, empty maps left out."""
+    document = json_format.MessageToDict(
+        config, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return _as_triton_writes(config.DESCRIPTOR, document)
+
+
+def _as_triton_writes(descriptor: Descriptor, document: dict) -> dict:
+    ordered = {}
+    for field in descriptor.fields:
+        if field.name not in document:
+            continue
+        value = document[field.name]
+        entry = field.message_type
+        if entry is not None and entry.GetOptions().map_entry:
+            if value:
+                ordered[field.name] = {k: _field_value(entry.fields_by_name["value"], v) for k, v in value.items()}
+        elif isinstance(value, list):
+            ordered[field.name] = [_field_value(field, v) for v in value]
+        else:
+            ordered[field.name] = _field_value(field, value)
+    return ordered
+
+
+def _field_value(field: FieldDescriptor, value):
+    if field.message_type is not None:
+        return _as_triton_writes(field.message_type, value)
+    if field.type in INT64_TYPES:
+        return int(value)
+    return value

@@ -11,6 +11,9 @@ import numpy as np
 
 from .metrics import INDEX
 
+# The durations of Triton's InferStatistics that we count, in its field order (both doors write them).
+DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+
 
 @dataclass
 class Duration:
@@ -77,11 +80,14 @@ class Statistics:
             if self.shared is not None:
                 self.shared[INDEX["nv_inference_request_failure"]] += 1
 
+    def durations(self) -> dict[str, Duration]:
+        """The durations by InferStatistics field name, in its order."""
+        return {name: getattr(self, name) for name in DURATIONS}
+
     def snapshot(self) -> Statistics:
         """A consistent copy to report."""
         with self._lock:
             copy = Statistics(self.inference_count, self.execution_count, self.last_inference_ms)
-            for name in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
-                value = getattr(self, name)
+            for name, value in self.durations().items():
                 setattr(copy, name, Duration(value.count, value.ns))
             return copy
