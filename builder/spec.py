@@ -167,6 +167,16 @@ def check_sizes(sizes: object) -> tuple[int, ...]:
     return tuple(int(n) for n in values)
 
 
+def activation_names() -> str:
+    """Every activation --activations takes, as its help lists them: from ACTIVATIONS, with aliases and rules."""
+    notes = {"leaky_relu": f"leaky_relu[:alpha] (alpha {DEFAULT_LEAKY_ALPHA:g} by default)"}
+    for alias, name in ALIASES.items():
+        notes[name] = f"{name} (or {alias})"
+    for name in OUTPUT_ONLY:
+        notes[name] = f"{name} (output layer only, over 2 or more units)"
+    return ", ".join(notes.get(name, name) for name in ACTIVATIONS)
+
+
 def parse_activations(text: str | None, depth: int) -> tuple[Activation, ...]:
     """Comma-separated activations; one name for all layers or one per layer.
 

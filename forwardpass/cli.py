@@ -30,12 +30,13 @@ from forwardpass.builder.init import SCALES, initialize
 from forwardpass.builder.npz import load_npz
 from forwardpass.builder.oracle import forward
 from forwardpass.builder.readback import read_file
-from forwardpass.builder.spec import NetworkSpec, parse_activations
+from forwardpass.builder.spec import NetworkSpec, activation_names, parse_activations
 from forwardpass.builder.trained import import_trained
 from forwardpass.builder.tritonconfig import DEFAULT_MAX_BATCH_SIZE
 
 from .arrays import read_array, write_array
 from .credentials import read_token
+from .dtypes import DTYPES as ALL_DTYPES
 from .errors import ForwardpassError, InputError
 from .runtime import PROVIDERS, Runtime
 from .tolerance import TOLERANCES
@@ -98,7 +99,7 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--activations",
         default=None,
-        help="one for all layers or one per layer, e.g. "
+        help=f"one for all layers or one per layer, of: {activation_names()}; e.g. "
         "relu,sigmoid or leaky_relu:0.2,identity (default: relu hidden, sigmoid output)",
     )
     build.add_argument("--init", choices=sorted(SCALES), default="he", help="weight initializer (b = 0)")
@@ -114,7 +115,13 @@ def make_parser() -> argparse.ArgumentParser:
         "loaded: use only files you trust (PyTorch files load with weights_only)",
     )
     build.add_argument("--layout", choices=LAYOUTS, default="rows", help="rows: x [batch, n0]; columns: X [n0, batch]")
-    build.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    build.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="float32",
+        help="element type of x, W, b and y: "
+        + ", ".join(f"{d.name} ({d.datatype} on the wire, {d.config} in config.pbtxt)" for d in ALL_DTYPES),
+    )
     build.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 13 to the installed onnx's newest")
     build.add_argument(
         "--expose-hidden", action="store_true", help="also output every Z[l] and every A[l] but the last (which is y)"

@@ -1,11 +1,15 @@
 """The forwardpass command, run as users run it: a real process, real files, real onnxruntime."""
 
+import re
+
 import numpy as np
 import pytest
 from google.protobuf import text_format
 
 from forwardpass.builder.oracle import forward
 from forwardpass.builder.readback import read_file
+from forwardpass.builder.spec import ACTIVATIONS, ALIASES
+from forwardpass.dtypes import DTYPES
 from forwardpass.protos.model_config_pb2 import DataType, ModelConfig
 from forwardpass.tolerance import compare
 
@@ -72,6 +76,17 @@ def test_build_from_weights_and_single_file_output(tmp_path):
     assert back.spec.sizes == (2, 5, 3) and str(back.spec.activations[0]) == "leaky_relu:0.1"
     np.testing.assert_array_equal(back.spec.weights[1], arrays["W2"])
     assert_one_error_line(run_cli("build", "--weights", tmp_path / "w.npz", "--output", out), "exists; pass --force")
+
+
+def test_build_help_lists_every_activation_and_dtype():
+    help_text = " ".join(run_cli("build", "--help").stdout.split())  # unwrapped
+    activations = help_text.split("--activations ACTIVATIONS")[-1].split("--init")[0]
+    for name in ACTIVATIONS + tuple(ALIASES):
+        assert re.search(rf"\b{name}\b", activations), f"--activations help leaves out {name}: {activations}"
+    assert "softmax (output layer only, over 2 or more units)" in activations
+    dtype = help_text.split("--dtype {")[-1].split("--opset")[0]
+    for d in DTYPES:
+        assert f"{d.name} ({d.datatype} on the wire" in dtype, dtype
 
 
 def test_build_warns_about_hidden_sigmoid(repo):
