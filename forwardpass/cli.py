@@ -275,16 +275,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     sizes = "-".join(str(n) for n in m.spec.sizes)
     acts = ",".join(str(a) for a in m.spec.activations)
     print(f"{args.file}: {sizes} {acts}, {m.layout} layout, {m.dtype}, opset {m.opset}: onnx checker passed")
-    print(f"provider: {result.provider}; tolerance: {result.mode} ({TOLERANCES[result.mode].reason})")
+    tolerance = TOLERANCES[result.mode]
+    print(f"provider: {result.provider}; tolerance: {result.mode}, u = {tolerance.unit:.3g} ({tolerance.reason})")
     if weights:
         print(f"weights: {weights} ({'given with --weights' if args.weights else 'beside the model'})")
     else:
         print("weights: none known; the file is compared with its own weights only")
+    print(
+        "errors: each output's error as a share of its own error bound, as the page shows it (100% is the "
+        "limit); the relative error is |error| / |oracle's y|, large where y is near 0"
+    )
     for batch, c in result.results.items():
         verdict = "within" if c.ok else "OUTSIDE"
         print(
-            f"batch {batch}: max abs error {c.max_abs:.3g}, max rel error {c.max_rel:.3g}, "
-            f"{verdict} tolerance (worst error {c.worst:.3g} of its bound)"
+            f"batch {batch}: worst error: {percent_of_bound(c.worst)} of the {result.mode} bound, {verdict} "
+            f"tolerance (max abs error {c.max_abs:.3g}, max rel error {c.max_rel:.3g} relative to |oracle's y|)"
         )
     if weights:
         print(_against_weights_line(result))
@@ -304,7 +309,17 @@ def _against_weights_line(result: Verification) -> str:
     worst = max(c.worst for c in comparisons.values())
     outside = [str(batch) for batch, c in comparisons.items() if not c.ok]
     verdict = f"OUTSIDE tolerance in batch {', '.join(outside)}" if outside else "the file computes these weights"
-    return f"against the weights: max abs error {max_abs:.3g}, worst error {worst:.3g} of its bound; {verdict}"
+    bound = f"{percent_of_bound(worst)} of the {result.mode} bound"
+    return f"against the weights: worst error: {bound} (max abs error {max_abs:.3g}); {verdict}"
+
+
+def percent_of_bound(share: float) -> str:
+    """A share of the error bound (Comparison.worst: |error| / bound) as the page writes it: a
+    percentage to 2 significant digits (web/page.js, toPrecision(2))."""
+    percent = 100 * share
+    if not np.isfinite(percent):
+        return "∞%"
+    return f"{percent:.2g}%" if percent < 100 else f"{percent:.0f}%"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

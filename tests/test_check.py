@@ -1,5 +1,6 @@
 """`forwardpass check` against the weights a file was built from: a file whose weights drifted fails."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from forwardpass.builder.graph import ExportOptions
 from forwardpass.builder.npz import npz_bytes
 from forwardpass.builder.spec import Activation, NetworkSpec
 from forwardpass.layout import MODEL_FILE, WEIGHTS_FILE
+from forwardpass.verify import intended_weights, verify
 
 from harness import ROOT, assert_one_error_line, run_cli
 from numerics import random_spec
@@ -38,6 +40,22 @@ def test_committed_models_match_the_weights_beside_them(model):
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"weights: {model.with_name(WEIGHTS_FILE)} (beside the model)" in result.stdout
     assert "the file computes these weights" in result.stdout and result.stdout.strip().endswith("ok")
+
+
+def test_check_leads_with_the_worst_errors_share_of_the_bound_as_the_page_does():
+    """The page writes |error| / bound as a percentage; a bare relative error of 0.0346 read as a 3.5% error."""
+    model = ROOT / "models" / "mlp_3_4_1" / "1" / MODEL_FILE
+    result = run_cli("check", model.relative_to(ROOT), "--provider", "cpu")
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = verify(model, "cpu", weights=intended_weights(model))
+    lines = result.stdout.splitlines()
+    for batch, c in expected.results.items():
+        (line,) = [line for line in lines if line.startswith(f"batch {batch}: ")]
+        share = f"{100 * c.worst:.2g}%"  # web/page.js: (100 * diff / bound).toPrecision(2) + '%'
+        assert line.startswith(f"batch {batch}: worst error: {share} of the float32 bound, within tolerance"), line
+        assert f"max rel error {c.max_rel:.3g} relative to |oracle's y|" in line
+    assert "the relative error is |error| / |oracle's y|, large where y is near 0" in result.stdout
+    assert re.search(r"against the weights: worst error: [\d.]+% of the float32 bound", result.stdout)
 
 
 @pytest.mark.parametrize("options", [ExportOptions(), ExportOptions("columns", "float64")], ids=["float32", "float64"])
