@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from forwardpass.builder.graph import ExportOptions
 from forwardpass.builder.spec import Activation, NetworkSpec
@@ -22,14 +24,48 @@ from numerics import random_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-token-for-tests"  # the bearer token of the test PKI's token file
+# CI (.ci/run) installs every tool the tests use and sets this: a missing one is a failure there.
+REQUIRE_TOOLS = os.environ.get("FORWARDPASS_REQUIRE_TOOLS") == "1"
+
+
+def missing_tool(reason: str) -> None:
+    """Skip the test for a tool this machine lacks, saying why; fail instead where tools are required."""
+    if REQUIRE_TOOLS:
+        pytest.fail(f"{reason} (FORWARDPASS_REQUIRE_TOOLS=1: every tool must be installed)", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_tool(command: str, package: str) -> str:
+    """The path of a command the test runs, from the Debian package named; skips (or fails) without it."""
+    path = shutil.which(command)
+    if path is None:
+        missing_tool(f"{command} is not installed: apt-get install {package} (make test does, as root)")
+    return path
+
+
+# The `forwardpass` whose servers the tests start. make test points it at a venv holding only what
+# `pip install 'forwardpass[cpu]'` gives a user (and once at the lowest versions allowed), so the
+# servers run on the dependency set users get while the clients stay in the test venv. Unset (a
+# test run by hand), it is this interpreter's.
+SERVER = os.environ.get("FORWARDPASS_SERVER")
+SERVER_COMMAND = [SERVER] if SERVER else [sys.executable, "-m", "forwardpass"]
+# An installed server does not look in this checkout's web/ for onnxruntime-web: it is told, as make run tells it.
+ORT_WEB = ROOT / "web" / "ort"
+
+
+def serve_command(*args: str) -> list[str]:
+    """The command line of `forwardpass serve ARGS` from the server under test."""
+    if SERVER and "--ort-web-dir" not in args and (ORT_WEB / ".installed").is_file():
+        args = (*args, "--ort-web-dir", str(ORT_WEB))
+    return [*SERVER_COMMAND, "serve", *args]
 
 
 class ServerProcess:
     """`forwardpass serve` in a subprocess on a free loopback port, as users run it."""
 
     def __init__(self, repository, *args: str, wait: bool = True) -> None:
-        command = [sys.executable, "-m", "forwardpass", "serve", "--grpc-port", "0", "--http-port", "0",
-                   "--provider", "cpu", "--model-repository", str(repository), *args]  # fmt: skip
+        command = serve_command("--grpc-port", "0", "--http-port", "0", "--provider", "cpu",
+                                "--model-repository", str(repository), *args)  # fmt: skip
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self.port = 0
@@ -132,7 +168,8 @@ def in_threads(function, arguments: list[tuple]) -> list[BaseException]:
 def run_cli(*args, timeout: float = 120):
     """`python -m forwardpass ARGS` from the repository root, as a user runs it."""
     env = {**os.environ, "COLUMNS": "200"}  # keep --help lines unwrapped
-    command = [sys.executable, "-m", "forwardpass", *map(str, args)]
+    args = [str(a) for a in args]
+    command = serve_command(*args[1:]) if args[:1] == ["serve"] else [sys.executable, "-m", "forwardpass", *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
@@ -178,6 +215,7 @@ def answering_worker(stub) -> str:
 def make_pki(folder: Path) -> Path:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA, and a
     token file, made with openssl in `folder`."""
+    need_tool("openssl", "openssl")
 
     def openssl(*args):
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from harness import ROOT
+from harness import ROOT, need_tool
 
 
 def test_local_bench_quick(tmp_path):
@@ -17,6 +17,7 @@ def test_local_bench_quick(tmp_path):
 
 
 def test_serve_bench_quick(tmp_path):
+    need_tool("h2load", "nghttp2-client")  # its HTTP cells
     result = subprocess.run([sys.executable, "bench/serve.py", "--quick", "--out", str(tmp_path)], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

@@ -15,7 +15,7 @@ from forwardpass.builder.spec import ACTIVATIONS, OUTPUT_ONLY, Activation
 from forwardpass.tolerance import compare
 
 import runtimes
-from harness import ROOT
+from harness import ROOT, missing_tool
 from numerics import assert_matches_oracle, feed, model_bytes, random_input, random_spec, unfeed
 
 
@@ -56,7 +56,7 @@ LOWER = {  # (runtime, dtype) it runs at a lower precision, as observed: the mod
 def require(runtime: str) -> None:
     reason = runtimes.missing(runtime)
     if reason:
-        pytest.skip(reason)
+        missing_tool(reason)
 
 
 @pytest.mark.parametrize("runtime", OTHERS)

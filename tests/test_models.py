@@ -1,7 +1,6 @@
 """The committed model repository: what it holds, and that `make models` rebuilds it byte for byte."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from forwardpass.builder.readback import read_file
 from forwardpass.protos.model_config_pb2 import ModelConfig
 from forwardpass.runtime import Runtime
 
+from harness import need_tool
 from numerics import assert_matches_oracle, random_input, reference_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,8 +21,8 @@ MODELS = {"mlp_3_4_1": ("relu", "sigmoid"), "mlp_3_4_1_sigmoid": ("sigmoid", "si
 FILES = ("1/model.onnx", "1/weights.npz", "config.pbtxt")
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_models_rebuilds_the_committed_bytes(tmp_path):
+    need_tool("make", "make")
     command = [
         "make",
         "-s",

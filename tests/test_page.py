@@ -32,7 +32,7 @@ from forwardpass.show import ELIDED_HEAD, ELIDED_TAIL
 from forwardpass.tolerance import TOLERANCES, layer_bounds
 from forwardpass.web import ORT_FILES, ort_folder
 
-from harness import ROOT, TOKEN, ServerProcess, assert_one_error_line, build_into
+from harness import ROOT, TOKEN, ServerProcess, assert_one_error_line, build_into, missing_tool, need_tool
 from numerics import random_spec
 
 BROWSER = Path("/usr/bin/chromium-headless-shell")
@@ -192,9 +192,14 @@ def test_missing_onnxruntime_web_is_a_404_that_says_how(models, tmp_path):
     assert "forwardpass web-runtime" in process.output()  # and the log says it once, at start-up
 
 
-def test_another_copy_of_onnxruntime_web_is_served_with_its_licence(models, tmp_path):
+def need_onnxruntime_web() -> None:
+    """onnxruntime-web in web/ort/, which `make web` fetches with npm (make test does where npm is)."""
     if ort_folder() is None:
-        pytest.skip("onnxruntime-web is not installed for the page: make web")
+        missing_tool("onnxruntime-web is not installed for the page: make web (it needs npm)")
+
+
+def test_another_copy_of_onnxruntime_web_is_served_with_its_licence(models, tmp_path):
+    need_onnxruntime_web()
     for name in ORT_FILES:  # as npm's dist folder has them: no licence file beside
         shutil.copy(ort_folder() / name, tmp_path / name)
     with serving(models, "--ort-web-dir", str(tmp_path)) as process:
@@ -217,10 +222,8 @@ def test_web_runtime_without_npm_is_one_error_line(tmp_path):
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
-    if not BROWSER.exists():
-        pytest.skip(f"no {BROWSER}: apt-get install chromium-headless-shell (make test does, as root)")
-    if ort_folder() is None:
-        pytest.skip("onnxruntime-web is not installed for the page: make web")
+    need_tool(str(BROWSER), "chromium-headless-shell")
+    need_onnxruntime_web()
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(BROWSER))
         yield launched

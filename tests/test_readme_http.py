@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from urllib.parse import urlsplit
@@ -18,7 +17,7 @@ import pytest
 from forwardpass.builder.oracle import forward
 from forwardpass.builder.readback import read_file
 
-from harness import ROOT
+from harness import ROOT, need_tool
 
 SECTION = "### Calling it over HTTP"
 EXAMPLE_INPUT = "[[0.1, 0.2, 0.3], [1.0, -1.0, 0.5]]"
@@ -65,8 +64,8 @@ def on_server(code: str, server) -> str:
 
 def run(language: str, code: str, cwd) -> subprocess.CompletedProcess:
     if language == "sh":
-        if "curl" in code and shutil.which("curl") is None:
-            pytest.skip("curl is not installed")
+        if "curl" in code:
+            need_tool("curl", "curl")
         command = ["bash", "-c", "set -euo pipefail\n" + code]
     else:
         command = [sys.executable, "-c", code]

@@ -17,8 +17,6 @@ from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
 from harness import ROOT, TOKEN, ServerProcess
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the test certificates")
-
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory):
