@@ -355,13 +355,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     """forwardpass infer."""
-    from .client import Client
+    from .client import HTTP_SCHEMES, Client, WrongProtocol
 
     token = read_token(args.auth_token_file) if args.auth_token_file else None
     tls = dict(tls=args.tls, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
     # The client refuses --json with a gRPC URL before any file is read or any connection made.
     with Client(args.url, timeout=args.timeout, token=token, binary=not args.json, **tls) as client:
-        write_array(client.infer(args.model, read_array(args.input), args.model_version), args.output)
+        try:
+            y = client.infer(args.model, read_array(args.input), args.model_version)
+        except WrongProtocol as exc:
+            speaks = "an HTTP/REST" if exc.url.startswith(HTTP_SCHEMES) else "a gRPC"
+            raise InputError(f"{args.url} is {speaks} port; use --url {exc.url}") from None
+        write_array(y, args.output)
     return 0
 
 

@@ -64,6 +64,15 @@ KIND_OF_HTTP = {
 NOT_READY_HTTP = (400, 404, 503)
 
 
+class WrongProtocol(ForwardpassError):
+    """The address answers in the other protocol: a gRPC address at an HTTP/1.x port, or an http://
+    URL at a gRPC (HTTP/2) port. `url` is how to reach that port in the protocol it speaks."""
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message, Kind.BAD_INPUT)
+        self.url = url
+
+
 class Client:
     """One connection to a server: a gRPC channel, or one keep-alive HTTP connection that calls from
     several threads take turns on; thread-safe either way."""
@@ -137,7 +146,7 @@ class _Grpc:
     json = False
 
     def __init__(self, url, timeout, max_message_bytes, tls, tls_ca, tls_cert, tls_key, token) -> None:
-        self.url, self.timeout = url, timeout
+        self.url, self.timeout, self.tls = url, timeout, tls
         limits = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -182,7 +191,16 @@ class _Grpc:
             return getattr(self.stub, method)(request, timeout=self.timeout, metadata=self._auth)
         except grpc.RpcError as exc:
             code = exc.code()
-            if code == grpc.StatusCode.UNAVAILABLE and "connect" in (exc.details() or "").lower():
+            details = (exc.details() or "").lower()
+            # gRPC's words when the port answers HTTP/1.x: "Failed parsing HTTP/2 ... (Trying to connect an
+            # http1.x server (HTTP status 400))"; the whole of it is a frame dump no user needs.
+            if "http1.x" in details or "failed parsing http/2" in details:
+                scheme = "https" if self.tls else "http"
+                raise WrongProtocol(
+                    f"{self.url} answers HTTP/1.x, not gRPC: it is an HTTP port; use {scheme}://{self.url}",
+                    f"{scheme}://{self.url}",
+                ) from None
+            if code == grpc.StatusCode.UNAVAILABLE and "connect" in details:
                 raise ForwardpassError(f"cannot reach {self.url}: {exc.details()}", Kind.UNAVAILABLE) from None
             kind = KIND_OF.get(code, Kind.UNAVAILABLE)
             raise ForwardpassError(f"{method} failed with {code.name}: {exc.details()}", kind) from None
@@ -284,6 +302,15 @@ class _Http:
                 return self._send(method, target, body, headers)
         except TimeoutError:
             raise ForwardpassError(f"{method} {target} timed out after {self.timeout} s", Kind.DEADLINE) from None
+        except http.client.BadStatusLine as exc:
+            if not exc.line.startswith("\x00"):
+                raise ForwardpassError(f"cannot reach {self.url}: {exc!r:.200}", Kind.UNAVAILABLE) from None
+            # An HTTP/2 frame (a frame's length starts with a zero byte) where a status line should be: gRPC.
+            host = f"[{self._host}]" if ":" in self._host else self._host
+            grpc_address = f"{host}:{self._port or (443 if self._context else 80)}"
+            raise WrongProtocol(
+                f"{self.url} answers HTTP/2, not HTTP/1.x: it is a gRPC port; use {grpc_address}", grpc_address
+            ) from None
         except (OSError, http.client.HTTPException) as exc:
             raise ForwardpassError(f"cannot reach {self.url}: {exc}", Kind.UNAVAILABLE) from None
 

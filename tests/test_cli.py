@@ -13,7 +13,7 @@ from forwardpass.dtypes import DTYPES
 from forwardpass.protos.model_config_pb2 import DataType, ModelConfig
 from forwardpass.tolerance import compare
 
-from harness import ROOT, assert_one_error_line, run_cli
+from harness import ROOT, ServerProcess, assert_one_error_line, run_cli
 
 
 @pytest.fixture
@@ -196,3 +196,25 @@ def test_demo_prints_onnxruntime_beside_the_oracle():
 def test_help_shows_defaults():
     out = run_cli("build", "--help").stdout
     assert "(default: rows)" in out and "(default: 17)" in out and "(default: 1048576)" in out
+
+
+@pytest.fixture(scope="module")
+def committed_models_server():
+    server = ServerProcess(ROOT / "models", "--workers", "1")
+    yield server
+    assert server.stop() == 0
+
+
+def test_infer_at_the_other_protocols_port_names_the_url_to_use(committed_models_server, tmp_path):
+    """gRPC's own answer from an HTTP/1.x port is a dump of HTTP/2 frame parsing; the user needs the URL."""
+    server = committed_models_server
+    np.savetxt(tmp_path / "x.csv", np.ones((2, 3)), delimiter=",")
+    http_port = server.http_url.rsplit(":", 1)[1]
+    at_http = run_cli("infer", "--url", f"127.0.0.1:{http_port}", "--model", "mlp_3_4_1", "--input", tmp_path / "x.csv")
+    assert_one_error_line(at_http, f"is an HTTP/REST port; use --url http://127.0.0.1:{http_port}")
+    at_grpc = run_cli("infer", "--url", f"http://{server.url}", "--model", "mlp_3_4_1", "--input", tmp_path / "x.csv")
+    assert_one_error_line(at_grpc, f"is a gRPC port; use --url {server.url}")
+    right = run_cli(
+        "infer", "--url", f"http://127.0.0.1:{http_port}", "--model", "mlp_3_4_1", "--input", tmp_path / "x.csv"
+    )
+    assert right.returncode == 0 and len(right.stdout.split()) == 2, right.stderr
