@@ -165,10 +165,13 @@ class Server:
             else:
                 models.append(f"{name} (NOT READY)")
         where = address(self.options.host, self.port) + " (gRPC)"
+        page = ""  # the page's URL, for a user to open
         if self.http is not None:
-            scheme = "https" if self.options.tls else "http"
-            where += f" and {scheme}://{address(self.options.host, self.http.port)} (HTTP)"
-        return f"forwardpass serving on {where}: {', '.join(models)}; provider {', '.join(sorted(providers)) or 'none'}"
+            http = f"{'https' if self.options.tls else 'http'}://{address(self.options.host, self.http.port)}"
+            where += f" and {http} (HTTP)"
+            page = f"; page: {http}/" if self.options.page else ""
+        provider = ", ".join(sorted(providers)) or "none"
+        return f"forwardpass serving on {where}: {', '.join(models)}; provider {provider}{page}"
 
     def _set_health(self, status: int) -> None:
         self.health.set("", status)

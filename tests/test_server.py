@@ -1,6 +1,7 @@
 """The gRPC server, through a real socket: every RPC, the oracle's answers, every bad input's status."""
 
 import threading
+import urllib.request
 
 import grpc
 import numpy as np
@@ -14,7 +15,7 @@ from forwardpass.errors import ForwardpassError
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from harness import in_threads
+from harness import ROOT, ServerProcess, in_threads
 from numerics import assert_matches_oracle, random_input
 
 COMMITTED = ("mlp_3_4_1", "mlp_3_4_1_sigmoid")
@@ -63,6 +64,22 @@ def decode(response, index=0):
 def test_server_is_live_and_ready(stub):
     assert stub.ServerLive(pb.ServerLiveRequest()).live
     assert stub.ServerReady(pb.ServerReadyRequest()).ready
+
+
+def test_the_banner_names_the_pages_url(server):
+    (banner,) = [line for line in server.lines if "serving on" in line]
+    assert f"; page: {server.http_url}/" in banner, banner
+    with urllib.request.urlopen(f"{server.http_url}/", timeout=10) as answer:
+        assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/html")
+
+
+def test_a_server_without_the_page_names_none():
+    server = ServerProcess(ROOT / "models", "--workers", "1", "--no-page")
+    try:
+        (banner,) = [line for line in server.lines if "serving on" in line]
+        assert server.http_url and "page:" not in banner, banner
+    finally:
+        assert server.stop() == 0
 
 
 def test_model_ready_for_loaded_models_only(stub):
