@@ -23,8 +23,9 @@ phase() {  # phase NAME COMMAND...: run it, print and keep its time
 }
 
 host_settings() {
-    # the host's files, dereferenced, over the container's; its authorities also where
-    # update-ca-certificates keeps local ones, so that a package's trigger does not drop them
+    # the host's files, dereferenced, over the container's (apt's sources are the host's alone); its
+    # authorities also where update-ca-certificates keeps local ones, so that a trigger keeps them
+    [ -d /run/host/etc/apt ] && rm -f /etc/apt/sources.list
     (cd /run/host && find . \( -type f -o -type l \) -print0) | while IFS= read -r -d '' file; do
         mkdir -p "$(dirname "/${file#./}")" && cp -L "/run/host/${file#./}" "/${file#./}" 2>/dev/null
     done

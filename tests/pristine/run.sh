@@ -40,6 +40,8 @@ mount_named() {  # every absolute path or file:// URL among the words of $1 that
         path=${path%%,*}
         case $path in /etc/ssl/* | /etc/pki/* | /etc/apt/* | /etc/pip.conf | /etc/xdg/pip*) continue ;; /?*) ;; *) continue ;; esac
         [ -e "$path" ] || continue
+        # a PEP 503 index (DIR/simple) links to its files beside it, in DIR: DIR goes in
+        [ "$(basename "$path")" = simple ] && path=$(dirname "$path")
         case $seen in *" $path "*) continue ;; esac
         seen="$seen$path "
         mounts+=(-v "$(realpath "$path"):$path:ro")
