@@ -34,8 +34,8 @@ from pathlib import Path
 import closed_loop
 import peers
 import serve_http
+from markers import replace_section
 from procfs import cpu_seconds, process_tree
-from readme import replace_section
 from report import machine, percentile, progress
 from servers import ROOT, forwardpass_command, request_array, request_bytes, serve
 
@@ -52,7 +52,6 @@ LOADS = (
     ("50 M rows/s in requests of 65,536 rows over gRPC", "gRPC", 65536, 50e6 / 65536),
     ("50 M rows/s in requests of 65,536 rows over HTTP (binary)", "HTTP", 65536, 50e6 / 65536),
 )
-DOCS = ROOT / "docs" / "deploy.md"
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -188,7 +187,7 @@ def markdown(report: dict) -> str:
         f"{m['cpu']}, one worker pinned to one core, the load on the other; medians of {report['runs']} runs; "
         f"{m['date']}; "
         f"onnxruntime {m['onnxruntime']}, grpcio {m['grpcio']}. `python bench/capacity.py` "
-        "(bench/results/capacity.json).",
+        "(its raw cells: bench/results/capacity.json, kept locally).",
         "",
         f"| load | CPU ms per request | busy cores | cores at {UTILIZATION:.0%} | pods of {POD_CORES} CPUs "
         f"(at least {MIN_PODS}) | "
@@ -234,7 +233,7 @@ def main() -> int:
     (args.out / f"{stem}.md").write_text(f"# Capacity per core\n\n{table}")
     print(table)
     if args.update_docs and not args.quick:
-        replace_section("capacity", table, DOCS)
+        replace_section("capacity", table)
     errors = sum(c["errors"] for c in cells)
     if errors:
         print(f"{errors} calls failed", file=sys.stderr)

@@ -6,10 +6,10 @@ Measures, in one run on one machine:
     Runtime.predict running the file's own Gemms (columns_inside=False), the path before it;
   * the per-call time at N = 1 of Runtime.predict vs a bare InferenceSession.run on the same file.
 Each cell is timed in several repeats; the report gives the median and the spread (min to max) and
-the ratios to the baselines, which are what the README quotes. Absolute numbers move with the
+the ratios to the baselines, which are what docs/speed.md quotes. Absolute numbers move with the
 machine and its load; ratios from one run are the honest comparison.
 
-    python bench/local.py [--model models/mlp_3_4_1/1/model.onnx] [--repeats 7] [--quick]
+    python bench/local.py [--model models/mlp_3_4_1/1/model.onnx] [--repeats 7] [--quick] [--update-docs]
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def markdown(result: dict) -> str:
 
 
 def headline(result: dict) -> str:
-    """The ratios the README quotes, each beside its target."""
+    """The ratios docs/speed.md quotes, each beside its target."""
     parts = [
         f"- per call at N = 1, forwardpass / bare `run()`: **{result['per_call_n1']['ratio']:.2f}x** (target <= 1x)"
     ]
@@ -226,7 +226,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="2 repeats, N up to 65,536: a smoke run, not a report")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results")
-    parser.add_argument("--update-readme", action="store_true", help="put the headline in the README")
+    parser.add_argument("--update-docs", action="store_true", help="put the headline in docs/speed.md")
     args = parser.parse_args()
     sizes = SIZES[:4] if args.quick else SIZES
     repeats = 2 if args.quick else args.repeats
@@ -236,8 +236,8 @@ def main() -> int:
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))
-    if args.update_readme:
-        from readme import replace_section
+    if args.update_docs:
+        from markers import replace_section
 
         replace_section("local-headline", headline(result) + "\n")
     return 0

@@ -573,11 +573,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="N, for the N-worker cells")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--update-readme", action="store_true", help="put the headline in the README")
-    parser.add_argument("--report", type=Path, help="only write the Markdown (and README) from this JSON")
+    parser.add_argument("--update-docs", action="store_true", help="put the headline in docs/speed.md")
+    parser.add_argument("--report", type=Path, help="only write the Markdown (and docs) from this JSON")
     args = parser.parse_args()
     if args.report:
-        return write_report(json.loads(args.report.read_text()), args.out, args.report.stem, args.update_readme)
+        return write_report(json.loads(args.report.read_text()), args.out, args.report.stem, args.update_docs)
     if args.quick:
         args.runs = 1
     bench = ServeBench(args)
@@ -600,16 +600,16 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "serve-quick" if args.quick else "serve"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    return write_report(report, args.out, stem, args.update_readme)
+    return write_report(report, args.out, stem, args.update_docs)
 
 
-def write_report(report: dict, out: Path, stem: str, update_readme: bool) -> int:
-    from readme import replace_section
+def write_report(report: dict, out: Path, stem: str, update_docs: bool) -> int:
+    from markers import replace_section
     from serve_report import headline, markdown
 
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
-    if update_readme:
+    if update_docs:
         replace_section("serve-headline", headline(report))
     return 0
 

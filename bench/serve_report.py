@@ -9,17 +9,10 @@ PEERS = ("MLServer", "PyTriton", "KServe")
 BEFORE = "forwardpass, 1 worker, the large-request path before (--no-columns-inside, FORWARDPASS_MALLOC=glibc)"
 # The large-request path switched off, in part and whole, beside forwardpass 1 worker.
 LARGE_BEFORE = ("forwardpass, 1 worker, --no-columns-inside", BEFORE)
-# Reports from before the label said what runs: that "Triton" was PyTriton's Python model too.
-RENAMED = {"Triton (PyTriton 0.7.0)": "PyTriton 0.7.0"}
 PYTRITON = (
     "PyTriton 0.7.0 is Triton (PyTriton: a Python model behind Triton's front end): Triton's server and "
     "dynamic batcher calling a Python function that runs onnxruntime, not Triton's onnxruntime backend."
 )
-
-
-def _relabelled(report: dict) -> dict:
-    """The report with its servers under today's labels."""
-    return {**report, "cells": [{**c, "target": RENAMED.get(c["target"], c["target"])} for c in report["cells"]]}
 
 
 HTTP_LOAD = (
@@ -76,7 +69,7 @@ def http_markdown(report: dict) -> list[str]:
 
 
 def http_headline(report: dict) -> list[str]:
-    """For the README: the HTTP table beside the gRPC one, and its verdicts."""
+    """For docs/speed.md: the HTTP table beside the gRPC one, and its verdicts."""
     cells = report.get("http_cells")
     if not cells:
         return []
@@ -161,7 +154,6 @@ def http_verdicts(report: dict) -> list[str]:
 
 
 def markdown(report: dict) -> str:
-    report = _relabelled(report)
     m = report["machine"]
     n = report["workers"]
     pytriton = f" {PYTRITON}" if any(c["target"].startswith("PyTriton") for c in report["cells"]) else ""
@@ -241,8 +233,7 @@ def markdown(report: dict) -> str:
 
 
 def headline(report: dict) -> str:
-    """For the README: batch-1 req/s per server at each concurrency, and the verdicts."""
-    report = _relabelled(report)
+    """For docs/speed.md: batch-1 req/s per server at each concurrency, and the verdicts."""
     cells = [c for c in report["cells"] if c["cell"] == "batch 1"]
     large = {c["target"]: c for c in report["cells"] if c["cell"] == "65,536 rows"}
     targets = list(dict.fromkeys(c["target"] for c in cells))

@@ -110,7 +110,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--update-readme", action="store_true", help="put the figures in the README")
+    parser.add_argument("--update-docs", action="store_true", help="put the figures in docs/reliability.md")
     args = parser.parse_args()
     seconds = 10.0 if args.quick else args.seconds
     with tempfile.TemporaryDirectory(prefix="forwardpass-soak-", ignore_cleanup_errors=True) as work:
@@ -126,8 +126,8 @@ def main() -> int:
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text("# Soak (bench/soak.py)\n\n" + markdown(result))
     print(markdown(result))
-    if args.update_readme:
-        from readme import replace_section
+    if args.update_docs:
+        from markers import replace_section
 
         replace_section("soak", markdown(result))
     return 0

@@ -1,6 +1,6 @@
 """Servers the benchmark measures beside `forwardpass serve`, on the same methods and bytes.
 
-    python bench/stacks.py bare --port P --response resp.bin [--workers N] [--aio]
+    python bench/stacks.py bare --port P --response resp.bin [--workers N]
         the gRPC ceiling: the same stack and message sizes, no decoding, no inference: it answers
         every ModelInfer with the same pre-encoded response
     python bench/stacks.py aio --port P --model-repository models
@@ -60,16 +60,6 @@ def _wait_for_sigterm() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
-
-
-async def bare_aio(port: int, response: bytes) -> None:
-    async def echo(request, context):
-        return response
-
-    server = grpc.aio.server(options=LIMITS)
-    handler = grpc.unary_unary_rpc_method_handler(echo)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler}),))
-    await _serve_aio(server, port)
 
 
 async def ours_aio(port: int, repository: Path) -> None:
@@ -154,14 +144,11 @@ def main() -> int:
     parser.add_argument("--response", type=Path, help="bare: the pre-encoded ModelInferResponse; bare-http: JSON")
     parser.add_argument("--binary-response", type=Path, help="bare-http: the answer to binary requests")
     parser.add_argument("--binary-json-length", type=int, help="bare-http: the length of its JSON header")
-    parser.add_argument("--workers", type=int, default=1, help="bare, sync: processes")
-    parser.add_argument("--aio", action="store_true", help="bare: a grpc.aio server instead of sync")
+    parser.add_argument("--workers", type=int, default=1, help="bare: processes")
     parser.add_argument("--model-repository", type=Path, help="aio: the models to serve")
     args = parser.parse_args()
     if args.kind == "bare-http":
         bare_http(args.port, args.response.read_bytes(), args.binary_response.read_bytes(), args.binary_json_length)
-    elif args.kind == "bare" and args.aio:
-        asyncio.run(bare_aio(args.port, args.response.read_bytes()))
     elif args.kind == "bare":
         bare_sync(args.port, args.response.read_bytes(), args.workers)
     else:

@@ -5,15 +5,12 @@ Protocol (KServe V2) API as forwardpass, on 127.0.0.1 only, so one client can dr
 and PyTriton over gRPC and HTTP/REST, KServe's Python model server over HTTP/REST only:
 
     python = ensure_venv("mlserver", cache_dir)
-    proc = start_mlserver(python, model_path, port, workdir, parallel_workers=0)
+    proc = start_mlserver(python, model_path, port, workdir, parallel_workers=0, http_port=http_port)
     try:
-        wait_ready(port, proc, timeout=120)
-        ...  # send requests to 127.0.0.1:port
+        wait_http_ready(http_port, proc, timeout=120)
+        ...  # send requests to 127.0.0.1:port (gRPC) or http_port
     finally:
         stop(proc)
-
-    proc = start_kserve(ensure_venv("kserve", cache_dir), model_path, http_port, workdir)
-    wait_http_ready(http_port, proc, timeout=120)
 
 The peers run in virtualenvs of their own because their pins (protobuf, grpcio, numpy, uvloop)
 clash with each other and with the project's environment. Nothing here hard-codes a location:
@@ -146,17 +143,14 @@ def start_mlserver(
     port: int,
     workdir: Path,
     parallel_workers: int = 1,
-    adaptive_batching: bool = False,
     http_port: int | None = None,
 ) -> subprocess.Popen:
     """Start MLServer serving ``model`` (ONNX) as ``mlp_3_4_1`` over gRPC on 127.0.0.1:``port``.
 
     The model runs in ``mlserver_runtime.OnnxModel``, a custom runtime as MLServer users write one.
-    ``parallel_workers=0`` runs inference in the main process (MLServer's fastest setting); with
-    ``adaptive_batching`` MLServer merges up to 64 requests (MLServer counts requests, not rows),
-    waiting at most 2 ms for them. HTTP/REST goes to ``http_port`` (a free port when None); metrics are
-    off. The settings files
-    and the server's log (server.log) are written into ``workdir``.
+    ``parallel_workers=0`` runs inference in the main process (MLServer's fastest setting). HTTP/REST
+    goes to ``http_port`` (a free port when None); metrics are off. The settings files and the
+    server's log (server.log) are written into ``workdir``.
     """
     workdir = Path(workdir).resolve()
     model_dir = workdir / MODEL_NAME
@@ -170,21 +164,18 @@ def start_mlserver(
         "debug": False,
     }
     (workdir / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-    model_settings: dict[str, object] = {
+    model_settings = {
         "name": MODEL_NAME,
         "implementation": "mlserver_runtime.OnnxModel",
         "parameters": {"uri": str(Path(model).resolve())},
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}],
         "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
     }
-    if adaptive_batching:
-        model_settings["max_batch_size"] = 64
-        model_settings["max_batch_time"] = 0.002
     (model_dir / "model-settings.json").write_text(json.dumps(model_settings, indent=2) + "\n")
     env = dict(os.environ)
     # MLServer imports the runtime by module name; the parallel workers inherit this path too.
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), *filter(None, [env.get("PYTHONPATH")])])
-    _say(f"mlserver: starting on {HOST}:{port} (parallel_workers={parallel_workers}, adaptive={adaptive_batching})")
+    _say(f"mlserver: starting on {HOST}:{port} (parallel_workers={parallel_workers})")
     # The venv's console script: the mlserver package has no __main__ to run with -m.
     return _start([str(Path(python).parent / "mlserver"), "start", str(workdir)], workdir, env)
 
@@ -270,47 +261,6 @@ def wait_http_ready(port: int, process: subprocess.Popen, timeout: float, model:
         if time.monotonic() > deadline:
             raise TimeoutError(f"server on port {port} not ready after {timeout:.0f} s:\n{_tail(process)}")
         time.sleep(0.1)
-
-
-def _model_ready_request(model: str) -> bytes:
-    """A serialized ModelReadyRequest: field 1 (``name``), a length-delimited string."""
-    name = model.encode()
-    length = bytearray()
-    n = len(name)
-    while True:  # the length as a protobuf varint: 7 bits a byte, high bit set on all but the last
-        length.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            break
-    return b"\x0a" + bytes(length) + name
-
-
-def wait_ready(port: int, process: subprocess.Popen, timeout: float, model: str | None = MODEL_NAME) -> None:
-    """Wait until the server on 127.0.0.1:``port`` is ready to serve, or raise with its log's tail.
-
-    Ready means ServerReady and, unless ``model`` is None, ModelReady for ``model``: Triton (under
-    PyTriton) answers ServerReady before PyTriton has loaded any model. Raw unary calls keep this
-    free of protocol stubs: both responses hold the bool ``ready`` as field 1 (bytes 08 01 when true).
-    """
-    import grpc  # the caller's grpc; imported here so the module loads without it
-
-    checks = [("/inference.GRPCInferenceService/ServerReady", b"")]
-    if model is not None:
-        checks.append(("/inference.GRPCInferenceService/ModelReady", _model_ready_request(model)))
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(f"{HOST}:{port}") as channel:
-        calls = [(channel.unary_unary(method), request) for method, request in checks]
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode} before ready:\n{_tail(process)}")
-            try:
-                if all(call(request, timeout=1.0) == b"\x08\x01" for call, request in calls):
-                    return
-            except grpc.RpcError:
-                pass  # not listening yet, or the model not known yet: ask again
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server on port {port} not ready after {timeout:.0f} s:\n{_tail(process)}")
-            time.sleep(0.1)
 
 
 def stop(process: subprocess.Popen, timeout: float = 20.0) -> None:
