@@ -25,7 +25,16 @@ CONFIG_FILE = "config.pbtxt"
 WEIGHTS_FILE = "weights.npz"
 VERSION = re.compile(r"[1-9][0-9]{0,17}")  # ASCII only (re's [0-9], unlike str.isdigit); fits in int64
 FORBIDDEN_IN_NAMES = ("/", "\\", "\0")
+SHOWN_NAME_CHARS = 200  # a message quotes at most this much of a name a caller sent
 _warned: set[Path] = set()
+
+
+def shown(name: str) -> str:
+    """A name as a message quotes it: repr, cut to SHOWN_NAME_CHARS characters, so no caller's string is
+    echoed whole."""
+    if len(name) <= SHOWN_NAME_CHARS:
+        return repr(name)
+    return f"{name[:SHOWN_NAME_CHARS]!r}... ({len(name)} characters)"
 
 
 def check_model_name(name: str) -> str:
@@ -33,7 +42,9 @@ def check_model_name(name: str) -> str:
     if not name:
         raise ForwardpassError("the model name is empty")
     if any(c in name for c in FORBIDDEN_IN_NAMES) or name.startswith("."):
-        raise ForwardpassError(f"model name {name!r} is not a model folder name: no path separators, no leading dot")
+        raise ForwardpassError(
+            f"model name {shown(name)} is not a model folder name: no path separators, no leading dot"
+        )
     return name
 
 
@@ -79,4 +90,4 @@ def version_folders(model_dir: Path) -> dict[int, Path]:
 
 def not_found(name: str) -> ForwardpassError:
     """The one answer for a model the repository lacks, whatever else exists at that path."""
-    return ForwardpassError(f"the model repository has no model {name!r}", Kind.NOT_FOUND)
+    return ForwardpassError(f"the model repository has no model {shown(name)}", Kind.NOT_FOUND)

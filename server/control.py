@@ -38,6 +38,7 @@ class ModelControl:
 
     def __init__(self, repository: Repository, mode: str, wanted_file: Path | None, on_change: Callable[[], None]):
         self.repository, self.mode, self.wanted_file, self.on_change = repository, mode, wanted_file, on_change
+        repository.mode = mode  # its not-found answers say how a folder comes to be served
         self._lock = threading.Lock()
         self._applied: dict[str, int] = {}  # explicit mode: the generation of each model this worker has loaded
         self._seen: tuple[int, int] | None = None  # the wanted file's (inode, mtime) last applied
@@ -111,6 +112,7 @@ class ModelControl:
 
     def poll(self, seconds: float) -> None:
         """Poll mode: rescan every `seconds` in a daemon thread."""
+        self.repository.poll_secs = seconds
 
         def loop() -> None:
             while True:

@@ -16,10 +16,10 @@ from forwardpass.builder.readback import read_file
 from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.layout import (
     CONFIG_FILE,
-    check_model_name,
     model_folder,
     model_folders,
     parse_version,
+    shown,
     version_folders,
 )
 from forwardpass.layout import not_found as no_such_model
@@ -32,6 +32,7 @@ from .model import ServedModel
 log = logging.getLogger(__name__)
 
 UNLOADED = "unloaded"
+LISTED = 20  # models a not-found answer names; the rest are counted
 
 
 @dataclass
@@ -65,6 +66,11 @@ class Repository:
         self.provider, self.threads, self.skip_bad = provider, threads, skip_bad
         self.columns_inside = columns_inside  # large rows-layout batches through the derived session
         self.models: dict[str, ModelEntry] = {}
+        # How a folder comes to be served, so a not-found answer can say why one is not: ModelControl
+        # sets these to the server's --model-control-mode and --repository-poll-secs.
+        self.mode = "none"
+        self.poll_secs = 0.0
+        self.failed: dict[str, str] = {}  # explicit mode: why the last load of a model not served failed
 
     def load(self, only: Collection[str] | None = None) -> None:
         """Load every model folder (or those named); the first bad one raises unless skip_bad."""
@@ -100,8 +106,10 @@ class Repository:
             raise no_such_model(name)
         entry = self._refreshed(folder, self.models.get(name))
         if not entry.ready:
+            self.failed = {**self.failed, name: entry.reason}
             raise ForwardpassError(f"model '{name}' could not load: {entry.reason}", Kind.UNAVAILABLE)
         self.models = {**self.models, name: entry}
+        self.failed = {n: reason for n, reason in self.failed.items() if n != name}
 
     def unload_model(self, name: str) -> None:
         """Explicit mode: stop serving a model (calls already running finish)."""
@@ -130,7 +138,7 @@ class Repository:
                 log.warning("model %s: %s; it keeps serving version %s", folder.name, exc, sorted(entry.versions))
                 return entry
             return ModelEntry(folder.name, reason=str(exc))
-        versions = {}
+        versions, refused = {}, []
         for version in wanted:
             if serving and version in entry.versions:
                 versions[version] = entry.versions[version]
@@ -139,10 +147,12 @@ class Repository:
                 versions[version] = self._load_version(folder, version, config)
             except ForwardpassError as exc:
                 log.warning("refusing %s version %d: %s", folder.name, version, exc)
+                refused.append(str(exc))
         if not versions:
             if serving:
                 return entry  # nothing new could load: what served before keeps serving
-            return ModelEntry(folder.name, reason=f"no version of {folder} could load")
+            why = f": {refused[-1]}" if refused else ""  # the newest version's reason
+            return ModelEntry(folder.name, reason=f"no version of {folder} could load{why}")
         if serving and versions.keys() != entry.versions.keys():
             log.info("model %s now serves version %s (was %s)", folder.name, sorted(versions), sorted(entry.versions))
         return ModelEntry(folder.name, versions)
@@ -153,24 +163,44 @@ class Repository:
         number = parse_version(version) if version else None
         entry = self.entry(name)
         if not entry.ready:
-            raise ForwardpassError(f"model '{name}' is not ready: {entry.reason}", Kind.UNAVAILABLE)
+            raise ForwardpassError(f"model '{name}' is not ready: {self._not_served(name)}", Kind.UNAVAILABLE)
         if number is None:
             return entry.versions[max(entry.versions)]
         if number not in entry.versions:
-            loaded = ", ".join(str(v) for v in sorted(entry.versions))
+            loaded = listed([str(v) for v in sorted(entry.versions)])
             raise ForwardpassError(f"model '{name}' has no loaded version {version}; loaded: {loaded}", Kind.NOT_FOUND)
         return entry.versions[number]
 
     def entry(self, name: str) -> ModelEntry:
-        """The model folder's entry; INVALID_ARGUMENT for a name that is a path, NOT_FOUND if unknown."""
+        """The model folder's entry; INVALID_ARGUMENT for a name that is a path, NOT_FOUND if unknown,
+        saying why a folder of that name is not served and which models are."""
         entry = self.models.get(name)
         if entry is None:
-            check_model_name(name)
-            raise ForwardpassError(
-                f"unknown model '{name}'; the repository has {', '.join(sorted(self.models)) or 'none'}",
-                Kind.NOT_FOUND,
-            )
+            why = f"{self._not_served(name)}; " if model_folder(self.root, name) is not None else ""
+            loaded = listed(sorted(n for n, e in self.models.items() if e.ready))
+            raise ForwardpassError(f"unknown model {shown(name)}; {why}loaded: {loaded}", Kind.NOT_FOUND)
         return entry
+
+    def _not_served(self, name: str) -> str:
+        """Why the model folder `name` serves nothing: not loaded, not rescanned yet, or its load failed."""
+        entry = self.models.get(name)
+        if entry is not None and entry.reason != UNLOADED:
+            return f"it failed to load: {entry.reason}"
+        if self.mode == "explicit":
+            failed = f"; its last load failed: {self.failed[name]}" if name in self.failed else ""
+            return (
+                f"its folder is in the repository but it is not loaded (--model-control-mode explicit): load it "
+                f"with POST /v2/repository/models/{name}/load or the gRPC RepositoryModelLoad{failed}"
+            )
+        if self.mode == "poll":
+            return (
+                "its folder is in the repository but the server has not rescanned it yet "
+                f"(--model-control-mode poll rescans every {self.poll_secs:g} s)"
+            )
+        return (
+            "its folder is in the repository but appeared after start-up, and without --model-control-mode "
+            "poll or explicit models load at start-up only"
+        )
 
     def _load_model(self, folder: Path) -> ModelEntry:
         config = read_config(folder)
@@ -194,6 +224,14 @@ class Repository:
         return ServedModel(
             folder.name, version, runtime, served_input, outputs, settled.max_batch_size, settled, network=back
         )
+
+
+def listed(names: list[str]) -> str:
+    """Names for a message: the first LISTED of them, then how many more."""
+    if not names:
+        return "none"
+    more = f" and {len(names) - LISTED} more" if len(names) > LISTED else ""
+    return ", ".join(names[:LISTED]) + more
 
 
 def _present(folder: Path) -> list[int]:

@@ -261,3 +261,102 @@ def test_a_version_dropped_in_is_counted_in_the_metrics(repository):
         assert 'nv_inference_request_success{model="m",version="2"} 10' in body
     finally:
         assert server.stop() == 0
+
+
+def not_found_both_ways(server, name) -> tuple[str, str]:
+    """The status and message of a model's metadata over gRPC, and those of the same call over HTTP."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    channel, s = stub(server.url)
+    with channel, pytest.raises(grpc.RpcError) as info:
+        s.ModelMetadata(pb.ModelMetadataRequest(name=name), timeout=10)
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(f"{server.http_url}/v2/models/{name}", timeout=10)
+    message = json.loads(answer.value.read())["error"]
+    assert message == info.value.details()  # one message, whichever door
+    status = {404: "NOT_FOUND", 503: "UNAVAILABLE"}[answer.value.code]
+    assert status == info.value.code().name
+    return status, message
+
+
+LOAD_HINT = "load it with POST /v2/repository/models/{}/load or the gRPC RepositoryModelLoad"
+
+
+def test_explicit_mode_says_a_folder_is_not_loaded_and_how_to_load_it(repository):
+    server = ServerProcess(repository, "--workers", "1", "--model-control-mode", "explicit")
+    try:
+        export_to_repository(
+            random_spec(np.random.default_rng(2), (3, 4, 1), ACTS), ExportOptions(), repository, "late"
+        )
+        status, message = not_found_both_ways(server, "late")
+        assert status == "NOT_FOUND" and message.startswith("unknown model 'late'; its folder is in the repository")
+        assert LOAD_HINT.format("late") in message and message.endswith("; loaded: none")
+        status, message = not_found_both_ways(server, "m")  # there at start-up, never loaded
+        assert status == "UNAVAILABLE" and LOAD_HINT.format("m") in message
+        (repository / "bad" / "1").mkdir(parents=True)
+        (repository / "bad" / "1" / "model.onnx").write_bytes(b"not onnx")
+        channel, s = stub(server.url)
+        with channel, pytest.raises(grpc.RpcError):
+            s.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="bad"), timeout=30)
+        status, message = not_found_both_ways(server, "bad")  # added after start-up, its load failed
+        assert status == "NOT_FOUND" and "; its last load failed: no version of " in message
+        assert "model.onnx: not an ONNX model" in message
+        assert not_found_both_ways(server, "nope") == ("NOT_FOUND", "unknown model 'nope'; loaded: none")
+    finally:
+        assert server.stop() == 0
+
+
+def test_poll_mode_says_a_folder_is_not_rescanned_yet(repository):
+    server = ServerProcess(
+        repository, "--workers", "1", "--model-control-mode", "poll", "--repository-poll-secs", "600"
+    )
+    try:
+        export_to_repository(
+            random_spec(np.random.default_rng(2), (3, 4, 1), ACTS), ExportOptions(), repository, "late"
+        )
+        assert not_found_both_ways(server, "late") == (
+            "NOT_FOUND",
+            "unknown model 'late'; its folder is in the repository but the server has not rescanned it yet "
+            "(--model-control-mode poll rescans every 600 s); loaded: m",
+        )
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_failed_model_says_why_and_a_late_folder_says_models_load_at_start_up(repository):
+    (repository / "broken" / "1").mkdir(parents=True)
+    (repository / "broken" / "1" / "model.onnx").write_bytes(b"not onnx")
+    server = ServerProcess(repository, "--workers", "1", "--skip-bad-models")
+    try:
+        status, message = not_found_both_ways(server, "broken")
+        assert status == "UNAVAILABLE" and message.startswith("model 'broken' is not ready: it failed to load: ")
+        assert "model.onnx" in message
+        export_to_repository(
+            random_spec(np.random.default_rng(2), (3, 4, 1), ACTS), ExportOptions(), repository, "late"
+        )
+        status, message = not_found_both_ways(server, "late")
+        assert status == "NOT_FOUND" and "appeared after start-up" in message and message.endswith("; loaded: m")
+    finally:
+        assert server.stop() == 0
+
+
+def test_not_found_lists_at_most_20_loaded_models_and_cuts_a_long_name(tmp_path):
+    from forwardpass.errors import ForwardpassError, Kind
+    from forwardpass.server.repository import Repository
+
+    spec = random_spec(np.random.default_rng(1), (3, 4, 1), ACTS)
+    for i in range(23):
+        export_to_repository(spec, ExportOptions(), tmp_path, f"m{i:02d}")
+    models = Repository(tmp_path, provider="cpu")
+    models.load()
+    with pytest.raises(ForwardpassError) as info:
+        models.entry("x" * 5000)
+    message = str(info.value)
+    assert info.value.kind is Kind.NOT_FOUND and len(message) < 600, message
+    assert message.startswith(f"unknown model {'x' * 200!r}... (5000 characters); loaded: m00, m01, ")
+    assert message.endswith(", m19 and 3 more")
+    with pytest.raises(ForwardpassError) as info:
+        models.entry("/" + "x" * 5000)  # a path is refused as before, and cut as well
+    assert info.value.kind is Kind.BAD_INPUT and len(str(info.value)) < 400
