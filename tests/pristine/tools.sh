@@ -20,7 +20,7 @@ libb64.so.0d libb64-0d
 
 present() {
     case $1 in
-        *.so.*) /sbin/ldconfig -p | grep -q " $1 " ;;
+        *.so.*) /sbin/ldconfig -p | grep -q "^[[:space:]]$1 " ;;
         *) command -v "$1" >/dev/null ;;
     esac
 }
@@ -39,7 +39,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 0
 fi
 echo "installing$packages (for$missing)"
-export DEBIAN_FRONTEND=noninteractive
+export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
 if apt-get update -qq && apt-get install -y -qq $packages >/dev/null; then
     exit 0
 fi
