@@ -106,12 +106,17 @@ image: $(STAMP) web-if-npm
 		--tag $(IMAGE):$(VERSION)$(IMAGE_TAG) --tag $(IMAGE):latest$(IMAGE_TAG) .
 
 # Build the image on a Debian base made here from Debian's packages (no registry serves base images
-# here; Docker's engine is started when none answers) and run it under tritonclient. Minutes: not
-# part of `make test`.
+# here; Docker's engine is started when none answers) and check every route of it with tritonclient
+# and with KServe's SDK. Both define the protobuf package `inference`: the KServe file runs in a
+# pytest process of its own. Both run; either failing fails the target. Minutes: not part of `make test`.
 test-image: $(STAMP)
 	deploy/image/test-base.sh forwardpass-base:bookworm
 	$(MAKE) image BASE=forwardpass-base:bookworm
-	FORWARDPASS_IMAGE_TESTS=1 FORWARDPASS_IMAGE=$(IMAGE):$(VERSION) $(PY) -m pytest -v tests/image
+	status=0; \
+	FORWARDPASS_IMAGE_TESTS=1 FORWARDPASS_IMAGE=$(IMAGE):$(VERSION) $(PY) -m pytest -v tests/image || status=1; \
+	FORWARDPASS_IMAGE_TESTS=1 FORWARDPASS_KSERVE_TESTS=1 FORWARDPASS_IMAGE=$(IMAGE):$(VERSION) \
+		$(PY) -m pytest -v tests/image || status=1; \
+	exit $$status
 
 # The serving benchmark builds MLServer's and PyTriton's virtualenvs on first use (a minute each,
 # under ~/.cache/forwardpass-peers), and one for Triton's perf_analyzer (tritonclient 2.41.0, which
