@@ -1,12 +1,15 @@
 """Writing models to disk: one file, or a Triton-layout repository `models/<name>/<version>/`.
 
 Writes are atomic (a temporary file renamed into place), and nothing is overwritten without
-`force`: a new build into an existing model folder becomes version N+1.
+`force`: a new build into an existing model folder becomes version N+1. A server that rescans the
+repository (poll mode) never sees half a build: config.pbtxt is written first, and a new version
+folder is filled beside the model folders and renamed into place whole.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,14 +82,15 @@ def export_to_repository(
             "use another --name, or --force"
         )
     data = model_bytes(spec, options, name)
+    write_atomic(config_path, config.encode())  # first: a version must never load without its config
     version_dir = model_dir / str(version)
-    write_atomic(version_dir / MODEL_FILE, data)
-    weights = None
-    if save_weights:
-        weights = version_dir / WEIGHTS_FILE
-        write_atomic(weights, npz_bytes(spec))
-    write_atomic(config_path, config.encode())
-    return Written(version_dir / MODEL_FILE, config_path, weights)
+    files = {MODEL_FILE: data, **({WEIGHTS_FILE: npz_bytes(spec)} if save_weights else {})}
+    if version_dir.exists():  # --force over an existing version: file by file, each atomic
+        for file, content in files.items():
+            write_atomic(version_dir / file, content)
+    else:
+        write_folder_atomic(version_dir, files)
+    return Written(version_dir / MODEL_FILE, config_path, version_dir / WEIGHTS_FILE if save_weights else None)
 
 
 def model_bytes(spec: NetworkSpec, options: ExportOptions, name: str | None = None) -> bytes:
@@ -115,6 +119,23 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
+        raise
+
+
+def write_folder_atomic(path: Path, files: dict[str, bytes]) -> None:
+    """Fill a new folder in a hidden one two levels up (the repository, whose dot folders are no
+    models), then rename it into place: it appears whole or not at all."""
+    staging = Path(tempfile.mkdtemp(dir=path.parent.parent, prefix=f".{path.parent.name}-{path.name}.", suffix=".tmp"))
+    try:
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would shut out a server under another user
+        for file, content in files.items():
+            write_atomic(staging / file, content)
+        try:
+            os.rename(staging, path)  # atomic; fails if the folder appeared meanwhile
+        except OSError as exc:
+            raise SpecError(f"{path} appeared while this build wrote it ({exc.strerror}); build again") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

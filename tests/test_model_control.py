@@ -360,3 +360,68 @@ def test_not_found_lists_at_most_20_loaded_models_and_cuts_a_long_name(tmp_path)
     with pytest.raises(ForwardpassError) as info:
         models.entry("/" + "x" * 5000)  # a path is refused as before, and cut as well
     assert info.value.kind is Kind.BAD_INPUT and len(str(info.value)) < 400
+
+
+POLL = ("--model-control-mode", "poll", "--repository-poll-secs", "1")  # what `make run` serves with
+
+
+def test_a_model_built_with_the_cli_into_a_polled_repository_is_served_within_2_s(repository):
+    from forwardpass.builder.readback import read_file
+
+    from harness import run_cli
+
+    server = ServerProcess(repository, "--workers", "2", *POLL)
+    try:
+        built = run_cli("build", "--repository", repository, "--name", "fresh", "--sizes", "3,5,2",
+                        "--activations", "relu,softmax", "--max-batch-size", "16")  # fmt: skip
+        start = time.monotonic()
+        assert built.returncode == 0, built.stderr
+        X = random_input(np.random.default_rng(7), 3, 4, "float32")
+        request = pb.ModelInferRequest(model_name="fresh")
+        request.inputs.add(name="x", datatype="FP32", shape=[4, 3])
+        request.raw_input_contents.append(np.ascontiguousarray(X.T).tobytes())
+        answered = 0  # fresh connections in a row, so that both workers answer
+        while answered < 8 and time.monotonic() < start + 10:
+            channel, s = stub(server.url)
+            with channel:
+                try:
+                    response = s.ModelInfer(request, timeout=10)
+                    answered += 1
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.NOT_FOUND, exc.details()
+                    answered = 0
+                    time.sleep(0.05)
+        waited = time.monotonic() - start
+        assert answered == 8 and waited < 2.5, f"served {waited:.2f} s after the build"  # 1 s polls, and noise
+        y = np.frombuffer(response.raw_output_contents[0], np.float32).reshape(4, 2).T
+        assert compare(read_file(repository / "fresh" / "1" / "model.onnx").spec, X, y, "float32").ok
+        channel, s = stub(server.url)
+        with channel:
+            assert s.ModelConfig(pb.ModelConfigRequest(name="fresh"), timeout=10).config.max_batch_size == 16
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_poll_never_sees_half_a_build(repository):
+    """Builds land while the server rescans all the time: each new model serves with the config the
+    build wrote (a version folder seen before its config.pbtxt would load with the default one)."""
+    server = ServerProcess(
+        repository, "--workers", "1", "--model-control-mode", "poll", "--repository-poll-secs", "0.005"
+    )
+    try:
+        spec = random_spec(np.random.default_rng(1), (3, 4, 1), ACTS)
+        names = [f"new{i}" for i in range(20)]
+        for name in names:
+            export_to_repository(spec, ExportOptions(), repository, name, max_batch_size=8)
+            time.sleep(0.003)
+        channel, s = stub(server.url)
+        with channel:
+            deadline = time.monotonic() + 20
+            while not all(s.ModelReady(pb.ModelReadyRequest(name=n), timeout=10).ready for n in names):
+                assert time.monotonic() < deadline, server.output()[-2000:]
+                time.sleep(0.05)
+            sizes = {n: s.ModelConfig(pb.ModelConfigRequest(name=n), timeout=10).config.max_batch_size for n in names}
+        assert set(sizes.values()) == {8}, sizes
+        assert "refusing" not in server.output() and not list(repository.glob(".*"))  # no staging folder left
+    finally:
+        assert server.stop() == 0
