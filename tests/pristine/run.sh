@@ -85,15 +85,19 @@ done < <(env | grep -E '^(PIP|NPM_CONFIG)_[A-Za-z0-9_]*=' || true)
 if [ -n "${FORWARDPASS_REQUIRE_TOOLS+set}" ]; then envs+=(-e FORWARDPASS_REQUIRE_TOOLS); fi
 
 echo "commit $(git -C "$repo" rev-parse --short HEAD) (committed HEAD only$(git -C "$repo" diff --quiet HEAD || echo '; this checkout has uncommitted changes that the clone leaves out'))"
-echo "host settings passed in: $(printf '%s\n' "${mounts[@]}" | grep -v '^-v$' | cut -d: -f2 | tr '\n' ' ')${envs[*]:+; environment: $(printf '%s\n' "${envs[@]}" | grep -v '^-e$' | tr '\n' ' ')}"
+echo "host settings passed in: $(printf '%s\n' "${mounts[@]}" | grep -v '^-v$' | cut -d: -f1 | tr '\n' ' ')${envs[*]:+; environment: $(printf '%s\n' "${envs[@]}" | grep -v '^-e$' | tr '\n' ' ')}"
 
+# In the background, so that a Ctrl-C or a TERM here (which bash would hold until a foreground
+# command ends) removes the container at once.
 trap 'docker rm -f "$name" >/dev/null 2>&1 || true' EXIT
-status=0
-timeout --signal=INT --kill-after=60 "$limit" docker run --rm --init --network host --name "$name" \
+trap 'echo "stopped: the container is removed" >&2; exit 130' INT TERM
+timeout --kill-after=60 "$limit" docker run --rm --init --network host --name "$name" \
     "${mounts[@]}" "${envs[@]}" \
     -v "$(git -C "$repo" rev-parse --absolute-git-dir):/run/source.git:ro" \
     -v "$here:/run/pristine:ro" \
-    "$base" /bin/bash /run/pristine/inside.sh || status=$?
+    "$base" /bin/bash /run/pristine/inside.sh &
+status=0
+wait $! || status=$?
 if [ "$status" = 124 ] || [ "$status" = 137 ]; then
     echo "FAILED: the container ran past ${limit}s" >&2
 fi
