@@ -1,105 +1,212 @@
-"""The README's "Calling it over HTTP" examples, run as a reader would run them against `make run`,
-with its ports (HTTP 8000, gRPC 8001) replaced by a real server's: each runs, and each prints the
-committed model's answer. The tritonclient and KServe examples run in a subprocess of their own,
-since neither package can share a process with our protobuf stubs."""
+"""The docs' marked examples, run as a reader runs them while `make run` serves, and held to the
+answers the docs show, exactly.
+
+In README.md and docs/*.md, `<!-- test: run GROUP -->` before a fenced sh or python block marks it
+to run, `<!-- test: file GROUP NAME -->` a block to save as NAME first, and `<!-- test: prints -->`
+the block showing what the run block before it prints. A group's blocks run in order, README.md
+first, in one folder holding a copy of models/ and examples/, against one server started as `make
+run` starts it (its model control flags read from the Makefile) on free ports. What a reader would
+type is changed only where this machine differs from theirs: make run's ports (8000, 8001) become the
+server's, `forwardpass infer` without `--url` gets the default one so that it can, and
+`.venv-run/bin/` becomes this interpreter's folder, which holds forwardpass and the extras the
+examples import. Before each run block the server must serve every model in the folder, as make
+run's poll does within about 2 s of a build.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import grpc
 import numpy as np
 import pytest
 
 from forwardpass.builder.oracle import forward
 from forwardpass.builder.readback import read_file
+from forwardpass.protos import grpc_service_pb2 as pb
+from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
+from forwardpass.tolerance import compare
 
-from harness import ROOT, need_tool
+from harness import ROOT, ServerProcess, answering_worker, need_tool
 
-SECTION = "### Calling it over HTTP"
-EXAMPLE_INPUT = "[[0.1, 0.2, 0.3], [1.0, -1.0, 0.5]]"
-NUMBER = re.compile(r"-?\d+\.\d+(?:[eE][-+]?\d+)?")
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MARK = re.compile(r"<!-- test: (run|file|prints)((?: \S+)*) -->")
+SERVED_WITHIN_S = 20  # make run polls every 2 s; a loaded machine loads a model more slowly
+# The groups this module runs; the classifier recipe needs scikit-learn (tests/test_classifier_recipe.py).
+GROUPS = ("first-steps", "serving")
 
 
-def section_blocks(text: str) -> list[tuple[str, str]]:
-    """(language, code) of every fenced block in the section, which ends at the next heading."""
-    lines = text.splitlines()
-    start = lines.index(SECTION) + 1
-    blocks, fence, body = [], None, []
-    for line in lines[start:]:
-        if fence is None and line.startswith("#"):
-            break
-        if line.startswith("```"):
-            if fence is None:
-                fence, body = line[3:].strip(), []
-            else:
-                blocks.append((fence, "\n".join(body) + "\n"))
-                fence = None
-        elif fence is not None:
-            body.append(line)
+@dataclass
+class Block:
+    """One marked code block: where it is, what to do with it, and what it must print."""
+
+    where: str  # doc:line
+    kind: str  # "run" or "file"
+    group: str
+    language: str
+    code: str
+    name: str = ""  # the file a "file" block is saved as
+    prints: str | None = None
+
+
+def marked_blocks(path: Path) -> list[Block]:
+    """The marked blocks of one doc, in order, each run block with the prints block that follows it."""
+    lines = path.read_text().splitlines()
+    blocks: list[Block] = []
+    i = 0
+    while i < len(lines):
+        mark = MARK.fullmatch(lines[i].strip())
+        if not mark:
+            i += 1
+            continue
+        where = f"{path.relative_to(ROOT)}:{i + 1}"
+        assert lines[i + 1].startswith("```"), f"{where}: a marker must stand right above a fenced block"
+        end = lines.index("```", i + 2)
+        language, code = lines[i + 1][3:].strip(), "\n".join(lines[i + 2 : end]) + "\n"
+        kind, args = mark[1], mark[2].split()
+        if kind == "prints":
+            assert blocks and blocks[-1].kind == "run" and blocks[-1].prints is None, f"{where}: prints of what?"
+            blocks[-1].prints = code
+        else:
+            assert len(args) == (1 if kind == "run" else 2), f"{where}: {lines[i]}"
+            blocks.append(Block(where, kind, args[0], language, code, *args[1:]))
+        i = end + 1
     return blocks
 
 
-BLOCKS = section_blocks((ROOT / "README.md").read_text())
-RUNNABLE = [(language, code) for language, code in BLOCKS if language in ("sh", "python")]
-SHOWN = [code for language, code in BLOCKS if language == "json"]
+def group(name: str) -> list[Block]:
+    """A group's blocks across the docs, README.md first."""
+    return [block for doc in DOCS for block in marked_blocks(doc) if block.group == name]
 
 
-def example_answer() -> np.ndarray:
-    """The committed mlp_3_4_1's answer to the README's input, from the float64 oracle."""
-    spec = read_file(ROOT / "models" / "mlp_3_4_1" / "1" / "model.onnx").spec
-    x = np.array(json.loads(EXAMPLE_INPUT), np.float32)
-    return forward(spec, x.T.astype(np.float64)).output.T.ravel()
+def make_run_flags() -> list[str]:
+    """The model control flags `make run` serves with, from the Makefile's run recipe."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^run:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert recipe, "the Makefile has no run target"
+    flags = re.findall(r"(--model-control-mode|--repository-poll-secs) (\S+)", recipe[1])
+    return [part for flag in flags for part in flag]
 
 
-def on_server(code: str, server) -> str:
-    """The example aimed at the test server: make run's ports replaced by the server's."""
-    http = urlsplit(server.http_url)
-    assert "127.0.0.1:8000" in code, "an example that does not call make run's HTTP port"
-    return code.replace("127.0.0.1:8000", f"127.0.0.1:{http.port}").replace("127.0.0.1:8001", server.url)
+class Session:
+    """A reader's folder (a copy of models/ and examples/) and the server make run would start on it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        for part in ("models", "examples"):
+            shutil.copytree(ROOT / part, folder / part)
+        self.server = ServerProcess(folder / "models", *make_run_flags())
+        self.http_port = urlsplit(self.server.http_url).port
+
+    def close(self) -> None:
+        assert self.server.stop() == 0, self.server.output()
+
+    def as_here(self, code: str) -> str:
+        """The example with this machine's server, ports and interpreter in place of a reader's."""
+        code = re.sub(r"forwardpass infer (?!.*--url)", "forwardpass infer --url 127.0.0.1:8001 ", code)
+        code = code.replace("127.0.0.1:8000", f"127.0.0.1:{self.http_port}")
+        code = code.replace("127.0.0.1:8001", self.server.url)
+        return code.replace(".venv-run/bin/", f"{Path(sys.executable).parent}/")
+
+    def workers(self) -> set[str]:
+        """The pids of the server's workers: its supervisor's children."""
+        supervisor, pids = str(self.server.process.pid), set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if stat.read_text().rsplit(")", 1)[1].split()[1] == supervisor:
+                    pids.add(stat.parent.name)
+            except OSError:
+                continue  # gone meanwhile
+        return pids
+
+    def wait_served(self) -> None:
+        """Until every worker serves every model in the folder, as make run's poll has it within seconds
+        of a build (each worker rescans on its own, and each connection lands on one of them)."""
+        names = sorted(p.name for p in (self.folder / "models").iterdir() if p.is_dir())
+        wanted = {(pid, name) for pid in self.workers() for name in names}
+        ready: set[tuple[str, str]] = set()
+        deadline = time.monotonic() + SERVED_WITHIN_S
+        while not wanted <= ready:
+            assert time.monotonic() < deadline, f"not served {SERVED_WITHIN_S} s after a build: {wanted - ready}"
+            with grpc.insecure_channel(self.server.url, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                pid = answering_worker(stub)
+                for name in names:
+                    if stub.ModelReady(pb.ModelReadyRequest(name=name), timeout=10).ready:
+                        ready.add((pid, name))
+            time.sleep(0.05)
+
+    def check(self, block: Block) -> subprocess.CompletedProcess | None:
+        """Save a file block; run a run block and hold its output to the doc's."""
+        if block.kind == "file":
+            (self.folder / block.name).write_text(block.code)
+            return None
+        code = self.as_here(block.code)
+        if block.language == "sh":
+            if "curl " in code:
+                need_tool("curl", "curl")
+            command = ["bash", "-c", "set -euo pipefail\n" + code]
+        else:
+            assert block.language == "python", f"{block.where}: cannot run {block.language}"
+            command = [sys.executable, "-c", code]
+        self.wait_served()
+        result = subprocess.run(command, capture_output=True, text=True, cwd=self.folder, timeout=180)
+        assert result.returncode == 0, f"{block.where} failed:\n{code}\n{result.stdout}{result.stderr}"
+        if block.prints is not None:
+            assert result.stdout == block.prints, (
+                f"{block.where} printed\n{result.stdout}\nbut the doc shows\n{block.prints}"
+            )
+        return result
 
 
-def run(language: str, code: str, cwd) -> subprocess.CompletedProcess:
-    if language == "sh":
-        if "curl" in code:
-            need_tool("curl", "curl")
-        command = ["bash", "-c", "set -euo pipefail\n" + code]
-    else:
-        command = [sys.executable, "-c", code]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=180)
+def run_group(name: str, folder: Path) -> list[Block]:
+    """Every block of a group, in order, in one session; the blocks it ran."""
+    blocks = group(name)
+    session = Session(folder)
+    try:
+        for block in blocks:
+            session.check(block)
+    finally:
+        session.close()
+    return blocks
 
 
-def test_the_section_has_the_examples():
-    assert [language for language, _ in RUNNABLE] == ["sh", "sh", "python", "python"]
-    assert "tritonclient.http" in RUNNABLE[2][1] and "InferenceRESTClient" in RUNNABLE[3][1]
-    assert all(EXAMPLE_INPUT in code for _, code in RUNNABLE[1:])
-    assert len(SHOWN) == 1
+def test_the_docs_mark_the_first_steps_and_the_clients():
+    every = [block for doc in DOCS for block in marked_blocks(doc)]
+    assert {block.group for block in every} == {*GROUPS, "classifier"}
+    first = marked_blocks(ROOT / "README.md")[0]
+    assert first.group == "first-steps" and "curl" in first.code and first.prints, first.where
+    assert any("--activations relu,softmax" in block.code for block in group("first-steps"))
+    serving = group("serving")
+    assert all(block.where.startswith("docs/serving.md") and block.prints for block in serving)
+    clients = "".join(block.code for block in serving)
+    assert all(name in clients for name in ("curl ", "tritonclient.http", "tritonclient.grpc", "InferenceRESTClient"))
 
 
-@pytest.mark.parametrize(("language", "code"), RUNNABLE, ids=[f"{i}-{lang}" for i, (lang, _) in enumerate(RUNNABLE)])
-def test_example_runs_and_prints_the_answer(server, tmp_path, language, code):
-    result = run(language, on_server(code, server), tmp_path)
-    assert result.returncode == 0, result.stderr
-    if "/infer" not in code and "infer(" not in code:  # health and metadata
-        assert re.search(r'"ready":\s*true', result.stdout), result.stdout
-        meta = json.loads(result.stdout.splitlines()[1])
-        assert meta["name"] == "mlp_3_4_1" and meta["platform"] == "onnxruntime_onnx"
-        return
-    printed = np.array([float(n) for n in NUMBER.findall(result.stdout)])
-    expected = example_answer()
-    assert printed.shape == expected.shape, result.stdout
-    assert np.allclose(printed, expected, rtol=1e-6, atol=1e-7), (printed, expected)
+@pytest.mark.parametrize("name", GROUPS)
+def test_examples_print_what_the_docs_show(tmp_path, name):
+    blocks = run_group(name, tmp_path)
+    assert sum(block.prints is not None for block in blocks) >= 3
 
 
-def test_the_answer_shown_is_the_servers(server, tmp_path):
-    (curl,) = [code for language, code in RUNNABLE if language == "sh" and "/infer" in code]
-    result = run("sh", on_server(curl, server), tmp_path)
-    assert result.returncode == 0, result.stderr
-    answer, shown = json.loads(result.stdout), json.loads(SHOWN[0])
-    data, shown_data = answer["outputs"][0].pop("data"), shown["outputs"][0].pop("data")
-    assert answer == shown
-    # the last bit of a float32 Gemm may differ between processors
-    assert np.allclose(data, shown_data, rtol=1e-6, atol=0) and np.allclose(data, example_answer(), rtol=1e-6)
+def test_the_answers_shown_are_the_oracles():
+    """The 3-4-1 answers the docs show are the float64 oracle's, within the float32 bound."""
+    back = read_file(ROOT / "models" / "mlp_3_4_1" / "1" / "model.onnx")
+    shown = 0
+    for block in group("first-steps") + group("serving"):
+        if block.prints is None or "/v2/models/mlp_3_4_1/infer" not in block.code:
+            continue
+        request = json.loads(re.search(r"-d '(.*?)'", block.code, re.DOTALL)[1])["inputs"][0]
+        x = np.array(request["data"], np.float32).reshape(request["shape"])
+        y = np.array(json.loads(block.prints)["outputs"][0]["data"], np.float32).reshape(-1, 1)
+        assert compare(back.spec, x.T, y.T, back.dtype).ok, (block.where, y, forward(back.spec, x.T).output.T)
+        shown += 1
+    assert shown >= 2
