@@ -1,13 +1,28 @@
-# make run: set up .venv and serve models/.   make test: set up, lint, and run the tests.
+# make run: set up .venv-run and serve models/.   make test: set up .venv, lint, and run the tests.
 PYTHON ?= python3
+# Three venvs. .venv-run: only what `pip install 'forwardpass[cpu]'` gives a user, as pip resolves it;
+# make run serves from it, and so do the tests' servers. .venv: the test extras (clients, linters,
+# the browser driver, other runtimes), editable. .venv-lowest: the lowest versions pyproject.toml
+# allows, whose server runs the server tests once in make test.
+RUN_VENV := .venv-run
+RUN_STAMP := $(RUN_VENV)/.installed
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 INTEROP := $(VENV)/.interop
+LOWEST_VENV := .venv-lowest
+LOWEST_STAMP := $(LOWEST_VENV)/.installed
 FP ?= $(PY) -m forwardpass
 MODEL_REPO ?= models
+# What the installed package is built from: a change reinstalls it (non-editable, as users get it).
+PACKAGE_FILES := pyproject.toml $(wildcard forwardpass/*.py builder/*.py server/*.py protos/*.py protos/*.proto web/*.*)
 
 .PHONY: run demo test lint models protos bench bench-tools clean image test-image web web-if-npm browser
+
+$(RUN_STAMP): $(PACKAGE_FILES)
+	test -x $(RUN_VENV)/bin/python || $(PYTHON) -m venv $(RUN_VENV)
+	$(RUN_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy only-if-needed '.[cpu]'
+	touch $@
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,20 +30,31 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[cpu,test]'
 	touch $(STAMP)
 
-run: $(STAMP) web-if-npm
-	$(FP) serve --model-repository models
+# uv resolves the lowest direct versions (pip cannot); the index is PyPI, with pip's CA where set.
+$(LOWEST_STAMP): $(PACKAGE_FILES) $(STAMP)
+	rm -rf $(LOWEST_VENV)
+	$(VENV)/bin/uv venv --quiet --python $(PYTHON) $(LOWEST_VENV)
+	cert=$${SSL_CERT_FILE:-$$($(PY) -m pip config get global.cert 2>/dev/null)}; \
+		env $${cert:+SSL_CERT_FILE=$$cert} $(VENV)/bin/uv pip install --quiet --python $(LOWEST_VENV)/bin/python \
+		--resolution lowest-direct '.[cpu]'
+	touch $@
+
+# Poll mode, rescanning every second: a model built into models/ while this serves is served within about 2 s.
+run: $(RUN_STAMP) web-if-npm
+	$(RUN_VENV)/bin/forwardpass serve --model-repository $(MODEL_REPO) --model-control-mode poll \
+		--repository-poll-secs 1 $(if $(wildcard $(WEB)),--ort-web-dir web/ort)
 
 # onnxruntime-web for the page at / (14 MB, never committed): npm ci from web/package-lock.json,
 # keeping its wasm backend and licence in web/ort/. make run does it when npm is there; without
 # npm the page still shows the server's answers and says how to get it.
 WEB := web/ort/.installed
-$(WEB): $(STAMP) web/package.json web/package-lock.json
-	$(FP) web-runtime --dir web/ort
+$(WEB): web/package.json web/package-lock.json | $(RUN_STAMP)
+	$(RUN_VENV)/bin/forwardpass web-runtime --dir web/ort
 	touch $(WEB)
 
 web: $(WEB)
 
-web-if-npm: $(STAMP)
+web-if-npm: $(RUN_STAMP)
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory web \
 		|| echo "onnxruntime-web not fetched: the page at / shows the server's answers only"; \
 	else echo "npm not found: the page at / shows the server's answers only (make web with npm adds the in-browser run)"; fi
@@ -57,10 +83,16 @@ $(INTEROP): $(STAMP) interop/package.json interop/package-lock.json
 	ONNXRUNTIME_NODE_INSTALL=skip npm ci --prefix interop --no-audit --no-fund --loglevel=error
 	touch $(INTEROP)
 
-test: tools $(STAMP) $(INTEROP) lint web-if-npm browser
-	$(PY) -m pytest
-	FORWARDPASS_TRITON_TESTS=1 $(PY) -m pytest tests/triton
-	FORWARDPASS_KSERVE_TESTS=1 $(PY) -m pytest tests/kserve
+# The servers the tests start come from .venv-run (FORWARDPASS_SERVER); the server tests run once
+# more against the lowest versions' server.
+SERVER_TESTS := tests/test_server.py tests/test_http.py tests/test_http_lifecycle.py tests/test_server_lifecycle.py \
+	tests/test_page.py tests/test_security.py tests/test_model_control.py tests/test_batching.py tests/test_workers.py \
+	tests/test_dependency_sets.py
+test: tools $(STAMP) $(INTEROP) $(RUN_STAMP) $(LOWEST_STAMP) lint web-if-npm browser
+	FORWARDPASS_SERVER=$(abspath $(RUN_VENV))/bin/forwardpass $(PY) -m pytest
+	FORWARDPASS_SERVER=$(abspath $(LOWEST_VENV))/bin/forwardpass FORWARDPASS_LOWEST=1 $(PY) -m pytest $(SERVER_TESTS)
+	FORWARDPASS_SERVER=$(abspath $(RUN_VENV))/bin/forwardpass FORWARDPASS_TRITON_TESTS=1 $(PY) -m pytest tests/triton
+	FORWARDPASS_SERVER=$(abspath $(RUN_VENV))/bin/forwardpass FORWARDPASS_KSERVE_TESTS=1 $(PY) -m pytest tests/kserve
 	FORWARDPASS_DEPLOY_TESTS=1 $(PY) -m pytest tests/deploy
 
 lint: $(STAMP)
@@ -135,4 +167,4 @@ test-pristine:
 	tests/pristine/run.sh
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(RUN_VENV) $(LOWEST_VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -36,7 +36,7 @@ def machine() -> dict:
         "onnxruntime": onnxruntime.__version__,
         "grpcio": grpc.__version__,
         "forwardpass": __version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 

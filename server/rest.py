@@ -140,7 +140,7 @@ class RestApp:
         while True:
             try:
                 message = await asyncio.wait_for(receive(), READ_TIMEOUT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise HttpError(408, f"no part of the body came for {READ_TIMEOUT:g} s") from None
             if message["type"] == "http.disconnect":
                 raise HttpError(400, "the client went away before the body ended")

@@ -43,12 +43,29 @@ def need_tool(command: str, package: str) -> str:
     return path
 
 
+# The `forwardpass` whose servers the tests start. make test points it at a venv holding only what
+# `pip install 'forwardpass[cpu]'` gives a user (and once at the lowest versions allowed), so the
+# servers run on the dependency set users get while the clients stay in the test venv. Unset (a
+# test run by hand), it is this interpreter's.
+SERVER = os.environ.get("FORWARDPASS_SERVER")
+SERVER_COMMAND = [SERVER] if SERVER else [sys.executable, "-m", "forwardpass"]
+# An installed server does not look in this checkout's web/ for onnxruntime-web: it is told, as make run tells it.
+ORT_WEB = ROOT / "web" / "ort"
+
+
+def serve_command(*args: str) -> list[str]:
+    """The command line of `forwardpass serve ARGS` from the server under test."""
+    if SERVER and "--ort-web-dir" not in args and (ORT_WEB / ".installed").is_file():
+        args = (*args, "--ort-web-dir", str(ORT_WEB))
+    return [*SERVER_COMMAND, "serve", *args]
+
+
 class ServerProcess:
     """`forwardpass serve` in a subprocess on a free loopback port, as users run it."""
 
     def __init__(self, repository, *args: str, wait: bool = True) -> None:
-        command = [sys.executable, "-m", "forwardpass", "serve", "--grpc-port", "0", "--http-port", "0",
-                   "--provider", "cpu", "--model-repository", str(repository), *args]  # fmt: skip
+        command = serve_command("--grpc-port", "0", "--http-port", "0", "--provider", "cpu",
+                                "--model-repository", str(repository), *args)  # fmt: skip
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self.port = 0
@@ -151,7 +168,8 @@ def in_threads(function, arguments: list[tuple]) -> list[BaseException]:
 def run_cli(*args, timeout: float = 120):
     """`python -m forwardpass ARGS` from the repository root, as a user runs it."""
     env = {**os.environ, "COLUMNS": "200"}  # keep --help lines unwrapped
-    command = [sys.executable, "-m", "forwardpass", *map(str, args)]
+    args = [str(a) for a in args]
+    command = serve_command(*args[1:]) if args[:1] == ["serve"] else [sys.executable, "-m", "forwardpass", *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 

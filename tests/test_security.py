@@ -15,7 +15,7 @@ from forwardpass.errors import ForwardpassError
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from harness import ROOT, TOKEN, ServerProcess
+from harness import ROOT, TOKEN, ServerProcess, serve_command
 
 
 @pytest.fixture(scope="module")
@@ -186,18 +186,7 @@ def test_metrics_beyond_loopback_are_warned_about_and_the_api_with_a_token_is_no
 
 
 def test_tls_flags_must_come_together(repository, pki):
-    command = [
-        sys.executable,
-        "-m",
-        "forwardpass",
-        "serve",
-        "--model-repository",
-        str(repository),
-        "--port",
-        "0",
-        "--http-port",
-        "0",
-    ]
+    command = serve_command("--model-repository", str(repository), "--port", "0", "--http-port", "0")
     result = subprocess.run([*command, "--tls-cert", str(pki / "server.pem")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "--tls-cert and --tls-key go together" in result.stderr
     result = subprocess.run([*command, "--auth-token-file", str(pki / "missing")], cwd=ROOT, capture_output=True,
