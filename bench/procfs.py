@@ -56,3 +56,8 @@ def machine_busy() -> tuple[float, float]:
     fields = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = fields[3] + fields[4]
     return sum(fields) - idle, sum(fields)
+
+
+def machine_cores(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """How many of the machine's cores were busy, on average, between two machine_busy() readings."""
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)

@@ -63,7 +63,7 @@ import peers  # noqa: E402  (bench/peers: the peer servers and their virtualenvs
 import perf_analyzer  # noqa: E402
 import serve_http  # noqa: E402
 from closed_loop import METHOD  # noqa: E402
-from procfs import cpu_seconds, machine_busy, process_tree, rss_mb  # noqa: E402
+from procfs import cpu_seconds, machine_busy, machine_cores, process_tree, rss_mb  # noqa: E402
 from report import machine, percentile, progress  # noqa: E402
 from serve_report import BEFORE  # noqa: E402
 from servers import (  # noqa: E402
@@ -325,7 +325,6 @@ class Bench:
         results = [json.loads(out.read_text()) for out in outs]
         latencies = sorted(v for r in results for v in r["latencies_ms"])
         answers = sum(r["answers"] for r in results)
-        machine_cores = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1]) * (os.cpu_count() or 1)
         return {
             "concurrency": concurrency,
             "rows": rows,
@@ -336,7 +335,7 @@ class Bench:
             "errors": error_counts(results),
             "server_cores": server_cpu / seconds,
             "client_cores": sum(r["cpu_s"] for r in results) / (seconds + warmup),
-            "machine_cores": machine_cores,
+            "machine_cores": machine_cores(busy_before, busy_after),
             "server_cpu_ms_per_req": server_cpu / answers * 1000 if answers else None,
         }
 

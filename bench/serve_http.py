@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from procfs import cpu_seconds, machine_busy, process_tree
+from procfs import cpu_seconds, machine_busy, machine_cores, process_tree
 from report import percentile
 
 MODEL_NAME = "mlp_3_4_1"
@@ -166,7 +165,6 @@ def cell(
             errors[key] = errors.get(key, 0) + 1
     latencies.sort()
     answers = len(latencies)
-    machine_cores = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1]) * (os.cpu_count() or 1)
     return {
         "concurrency": concurrency,
         "encoding": request.encoding,
@@ -177,7 +175,7 @@ def cell(
         "status_read_in_warmup": unread,
         "server_cores": server_cpu / seconds,
         "client_cores": client_cpu / seconds,
-        "machine_cores": machine_cores,
+        "machine_cores": machine_cores(busy_before, busy_after),
         "server_cpu_ms_per_req": server_cpu / answers * 1000 if answers else None,
         "h2load": " ".join(command[:1] + command[2:]),
     }
