@@ -75,6 +75,8 @@ def _json(data: bytes | memoryview) -> dict:
     try:
         document = orjson.loads(data)  # refuses nesting deeper than 1,024 levels, and NaN
     except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):  # orjson words it differently from version to version: say it once, here
+            raise ForwardpassError("the request body nests arrays or objects deeper than 1,024 levels") from None
         document = _lenient(data, exc)
     if not isinstance(document, dict):
         raise ForwardpassError("the request body must be a JSON object")

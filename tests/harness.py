@@ -60,6 +60,18 @@ def serve_command(*args: str) -> list[str]:
     return [*SERVER_COMMAND, "serve", *args]
 
 
+def served_newest_opset() -> int:
+    """The newest opset both this onnx and the server's know (the lowest set's onnx is older)."""
+    from forwardpass.builder.graph import newest_opset
+
+    if not SERVER:
+        return newest_opset()
+    code = "from forwardpass.builder.graph import newest_opset; print(newest_opset())"
+    bin = Path(SERVER).parent  # not this checkout, whose forwardpass/ would shadow the installed one
+    served = subprocess.run([str(bin / "python"), "-c", code], capture_output=True, check=True, cwd=bin)
+    return min(newest_opset(), int(served.stdout))
+
+
 class ServerProcess:
     """`forwardpass serve` in a subprocess on a free loopback port, as users run it."""
 

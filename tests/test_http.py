@@ -625,7 +625,7 @@ BAD = {
     "malformed JSON": (_post(b'{"inputs": [{"name": "x", '), 400, "not valid JSON"),
     "JSON that is not an object": (_post(b"[1, 2, 3]"), 400, "JSON object"),
     "empty body": (_post(b""), 400, ""),
-    "nested deeper than the parser goes": (_post(NESTED_TOO_DEEP), 400, "depth limit exceeded"),
+    "nested deeper than the parser goes": (_post(NESTED_TOO_DEEP), 400, "deeper than 1,024 levels"),
     "unclosed deep nesting": (_post(b"[" * DEEP), 400, ""),
     "data count not the shape": (_doc(_one(shape=[2, 3])), 400, "shape [2, 3] needs 6"),
     "ragged nested data": (_doc(_one(shape=[2, 3], data=[[1, 2, 3], [4, 5]])), 400, "'x'"),
