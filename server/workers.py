@@ -4,6 +4,14 @@ sessions; the kernel spreads connections over them.
 
 The parent only supervises: it waits for every worker to say ready (or why not), logs and restarts
 a worker that dies, and on SIGTERM or Ctrl-C passes the signal on and waits for all to drain.
+
+Signals, in both kinds of process. Python runs a handler in the main thread, and only once that
+thread runs bytecode again; the kernel hands a signal sent to the process to any thread that does
+not block it (gRPC's, onnxruntime's, uvicorn's), where the interpreter's C handler only notes it. A
+main thread asleep in waitpid or Event.wait would sleep on with the note unread, so each process's
+main thread sleeps on a SignalWakeup instead, which the interpreter writes to from whichever thread
+takes the signal. The handlers only note the signal and pass it on: a handler that logged could run
+in the middle of another log line's write and fail there ("reentrant call") before doing its work.
 """
 
 from __future__ import annotations
@@ -11,10 +19,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import select
 import signal
 import socket
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +38,7 @@ from .options import ServeOptions
 log = logging.getLogger(__name__)
 
 RESTART_PAUSE = 0.5  # seconds between a worker's death and its replacement, so a crash loop idles
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 @dataclass
@@ -106,6 +115,34 @@ def reserve_port(host: str) -> socket.socket:
     return sock
 
 
+class SignalWakeup:
+    """A pipe the interpreter writes a byte to for every handled signal, whichever thread the kernel
+    hands it to (signal.set_wakeup_fd); sleeping on it, the main thread wakes to run the handler."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)  # set_wakeup_fd's condition: a full pipe never blocks a signal
+        signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)  # one unread byte is wake-up enough
+
+    def wait(self) -> set[int]:
+        """Sleep until a signal comes (at once if one came since the last call); the signals that came.
+        Callers act on these, not only on what the handler did: the handler may run a moment later."""
+        select.select([self.read_fd], [], [])
+        received = set()
+        try:
+            while chunk := os.read(self.read_fd, 512):
+                received.update(chunk)  # one byte per signal: its number
+        except BlockingIOError:  # drained
+            pass
+        return received
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
 class Supervisor:
     """Forks, watches and restarts the workers; stops them all on a signal."""
 
@@ -115,25 +152,40 @@ class Supervisor:
         self.options, self.reservations, self.counters = options, reservations, counters
         self.workers: dict[int, Worker] = {}
         self.stopping = False
+        self.announced = False  # the stop is logged once, by the main loop (see _on_signal)
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-        banners = []
-        for index in range(self.options.workers):
-            try:
-                banners.append(self._spawn(index))
-            except ForwardpassError:
-                self._stop_all()
-                raise
-        log.info("%s; %d worker%s (pids %s)", banners[0], len(self.workers), "s"[: len(self.workers) > 1],
-                 ", ".join(str(pid) for pid in sorted(self.workers)))  # fmt: skip
-        return self._supervise()
+        self.wakeup = SignalWakeup()
+        # SIGCHLD only wakes the loop: a worker's exit and a stop signal end the same sleep.
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (*STOP_SIGNALS, signal.SIGCHLD)}
+        try:
+            banners = []
+            for index in range(self.options.workers):
+                if self.stopping:  # a signal during start-up: start no more
+                    break
+                try:
+                    banners.append(self._spawn(index))
+                except ForwardpassError:
+                    self._stop_all()
+                    raise
+            if banners and not self.stopping:
+                log.info("%s; %d worker%s (pids %s)", banners[0], len(self.workers), "s"[: len(self.workers) > 1],
+                         ", ".join(str(pid) for pid in sorted(self.workers)))  # fmt: skip
+            return self._supervise()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.wakeup.close()
 
     def _supervise(self) -> int:
         code = 0
         while self.workers:
-            pid, status = os.waitpid(-1, 0)
+            self._announce_stop()
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:  # none has exited: sleep until a signal, SIGCHLD among them
+                if self.wakeup.wait() & STOP_SIGNALS:
+                    self._stop_all()
+                continue
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
@@ -142,7 +194,7 @@ class Supervisor:
                 continue
             log.error("worker %d (pid %d) died: %s; restarting it", worker.index, pid, describe(status))
             time.sleep(RESTART_PAUSE)
-            if self.stopping:  # a signal came during the pause: no replacement to stop later
+            if self.stopping:  # a signal came during the log line or the pause: no replacement to stop later
                 continue
             try:
                 self._spawn(worker.index)
@@ -158,7 +210,9 @@ class Supervisor:
         read_end, write_end = os.pipe()
         joining = bool(self.workers)  # others serve the ports already: load before binding
         pid = os.fork()
-        if pid == 0:  # the worker
+        if pid == 0:  # the worker: none of the supervisor's signal plumbing (run_worker sets its own)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            self.wakeup.close()
             os.close(read_end)
             for reservation in self.reservations:
                 reservation.close()
@@ -177,10 +231,17 @@ class Supervisor:
         return text
 
     def _on_signal(self, signum: int, frame) -> None:
-        if not self.stopping:
+        """SIGTERM or SIGINT: pass SIGTERM on to every worker. No logging here: this can run inside
+        another log line's write to the same stream, where a second write raises before the workers
+        are told; the main loop says it (_announce_stop)."""
+        if signum in STOP_SIGNALS:
+            self._stop_all()
+
+    def _announce_stop(self) -> None:
+        if self.stopping and not self.announced:
+            self.announced = True
             log.info("stopping %d workers: no new calls; finishing those in flight (grace %gs)",
                      len(self.workers), self.options.grace)  # fmt: skip
-        self._stop_all()
 
     def _stop_all(self) -> None:
         self.stopping = True
@@ -200,10 +261,11 @@ def run_worker(
 ) -> int:
     """The worker's life: serve until SIGTERM, telling the parent on ready_fd when it is ready.
     With join_ready it binds only once its models have loaded (see Server.start)."""
+    stop: list[int] = []  # the handler only notes the signal (see the module's docstring)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, _: stop.append(signum))
+    wakeup = SignalWakeup()
     die_with_parent()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     with os.fdopen(ready_fd, "w") as ready:
         try:
             server = Server(options, counters, index)
@@ -218,7 +280,8 @@ def run_worker(
         ready.write(f"ready {server.banner()}\n")
     if options.model_control_mode == "explicit":
         server.control.follow()
-    stop.wait()
+    while not stop:
+        stop += wakeup.wait() & STOP_SIGNALS
     server.stop()
     return 0
 
