@@ -2,7 +2,6 @@
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 
@@ -52,7 +51,8 @@ def test_every_headline_a_bench_writes_has_one_home_in_the_docs():
 
 def test_raw_results_stay_local():
     """The benches write their raw logs to bench/results/*.json; only the summaries are committed."""
-    if shutil.which("git") is None or not (ROOT / ".git").exists():
+    need_tool("git", "git")
+    if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     tracked = subprocess.run(["git", "ls-files", "bench/results"], cwd=ROOT, capture_output=True, text=True)
     if tracked.returncode != 0:
