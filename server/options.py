@@ -18,7 +18,7 @@ from forwardpass.runtime import PROVIDERS
 from .cgroup import available_cpus
 
 MODES = ("none", "poll", "explicit")  # Triton's --model-control-mode
-HANDLER_THREADS = 2  # gRPC handler threads per worker by default (README, Speed: contention)
+HANDLER_THREADS = 2  # gRPC handler threads per worker by default (docs/speed.md: contention)
 BATCHING_THREADS = 8  # ... when dynamic batching needs calls side by side to merge them
 
 
@@ -68,7 +68,7 @@ class ServeOptions:
     threads: int = option(
         0,
         f"gRPC handler threads per worker; 0: {HANDLER_THREADS} (one in Python while the other is in "
-        f"onnxruntime; more only queue for the interpreter lock: README, Speed), or {BATCHING_THREADS} when "
+        f"onnxruntime; more only queue for the interpreter lock: docs/speed.md), or {BATCHING_THREADS} when "
         "a model's config.pbtxt asks for dynamic_batching at start-up (a worker merges at most this many calls)",
         type=int,
     )
@@ -76,7 +76,7 @@ class ServeOptions:
     columns_inside: bool = option(
         True,
         "run rows-layout models' large batches as the model file computes them, not through the derived "
-        "columns-layout session (README, Speed)",
+        "columns-layout session (docs/speed.md)",
         flags=("--no-columns-inside",),
         action="store_false",
     )

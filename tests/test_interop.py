@@ -115,7 +115,7 @@ def test_what_a_runtime_runs_at_lower_precision_misses_the_higher_bound(tmp_path
     path.write_bytes(model_bytes(spec, dtype=dtype))
     X = random_input(np.random.default_rng(7), 3, 64, dtype)
     out = runtimes.run(runtime, path, X.T).T
-    assert not compare(spec, X, out, dtype).ok  # if this starts to pass, LOWER and the README are stale
+    assert not compare(spec, X, out, dtype).ok  # if this starts to pass, LOWER and docs/runtimes.md are stale
 
 
 def test_openvino_default_precision_is_within_the_bf16_bound(tmp_path):
