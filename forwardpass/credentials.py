@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 from pathlib import Path
 
@@ -16,7 +17,17 @@ def read_token(path: str | os.PathLike) -> str:
         raise ForwardpassError(f"{path}: cannot read the token file ({exc.strerror})", Kind.NOT_FOUND) from None
     if not token:
         raise ForwardpassError(f"{path}: the token file is empty")
+    if len(token.splitlines()) > 1:  # no header can carry a line break: nobody could send this token
+        raise ForwardpassError(f"{path}: the token file holds more than one line; a token is one line")
     return token
+
+
+def carries_bearer(authorization: str, token: str, encoding: str = "utf-8") -> bool:
+    """Whether an Authorization value (decoded from its bytes with `encoding`) is `Bearer <token>`:
+    the scheme in any case (RFC 7235), the token compared in constant time."""
+    scheme, _, supplied = authorization.strip().partition(" ")
+    right_token = hmac.compare_digest(supplied.strip().encode(encoding, "replace"), token.encode())
+    return scheme.lower() == "bearer" and right_token
 
 
 def read_pem(path: str | os.PathLike | None) -> bytes | None:

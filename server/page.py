@@ -18,10 +18,12 @@ import asyncio
 import logging
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from forwardpass.web import FOLDER, LICENSE, ORT_FILES, PAGE_FILES, how_to_get, ort_folder
 
+from . import restcodec
 from .dataplane import DataPlane
 from .network import NetworkViews
 from .rest import Call, RestApp, _model, _model_routes, _optional_json
@@ -121,12 +123,18 @@ async def hidden_model(app: RestApp, call: Call) -> Answer:
 
 
 async def oracle(app: RestApp, call: Call) -> Answer:
-    """The float64 oracle's Z[l], A[l] and their bounds for one x."""
-    return _json(app.page.network.oracle(*_model(call), _optional_json(call.body).get("x")))
+    """The float64 oracle's Z[l], A[l] and their bounds for one x; an overflow to infinity (or a NaN)
+    is written as the infer route writes it, "Infinity", "-Infinity" or "NaN", never as null."""
+    document = app.page.network.oracle(*_model(call), _optional_json(call.body).get("x"))
+    for layer in document["layers"]:
+        for key, values in layer.items():
+            layer[key] = restcodec.json_values(np.asarray(values, dtype=np.float64))
+    return _json(document)
 
 
 def _json(document: dict) -> Answer:
-    return 200, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")], orjson.dumps(document)
+    body = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    return 200, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")], body
 
 
 # Each handler takes the RestApp (whose `page` is a Page) and the call, as RestApp's own routes do.

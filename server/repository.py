@@ -8,6 +8,7 @@ the reason, or, with skip_bad, is kept as not ready with that reason.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +91,7 @@ class Repository:
                 if not self.skip_bad:
                     raise
                 log.warning("model %s is not ready: %s", folder.name, exc)
-                models[folder.name] = ModelEntry(folder.name, reason=str(exc))
+                models[folder.name] = ModelEntry(folder.name, reason=self._inside(str(exc)))
         self.models = models
 
     def refresh(self) -> None:
@@ -117,6 +118,14 @@ class Repository:
             raise no_such_model(name)
         self.models = {**self.models, name: ModelEntry(name, reason=UNLOADED)}
 
+    def _inside(self, reason: str) -> str:
+        """A reason a client may read: paths relative to the repository, so that no answer (the
+        index, a not-ready error) shows where the server keeps it; the log keeps the full path."""
+        roots = {str(self.root.resolve()), str(self.root.absolute()), str(self.root)} - {"."}
+        for root in sorted(roots, key=len, reverse=True):  # the longest first: it holds the others
+            reason = reason.replace(root.rstrip(os.sep) + os.sep, "")
+        return reason
+
     def _folders(self, allow_empty: bool = False) -> list[Path]:
         if not self.root.is_dir():
             raise ForwardpassError(f"model repository {self.root} is not a folder", Kind.NOT_FOUND)
@@ -137,7 +146,7 @@ class Repository:
             if serving:
                 log.warning("model %s: %s; it keeps serving version %s", folder.name, exc, sorted(entry.versions))
                 return entry
-            return ModelEntry(folder.name, reason=str(exc))
+            return ModelEntry(folder.name, reason=self._inside(str(exc)))
         versions, refused = {}, []
         for version in wanted:
             if serving and version in entry.versions:
@@ -152,7 +161,7 @@ class Repository:
             if serving:
                 return entry  # nothing new could load: what served before keeps serving
             why = f": {refused[-1]}" if refused else ""  # the newest version's reason
-            return ModelEntry(folder.name, reason=f"no version of {folder} could load{why}")
+            return ModelEntry(folder.name, reason=self._inside(f"no version of {folder} could load{why}"))
         if serving and versions.keys() != entry.versions.keys():
             log.info("model %s now serves version %s (was %s)", folder.name, sorted(versions), sorted(entry.versions))
         return ModelEntry(folder.name, versions)

@@ -9,7 +9,6 @@ percent-decoded, so `..%2Fevil` reaches the data plane as the name `../evil`, wh
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import zlib
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from forwardpass.credentials import carries_bearer
 from forwardpass.errors import ForwardpassError, Kind
 
 from . import restcodec
@@ -68,7 +68,7 @@ class RestApp:
         self.plane, self.max_body, self.max_in_flight = plane, max_body, max_in_flight
         self.page = page  # server/page.py's Page: the page at / and its routes, or None (--no-page)
         self.routes = ROUTES + (page.routes if page is not None else [])
-        self._token = f"Bearer {token}".encode() if token else None
+        self._token = token
         self.in_flight = 0
         self.draining = False  # set on SIGTERM: health still answers (not ready), new calls get 503
 
@@ -110,7 +110,7 @@ class RestApp:
     def _authorize(self, path: str, headers: dict[str, str]) -> None:
         if self._token is None or path in OPEN_PATHS or (self.page is not None and self.page.public(path)):
             return
-        if not hmac.compare_digest(headers.get("authorization", "").encode("latin-1"), self._token):
+        if not carries_bearer(headers.get("authorization", ""), self._token, "latin-1"):  # as the header came
             raise HttpError(
                 401, "missing or wrong 'Authorization: Bearer <token>' header", [(b"www-authenticate", b"Bearer")]
             )
@@ -266,6 +266,10 @@ def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
         raise HttpError(400, f"the {encoding} body cannot be decoded: {exc}") from None
     if len(data) > limit or inflater.unconsumed_tail:
         raise HttpError(413, f"the body inflates above the {limit}-byte limit")
+    if not inflater.eof:
+        raise HttpError(400, f"the {encoding} body is cut short: its stream does not end")
+    if inflater.unused_data:
+        raise HttpError(400, f"the {encoding} body has {len(inflater.unused_data)} bytes after the end of its stream")
     return data
 
 

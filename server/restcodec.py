@@ -13,6 +13,7 @@ Infinity and -Infinity, as Python's json module (and so tritonclient) writes the
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -101,16 +102,19 @@ def _from_json(model: str, version: str, document: dict, binary: memoryview | by
     if offset != len(binary):
         raise ForwardpassError(f"the body has {len(binary) - offset} bytes after the inputs' binary_data_size")
     outputs = tuple(
-        RequestedOutput(_text(o, "name"), _parameters(o))
+        RequestedOutput(_text(o, "name"), _flagged(_parameters(o), "binary_data"))
         for o in (_object(x, "an output") for x in _list(document, "outputs", []))
     )
+    identifier = document.get("id", "")
+    if not isinstance(identifier, str):  # as Triton: str() of a deep nesting would overflow the stack
+        raise ForwardpassError("'id' must be a string")
     return InferRequest(
         model=model,
         version=version,
         inputs=tuple(inputs),
         outputs=outputs,
-        id=str(document.get("id", "")),
-        parameters=_parameters(document),
+        id=identifier,
+        parameters=_flagged(_parameters(document), "binary_data_output"),
         deadline_ns=deadline_ns,
     )
 
@@ -140,9 +144,25 @@ def _numbers(name: str, data) -> np.ndarray:
         array = np.asarray(data)
     except ValueError:  # ragged nesting
         raise ForwardpassError(f"input '{name}': 'data' is not a rectangular list of numbers") from None
-    if array.dtype.kind not in "iuf":  # strings, booleans, null and mixtures are no tensor values
+    if array.dtype.kind not in "iuf" or _holds_booleans(data, array.ndim):
+        # strings, booleans, null and mixtures are no tensor values (NumPy reads true among floats as 1.0)
         raise ForwardpassError(f"input '{name}': 'data' must hold numbers only")
     return array.reshape(-1)
+
+
+def _holds_booleans(data, depth: int) -> bool:
+    """Whether a rectangular nesting `depth` lists deep holds true or false anywhere."""
+    values = data if isinstance(data, list) else [data]
+    for _ in range(depth - 1):
+        values = itertools.chain.from_iterable(values)
+    return bool in map(type, values)
+
+
+def _flagged(parameters: dict[str, object], key: str) -> dict[str, object]:
+    """The parameters, after checking that `key`, when present, is a JSON boolean (as Triton does)."""
+    if not isinstance(parameters.get(key, False), bool):
+        raise ForwardpassError(f"parameter '{key}' must be true or false, got {parameters[key]!r}")
+    return parameters
 
 
 def _parameters(item: dict) -> dict[str, object]:
@@ -186,7 +206,7 @@ def infer_response(
             entry["parameters"] = {BINARY_DATA_SIZE: blob.nbytes}
             blobs.append(blob)
         else:
-            entry["data"] = _json_values(output.array.reshape(-1))
+            entry["data"] = json_values(output.array.reshape(-1))
         outputs.append(entry)
     document = {"model_name": answer.model, "model_version": answer.version, "outputs": outputs}
     if answer.id:
@@ -197,9 +217,10 @@ def infer_response(
     return b"".join([header, *blobs]), len(header)
 
 
-def _json_values(array: np.ndarray) -> np.ndarray | list:
-    """A flat array as JSON numbers (orjson writes float32 in its shortest exact form); with NaN or
-    infinities, a list with those as strings, since orjson would write them as null."""
+def json_values(array: np.ndarray) -> np.ndarray | list:
+    """A flat array as JSON numbers (orjson writes float32 in its shortest exact form, with
+    OPT_SERIALIZE_NUMPY); with NaN or infinities, a list with those as strings, since orjson would
+    write them as null."""
     if np.isfinite(array).all():
         return array
     return [v if math.isfinite(v) else NON_FINITE.get(v, "NaN") for v in array.tolist()]

@@ -8,14 +8,13 @@ The comparison takes constant time, and the token is never logged or echoed.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Collection
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
 
-from forwardpass.credentials import read_pem
+from forwardpass.credentials import carries_bearer, read_pem
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # GuardedHealth checks the token per service
 REFUSAL = "missing or wrong 'authorization: Bearer <token>' metadata"
@@ -46,8 +45,7 @@ class TokenAuth(grpc.ServerInterceptor):
 
 def carries_token(metadata, token: str) -> bool:
     """Whether call metadata holds `authorization: Bearer <token>`, compared in constant time."""
-    supplied = dict(metadata or ()).get("authorization", "")
-    return hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode())
+    return carries_bearer(dict(metadata or ()).get("authorization", ""), token)
 
 
 class GuardedHealth(health.HealthServicer):

@@ -340,7 +340,7 @@ def test_statistics_count_rows_runs_and_failures(limited):
 
 
 @pytest.mark.parametrize("body", [None, b"{}", b'{"ready": false}'])
-def test_repository_index_is_a_list_with_the_bad_model_and_why(server, body):
+def test_repository_index_is_a_list_with_the_bad_model_and_why(server, repository, body):
     answer = call(server, "POST", "/v2/repository/index", body)
     assert answer.status == 200
     index = answer.json()
@@ -351,6 +351,8 @@ def test_repository_index_is_a_list_with_the_bad_model_and_why(server, body):
     assert rows[("versions", "1")][0] == rows[("versions", "2")][0] == "READY"
     state, reason = rows[("broken", "")]
     assert state == "UNAVAILABLE" and "not an ONNX model" in reason
+    # the file, named inside the repository: where the server keeps its repository is not shown
+    assert reason.startswith("broken/1/model.onnx: ") and str(repository.parent) not in reason, reason
 
 
 def test_repository_index_of_ready_models_only(server):
@@ -656,6 +658,25 @@ BAD = {
     "a string as data": (_doc(_one(data="0.1,0.2,0.3")), 400, "numbers"),
     "booleans as data": (_doc(_one(data=[True, False, True])), 400, "numbers"),
     "nulls as data": (_doc(_one(data=[None, 0.2, 0.3])), 400, "numbers"),
+    "a boolean among numbers": (_doc(_one(data=[0.1, True, 0.3])), 400, "input 'x'"),
+    "a boolean among nested numbers": (_doc(_one(data=[[0.1, 0.2, False]])), 400, "input 'x'"),
+    "a boolean among FP64 numbers": (
+        _post(json.dumps({"inputs": [_one(datatype="FP64", data=[True, 0.2, 0.3])]}).encode(), model="double"),
+        400,
+        "input 'x'",
+    ),
+    "an id nested 1,000 deep": (_post(b'{"id": ' + b"[" * 1000 + b"]" * 1000 + b", " + VALID[1:]), 400, "'id'"),
+    "an id that is a number": (_doc(_one(), id=7), 400, "'id' must be a string"),
+    "binary_data_output a string": (
+        _doc(_one(), parameters={"binary_data_output": "false"}),
+        400,
+        "binary_data_output",
+    ),
+    "binary_data a string": (
+        _doc(_one(), outputs=[{"name": "y", "parameters": {"binary_data": "false"}}]),
+        400,
+        "binary_data",
+    ),
     "no data": (_doc({"name": "x", "shape": [1, 3], "datatype": "FP32"}), 400, "no 'data'"),
     "empty batch": (_doc(_one(shape=[0, 3], data=[])), 400, "empty batch"),
     "batch above max_batch_size": (
@@ -678,6 +699,13 @@ BAD = {
     "raw body of two rows": (_post(np.zeros((2, 3), np.float32).tobytes(), {HEADER: "0"}), 400, "got 24"),
     "raw body of half a row": (_post(b"\0" * 6, {HEADER: "0"}), 400, "bytes"),
     "gzip body that is no gzip": (_post(b"not gzip at all", {"Content-Encoding": "gzip"}), 400, "gzip"),
+    "gzip body cut short": (_post(gzip.compress(VALID)[:-4], {"Content-Encoding": "gzip"}), 400, "cut short"),
+    "deflate body cut short": (_post(zlib.compress(VALID)[:-2], {"Content-Encoding": "deflate"}), 400, "cut short"),
+    "gzip body with junk after it": (
+        _post(gzip.compress(VALID) + b"junk", {"Content-Encoding": "gzip"}),
+        400,
+        "4 bytes after the end",
+    ),
     "unknown content encoding": (_post(b"{}", {"Content-Encoding": "br"}), 415, "'br'"),
     "unknown version": (_post(VALID, model="versions", version="3"), 404, "version 3"),
     "version not loaded": (_post(VALID, model="latest", version="1"), 404, "version 1"),
@@ -839,5 +867,7 @@ def test_a_token_guards_everything_but_live_and_ready(guarded):
             assert_error(answer, 401)
             assert answer.headers.get("WWW-Authenticate", "").startswith("Bearer"), answer.headers
         assert call(guarded, method, path, payload, {"Authorization": f"Bearer {TOKEN}"}).status == 200, path
+    for scheme in ("bearer", "BEARER", "bEaReR"):  # RFC 7235: the scheme is case-insensitive
+        assert call(guarded, "GET", "/v2", None, {"Authorization": f"{scheme} {TOKEN}"}).status == 200, scheme
     answer = call(guarded, "POST", infer_path("mlp_3_4_1"), body, {"Authorization": f"Bearer {TOKEN}"})
     assert_matches_oracle(spec_of(ROOT / "models", "mlp_3_4_1"), X, decode(answer).arrays["y"].T, "float32")

@@ -183,6 +183,19 @@ def test_oracle_route_answers_with_the_tolerance_modules_bounds(served, models):
         np.testing.assert_allclose(layer["A_bound"], err_A[l][:, 0], rtol=1e-12, atol=0)
 
 
+def test_oracle_route_writes_an_overflow_as_the_infer_route_does(served, models):
+    x = [1e308, 1e308, -1e308, 1e308]  # finite, but W[1] x overflows float64
+    status, _, body = fetch(served, "/v2/models/softmax_4_8_8_3/network/oracle", json.dumps({"x": x}).encode())
+    assert status == 200, body
+    values = [v for layer in json.loads(body)["layers"] for key in ("Z", "A", "Z_bound") for v in layer[key]]
+    assert None not in values  # orjson writes an infinity as null
+    assert {"Infinity", "-Infinity", "NaN"} & set(values), values
+    assert all(isinstance(v, float) or v in ("Infinity", "-Infinity", "NaN") for v in values), values
+    _, passed, _, _ = oracle_of(models, "softmax_4_8_8_3", x)
+    Z1 = np.array([float(v) for v in json.loads(body)["layers"][0]["Z"]])  # float() reads the names back
+    np.testing.assert_array_equal(np.isinf(Z1), np.isinf(passed.Z[1][:, 0]))
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [(b'{"x": [1, 2]}', "list of 3 numbers"), (b'{"x": [1, "a", 3]}', "finite"), (b"[1]", "JSON object")],

@@ -15,7 +15,7 @@ from forwardpass.errors import ForwardpassError
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from harness import ROOT, TOKEN, ServerProcess, serve_command
+from harness import ROOT, TOKEN, ServerProcess, assert_one_error_line, serve_command
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,7 @@ def test_token_only_over_plaintext(repository, pki):
                 stub.ServerReady(pb.ServerReadyRequest(), timeout=10)
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert stub.ServerReady(pb.ServerReadyRequest(), metadata=(("authorization", f"Bearer {TOKEN}"),)).ready
+            assert stub.ServerReady(pb.ServerReadyRequest(), metadata=(("authorization", f"bearer {TOKEN}"),)).ready
     finally:
         assert server.stop() == 0
 
@@ -192,3 +193,13 @@ def test_tls_flags_must_come_together(repository, pki):
     result = subprocess.run([*command, "--auth-token-file", str(pki / "missing")], cwd=ROOT, capture_output=True,
                             text=True)  # fmt: skip
     assert result.returncode == 2 and "cannot read the token file" in result.stderr
+
+
+def test_a_token_file_of_two_lines_is_refused_at_start(repository, tmp_path):
+    # No header can carry a line break: a server with this token could not be called.
+    (tmp_path / "token").write_text(f"{TOKEN}\nsecond-line\n")
+    command = serve_command("--model-repository", str(repository), "--port", "0", "--http-port", "0")
+    result = subprocess.run([*command, "--auth-token-file", str(tmp_path / "token")], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert_one_error_line(result, "more than one line")
+    assert str(tmp_path / "token") in result.stderr and TOKEN not in result.stderr

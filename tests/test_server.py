@@ -116,13 +116,14 @@ def test_model_config_is_the_settled_config_pbtxt(stub):
     assert stub.ModelConfig(pb.ModelConfigRequest(name="versions")).config.version_policy.HasField("all")
 
 
-def test_repository_index_reports_the_bad_model_and_why(stub):
+def test_repository_index_reports_the_bad_model_and_why(stub, repository):
     index = stub.RepositoryIndex(pb.RepositoryIndexRequest())
     rows = {(m.name, m.version): (m.state, m.reason) for m in index.models}
     assert rows[("mlp_3_4_1", "1")] == ("READY", "")
     assert rows[("versions", "2")][0] == "READY"
     state, reason = rows[("broken", "")]
     assert state == "UNAVAILABLE" and "not an ONNX model" in reason
+    assert reason.startswith("broken/1/model.onnx: ") and str(repository.parent) not in reason, reason  # no server path
     ready_only = stub.RepositoryIndex(pb.RepositoryIndexRequest(ready=True))
     assert "broken" not in {m.name for m in ready_only.models}
 
