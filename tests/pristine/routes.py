@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -79,7 +80,17 @@ def check_routes() -> list[str]:
     return failures
 
 
+def in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def main() -> int:
+    # The container shares the host's network: a server already there would answer in make run's place.
+    busy = [port for port in (8000, 8001) if in_use(port)]
+    if busy:
+        print(f"FAILED: port {' and '.join(map(str, busy))} of 127.0.0.1 is taken on this host: make run needs it")
+        return 1
     # In a process group of its own, as a shell runs a foreground job: Ctrl-C signals the whole group.
     process = subprocess.Popen(
         ["make", "run"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True

@@ -13,7 +13,7 @@ set -euo pipefail
     here=$(cd "$(dirname "$0")" && pwd)
     repo=$(git -C "$here" rev-parse --show-toplevel)
     base=${PRISTINE_BASE:-forwardpass-base:bookworm}
-    limit=${PRISTINE_TIMEOUT:-3000}  # seconds for everything in the container (about 30 minutes expected)
+    limit=${PRISTINE_TIMEOUT:-1800}  # seconds for everything in the container: under 30 minutes
     name=forwardpass-pristine-$$
     started=$(date +%s)
 
