@@ -125,8 +125,9 @@ class Server:
             raise ForwardpassError(f"cannot listen on {where} (HTTP): {exc.strerror}", Kind.UNAVAILABLE) from None
         page = Page(self.plane, self.options.ort_web_dir) if self.options.page else None
         app = RestApp(
-            self.plane, self.options.max_message_bytes, self.options.max_concurrent_rpcs, self.options.auth_token, page
-        )
+            self.plane, self.options.max_message_bytes, self.options.max_concurrent_rpcs, self.options.auth_token, page,
+            self.options.host, self.options.allowed_origins, self.options.allowed_hosts,
+        )  # fmt: skip
         self.http = HttpServer(app, sock, self.options)
         self.http.start()
 

@@ -8,6 +8,7 @@ say one thing in --help and do another.
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -20,6 +21,12 @@ from .cgroup import available_cpus
 MODES = ("none", "poll", "explicit")  # Triton's --model-control-mode
 HANDLER_THREADS = 2  # gRPC handler threads per worker by default (docs/speed.md: contention)
 BATCHING_THREADS = 8  # ... when dynamic batching needs calls side by side to merge them
+
+
+def _listed(text: str) -> tuple[str, ...]:
+    """A comma-separated flag's items, stripped and in lower case (origins and host names are
+    case-insensitive), empty ones left out."""
+    return tuple(item.strip().lower() for item in text.split(",") if item.strip())
 
 
 def option(default, help: str, flags: tuple[str, ...] = (), **argparse_options) -> object:
@@ -107,6 +114,17 @@ class ServeOptions:
     auth_token_file: Path | None = option(
         None, "every RPC but overall health must carry 'authorization: Bearer <token in this file>'", type=Path
     )
+    allowed_origins: tuple[str, ...] = option(
+        (), "HTTP: browser origins (scheme://host[:port], comma-separated; * for any) besides the server's own "
+        "that may load or unload models and read a model's weights; other origins get 403 (a request without "
+        "Origin, as from any non-browser client, always passes)", type=_listed,
+        metavar="ORIGINS",
+    )  # fmt: skip
+    allowed_hosts: tuple[str, ...] = option(
+        (), "HTTP on a loopback address: Host names (comma-separated; * for any) to answer besides 127.0.0.0/8, "
+        "[::1], localhost and *.localhost; other names get 421, as a page renamed to this address would send "
+        "(DNS rebinding)", type=_listed, metavar="HOSTS",
+    )  # fmt: skip
     # Not flags: read from auth_token_file once, and set by the supervisor for its workers.
     auth_token: str | None = field(default=None, repr=False)  # never logged
     wanted_file: Path | None = None  # explicit mode: the loaded set every worker follows
@@ -137,6 +155,12 @@ class ServeOptions:
         ):
             if not 0 <= port <= 65535:
                 raise InputError(f"{flag} {port} is not a TCP port (0 to 65535)")
+        for origin in self.allowed_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/?#@\s]+", origin):
+                raise InputError(f"--allowed-origins: {origin!r} is no origin; write scheme://host[:port], or *")
+        for host in self.allowed_hosts:
+            if not re.fullmatch(r"[^/?#@:\s]+|\[[0-9a-f:.]+\]", host):
+                raise InputError(f"--allowed-hosts: {host!r} is no host name; write a name or address without a port")
         if self.auth_token_file is not None and self.auth_token is None:
             object.__setattr__(self, "auth_token", read_token(self.auth_token_file))
 

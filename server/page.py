@@ -2,6 +2,7 @@
 
 `/` and `/static/...` hold no model data and need no token, so a browser can load the page and
 then ask for the token once; every /v2 path, the page's routes included, needs it (RestApp checks).
+The three network routes hand out a model's weights: a foreign Origin gets 403 there (RestApp checks).
 The page's own routes, beside the V2 ones for each model version:
 
     GET  /v2/models/{m}[/versions/{v}]/network             the network described and drawn (JSON)
@@ -58,6 +59,7 @@ class Page:
         self.ort = ort_folder(ort_dir)
         self.files = {name: FOLDER / name for name in PAGE_FILES}
         self.routes = ROUTES
+        self.origin_checked = WEIGHTS  # a foreign Origin may not read them (RestApp checks)
         if self.ort is None:
             given = f"--ort-web-dir {ort_dir} does not hold {', '.join(ORT_FILES)}: " if ort_dir is not None else ""
             log.warning("%s%s; the page shows the server's answers only", given, how_to_get())
@@ -146,3 +148,4 @@ ROUTES = [
     *_model_routes(("network", "model.onnx"), ("GET",), hidden_model),
     *_model_routes(("network", "oracle"), ("POST",), oracle),
 ]
+WEIGHTS = frozenset({describe, hidden_model, oracle})  # the drawing's W values, the file, Z[1] = W x + b

@@ -9,9 +9,10 @@ percent-decoded, so `..%2Fevil` reaches the data plane as the name `../evil`, wh
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -34,6 +35,14 @@ STATUS = {
     Kind.UNSUPPORTED: 501,
 }
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")  # probes carry no token
+# A browser sends Origin with every cross-origin POST, and a form or text/plain POST needs no
+# preflight: without this check any web page could unload a model on a local server, or read its
+# weights. Other clients (tritonclient, the KServe SDK, perf_analyzer, curl) send no Origin.
+ORIGIN_REFUSAL = "may not load or unload models or read a model's weights here; allow it with --allowed-origins"
+HOST_REFUSAL = (
+    "is not a name of this machine, and this server listens on loopback only: a page renamed to this address "
+    "(DNS rebinding) is refused; allow the name with --allowed-hosts"
+)
 READ_TIMEOUT = 30.0  # seconds a body may pause between chunks before the connection is dropped
 # Smaller requests run on the event loop (a thread hop costs more than the call); larger ones, and
 # any that may wait in a dynamic batcher, on a thread, so that the loop keeps answering the others.
@@ -63,12 +72,25 @@ class RestApp:
     """The ASGI application over one data plane."""
 
     def __init__(
-        self, plane: DataPlane, max_body: int, max_in_flight: int, token: str | None = None, page=None
+        self,
+        plane: DataPlane,
+        max_body: int,
+        max_in_flight: int,
+        token: str | None = None,
+        page=None,
+        bound: str = "127.0.0.1",
+        origins: Collection[str] = (),
+        hosts: Collection[str] = (),
     ) -> None:
         self.plane, self.max_body, self.max_in_flight = plane, max_body, max_in_flight
         self.page = page  # server/page.py's Page: the page at / and its routes, or None (--no-page)
         self.routes = ROUTES + (page.routes if page is not None else [])
+        self.origin_checked = ORIGIN_CHECKED | (page.origin_checked if page is not None else frozenset())
         self._token = token
+        self.origins = frozenset(origins)  # --allowed-origins, in lower case
+        # The Host check guards a loopback address only: bound to 0.0.0.0 or ::, the server answers
+        # whatever name a load balancer, an ingress or a kubelet probe uses.
+        self.hosts = frozenset(hosts) if loopback_name(bound) else None
         self.in_flight = 0
         self.draining = False  # set on SIGTERM: health still answers (not ready), new calls get 503
 
@@ -94,8 +116,11 @@ class RestApp:
             if self.in_flight > self.max_in_flight:
                 raise HttpError(503, f"more than {self.max_in_flight} requests in flight on this worker; retry")
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            self._check_host(headers)
             self._authorize(path, headers)
             route, arguments = self._route(scope["method"], path)
+            if route in self.origin_checked:
+                self._check_origin(scope, headers)
             call = Call(scope["method"], arguments, headers, await self._body(receive, headers))
             return await route(self, call)
         except HttpError as exc:
@@ -114,6 +139,22 @@ class RestApp:
             raise HttpError(
                 401, "missing or wrong 'Authorization: Bearer <token>' header", [(b"www-authenticate", b"Bearer")]
             )
+
+    def _check_host(self, headers: dict[str, str]) -> None:
+        host = headers.get("host")
+        if self.hosts is None or host is None or "*" in self.hosts:
+            return
+        name = _host_name(host)
+        if not loopback_name(name) and name.lower() not in self.hosts:
+            raise HttpError(421, f"Host {host!r} {HOST_REFUSAL}")
+
+    def _check_origin(self, scope, headers: dict[str, str]) -> None:
+        origin = headers.get("origin")
+        if origin is None or "*" in self.origins or origin.lower() in self.origins:
+            return
+        own = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"  # as the request itself names us
+        if origin.lower() != own.lower():  # `Origin: null` (a sandbox, a file:// page) is never our own
+            raise HttpError(403, f"Origin {origin!r} {ORIGIN_REFUSAL}")
 
     def _route(self, method: str, path: str) -> tuple[Callable, list[str]]:
         try:
@@ -211,6 +252,27 @@ class RestApp:
         return 200, JSON, b"{}"
 
 
+def loopback_name(host: str) -> bool:
+    """Whether a host name or address (no port) names this machine: 127.0.0.0/8, ::1 (bracketed or
+    not), localhost and *.localhost (RFC 6761)."""
+    bare = host.lower().rstrip(".")
+    if bare.startswith("[") and bare.endswith("]"):
+        bare = bare[1:-1]
+    if bare == "localhost" or bare.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(host: str) -> str:
+    """A Host header without its port: `[::1]:8000` -> `[::1]`, `localhost:8000` -> `localhost`."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0]
+
+
 def _match(pattern: tuple, segments: list[str]) -> list[str] | None:
     """The segments a pattern captures (None for '*'), or None when it does not match."""
     if len(pattern) != len(segments):
@@ -245,6 +307,7 @@ ROUTES = [
     *_model_routes(("infer",), ("POST",), RestApp.infer),
     *_model_routes((), ("GET",), RestApp.model_metadata),
 ]
+ORIGIN_CHECKED = frozenset({RestApp.load, RestApp.unload})  # and the page's routes that hand out W and b
 
 
 def _model(call: Call) -> tuple[str, str]:

@@ -203,3 +203,107 @@ def test_a_token_file_of_two_lines_is_refused_at_start(repository, tmp_path):
                             text=True, timeout=60)  # fmt: skip
     assert_one_error_line(result, "more than one line")
     assert str(tmp_path / "token") in result.stderr and TOKEN not in result.stderr
+
+
+# A local server is local: what a browser's Origin and Host may do (DNS rebinding, cross-site POSTs)
+
+
+def http_call(server, method: str, path: str, headers: dict, body: bytes | None = None) -> tuple[int, bytes]:
+    """(status, body) of one plain HTTP request, with exactly the Host and Origin headers given."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    connection = http.client.HTTPConnection(urlsplit(server.http_url).netloc, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def refusal(answer: tuple[int, bytes]) -> tuple[int, str]:
+    import json
+
+    return answer[0], json.loads(answer[1]).get("error", "") if answer[0] >= 400 else ""
+
+
+ALLOWED_ORIGIN = "http://allowed.example:8080"
+WEIGHTS = (("GET", "network"), ("GET", "network/model.onnx"), ("POST", "network/oracle"))  # the page's routes
+
+
+@pytest.fixture(scope="module")
+def explicit(repository):
+    server = ServerProcess(repository, "--workers", "1", "--model-control-mode", "explicit", "--load-model", "*",
+                           "--allowed-origins", ALLOWED_ORIGIN.upper())  # fmt: skip
+    yield server
+    assert server.stop() == 0, server.output()
+
+
+def test_a_foreign_origin_may_not_unload_a_model_nor_read_its_weights(explicit):
+    model = "/v2/models/mlp_3_4_1"
+    oracle = b'{"x": [1, 2, 3]}'
+    infer = b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}'
+    # A web page's text/plain POST needs no preflight: the browser sends it, with the page's Origin.
+    for origin in ("http://evil.example", "null", explicit.http_url.replace("127.0.0.1", "localhost")):
+        headers = {"Origin": origin, "Content-Type": "text/plain"}
+        for action in ("unload", "load"):
+            status, message = refusal(http_call(explicit, "POST", f"/v2/repository/models/mlp_3_4_1/{action}", headers))
+            assert status == 403 and "--allowed-origins" in message and origin in message, (origin, status, message)
+        for method, route in WEIGHTS:
+            answer = http_call(explicit, method, f"{model}/{route}", headers, oracle if method == "POST" else None)
+            assert refusal(answer)[0] == 403, (origin, route)
+        # What holds no weights answers any origin (a later CORS option decides what a browser may read).
+        assert http_call(explicit, "POST", f"{model}/infer", headers, infer)[0] == 200
+    assert http_call(explicit, "GET", f"{model}/ready", {})[0] == 200  # still served
+    # No Origin (tritonclient, the KServe SDK, curl), the server's own, or an allowed one: let through.
+    for headers in ({}, {"Origin": explicit.http_url}, {"Origin": ALLOWED_ORIGIN}):
+        for method, route in WEIGHTS:
+            answer = http_call(explicit, method, f"{model}/{route}", headers, oracle if method == "POST" else None)
+            assert answer[0] == 200, (headers, route, answer)
+    for headers in ({"Origin": ALLOWED_ORIGIN}, {"Origin": explicit.http_url}, {}):
+        assert http_call(explicit, "POST", "/v2/repository/models/mlp_3_4_1_sigmoid/unload", headers)[0] == 200
+        assert http_call(explicit, "POST", "/v2/repository/models/mlp_3_4_1_sigmoid/load", headers)[0] == 200
+
+
+def test_a_loopback_server_answers_only_loopback_host_names(repository):
+    server = ServerProcess(repository, "--workers", "1", "--allowed-hosts", "Served.Example")
+    port = server.http_url.rsplit(":", 1)[1]
+    try:
+        for host in ("evil.example", f"evil.example:{port}", "localhost.evil.example", "127.0.0.1.nip.io", "10.0.0.1"):
+            status, message = refusal(http_call(server, "GET", "/v2/health/ready", {"Host": host}))
+            assert status == 421 and "--allowed-hosts" in message and host in message, (host, status, message)
+        for host in (f"127.0.0.1:{port}", "127.9.9.9", f"localhost:{port}", "LOCALHOST", f"page.localhost:{port}",
+                     f"[::1]:{port}", f"served.example:{port}"):  # fmt: skip
+            assert http_call(server, "GET", "/v2/health/ready", {"Host": host})[0] == 200, host
+        # gRPC's :authority is never checked.
+        options = [("grpc.default_authority", "evil.example")]
+        with grpc.insecure_channel(server.url, options=options) as channel:
+            assert pb_grpc.GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+    finally:
+        assert server.stop() == 0, server.output()
+
+
+@pytest.mark.parametrize(
+    ("bound", "checked"),
+    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True), ("0.0.0.0", False), ("::", False),
+     ("10.1.2.3", False)],
+)  # fmt: skip
+def test_the_host_check_guards_a_loopback_address_only(bound, checked):
+    # Tests bind loopback only: a server on 0.0.0.0 (the image, Kubernetes, probes) is checked here.
+    from forwardpass.server.rest import RestApp
+
+    assert (RestApp(None, 1, 1, bound=bound).hosts is not None) is checked
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("allowed_origins", ("evil.example",)), ("allowed_origins", ("http://a.example/path",)),
+     ("allowed_hosts", ("a.example:8000",))],
+)  # fmt: skip
+def test_allowed_origins_and_hosts_are_checked_at_start(flag, value):
+    from forwardpass.errors import InputError
+    from forwardpass.server.options import ServeOptions
+
+    with pytest.raises(InputError, match="--" + flag.replace("_", "-")):
+        ServeOptions(**{flag: value})
