@@ -35,5 +35,6 @@ EXPOSE 8000 8001 8002
 STOPSIGNAL SIGTERM
 # KServe's and Kubernetes' `args` are appended to this; the last of a repeated flag wins. --grace 8
 # drains within Docker's default 10 s stop timeout (Kubernetes gives 30 s: the manifests pass their own).
+# --no-page: the page hands out every model's weights; `--page` after the image name turns it back on.
 ENTRYPOINT ["forwardpass", "serve", "--host", "0.0.0.0", "--model-repository", "/mnt/models", \
-            "--metrics-port", "8002", "--metrics-host", "0.0.0.0", "--grace", "8"]
+            "--metrics-port", "8002", "--metrics-host", "0.0.0.0", "--grace", "8", "--no-page"]

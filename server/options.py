@@ -46,8 +46,9 @@ class ServeOptions:
     http_port: int = option(8000, "HTTP/REST port (Triton's default); 0 picks a free one", type=int)
     http: bool = option(True, "serve no HTTP/REST, only gRPC", flags=("--no-http",), action="store_false")
     page: bool = option(
-        True, "serve no page at / (the network drawn and computed in the browser)", flags=("--no-page",),
-        action="store_false",
+        True, "serve the page at / (the network drawn and computed in the browser; it hands out every model's "
+        "weights): --no-page turns it off, as the image does, and the last of --page/--no-page wins",
+        flags=("--page",), action=argparse.BooleanOptionalAction,
     )  # fmt: skip
     ort_web_dir: Path | None = option(
         None, "folder with onnxruntime-web's wasm backend for the page (default: `make web`'s, "

@@ -74,6 +74,8 @@ def test_the_entrypoint_serves_kserves_mount_on_every_interface():
     assert options.model_repository == KSERVE_MOUNT and options.host == "0.0.0.0"
     assert (options.http_port, options.grpc_port, options.metrics_port) == (8000, 8001, 8002)
     assert options.grace < 10, "within docker stop's default 10 s, or Docker kills the drain"
+    assert not options.page, "the page hands out every model's weights: off in the image"
+    assert from_arguments(make_parser().parse_args([*command[1:], "--page"])).page, "the last of --page/--no-page wins"
 
 
 @pytest.mark.parametrize("name", CONTAINERS)
@@ -82,6 +84,7 @@ def test_the_container_answers_v2_and_its_probes_as_the_manifest_runs_it(tmp_pat
     args = entrypoint()[1:] + container.get("args", [])
     options = from_arguments(make_parser().parse_args(args))
     assert options.model_repository == KSERVE_MOUNT
+    assert not options.page, "the page hands out every model's weights: off in a cluster"
     ports = {options.http_port: free_port(), options.grpc_port: free_port(), options.metrics_port: free_port()}
     repository = tmp_path / "mnt" / "models"  # KServe's mount, here: a copy of models/
     shutil.copytree(ROOT / "models", repository)

@@ -211,6 +211,9 @@ def test_the_page_can_be_turned_off(models):
         assert fetch(process, "/static/page.js")[0] == 404
         assert fetch(process, "/v2/models/mlp_3_4_1/network")[0] == 404
         assert fetch(process, "/v2/health/ready")[0] == 200
+    with serving(models, "--no-page", "--page") as process:  # the image's --no-page, undone: the last wins
+        assert fetch(process, "/")[0] == 200
+        assert fetch(process, "/v2/models/mlp_3_4_1/network/model.onnx")[0] == 200
 
 
 def test_missing_onnxruntime_web_is_a_404_that_says_how(models, tmp_path):

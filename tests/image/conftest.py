@@ -80,14 +80,16 @@ def docker():
 
 @pytest.fixture(scope="module")
 def container():
-    """The image with one CPU and its ENTRYPOINT's defaults (the page on), its args appended after
-    the ENTRYPOINT's: loopback only, free ports."""
+    """The image with one CPU and its ENTRYPOINT's defaults, its args appended after the
+    ENTRYPOINT's: loopback only, free ports, and --page (the ENTRYPOINT's --no-page undone) for the
+    page's tests."""
     http, grpc, metrics = free_port(), free_port(), free_port()
     name = f"forwardpass-test-{os.getpid()}-{time.monotonic_ns()}"
     docker_command("run", "--detach", "--name", name, "--network", "host", "--cpus", "1",
                    "--volume", f"{ROOT / 'models'}:/mnt/models:ro", IMAGE,
                    "--host", "127.0.0.1", "--metrics-host", "127.0.0.1",
-                   "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics))  # fmt: skip
+                   "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+                   "--page")  # fmt: skip
     served = Container(name, http, grpc, metrics)
     try:
         wait_ready(served)
