@@ -30,7 +30,7 @@ from .metrics import SharedCounters, serve_metrics
 from .options import BATCHING_THREADS, HANDLER_THREADS, ServeOptions
 from .page import Page
 from .repository import Repository
-from .rest import RestApp
+from .rest import BodyLimits, RestApp
 from .security import GuardedHealth, TokenAuth, server_credentials
 from .servicer import InferenceServicer, add_to_server
 
@@ -127,6 +127,7 @@ class Server:
         app = RestApp(
             self.plane, self.options.max_message_bytes, self.options.max_concurrent_rpcs, self.options.auth_token, page,
             self.options.host, self.options.allowed_origins, self.options.allowed_hosts,
+            BodyLimits(self.options.http_body_timeout, self.options.http_min_body_rate, self.options.http_body_budget),
         )  # fmt: skip
         self.http = HttpServer(app, sock, self.options)
         self.http.start()

@@ -4,6 +4,9 @@ on a socket the worker binds itself with SO_REUSEPORT, as its gRPC server does.
 The stack was chosen by measurement (README, "Serving over HTTP"). uvicorn has no timeout for
 headers that trickle in, so the protocol below adds one: a client that has not finished its
 headers within READ_TIMEOUT seconds of starting a request loses its connection, and only that.
+Nor has httptools a limit on the size of a head (request line and headers): it gathers a header
+value whole before handing it over, so the protocol counts a head's bytes before the parser sees
+them, and answers 431 past HEAD_LIMIT.
 """
 
 from __future__ import annotations
@@ -18,17 +21,48 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .options import ServeOptions
-from .rest import READ_TIMEOUT, RestApp
+from .rest import READ_TIMEOUT, RestApp, _error
+
+HEAD_LIMIT = 64 * 1024  # bytes of a request line and its headers, as nginx's large_client_header_buffers
+HEAD_TOO_LARGE = _error(f"the request line and headers are above {HEAD_LIMIT} bytes")
 
 
 class _TimedProtocol(HttpToolsProtocol):
-    """httptools' protocol with a deadline for each request's headers."""
+    """httptools' protocol with a deadline and a size limit for each request's headers."""
 
     _header_timer: asyncio.TimerHandle | None = None
+    _head_left: int | None = HEAD_LIMIT  # bytes the head being read may still take; None within a body
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._start_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        left = self._head_left
+        if left is None:
+            super().data_received(data)
+        elif len(data) <= left:
+            self._head_left = left - len(data)
+            super().data_received(data)
+        else:
+            super().data_received(data[:left])  # the parser never holds more than HEAD_LIMIT of a head
+            if self._head_left is not None:
+                self._refuse_head()
+            elif not self.transport.is_closing():
+                super().data_received(data[left:])
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_left = HEAD_LIMIT  # a pipelined request's head may follow
+
+    def _refuse_head(self) -> None:
+        if self.transport.is_closing():
+            return
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(HEAD_TOO_LARGE), HEAD_TOO_LARGE)
+        )
+        self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -37,6 +71,7 @@ class _TimedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
+        self._head_left = None
         super().on_headers_complete()
 
     def connection_lost(self, exc) -> None:

@@ -126,6 +126,18 @@ class ServeOptions:
         "[::1], localhost and *.localhost; other names get 421, as a page renamed to this address would send "
         "(DNS rebinding)", type=_listed, metavar="HOSTS",
     )  # fmt: skip
+    http_body_timeout: float = option(
+        60.0, "HTTP: seconds a request body may take to arrive whole; later, 408 and the connection closed", type=float
+    )
+    http_min_body_rate: float = option(
+        16384.0, "HTTP: bytes per second a request body must average after its first 5 s, or 408; 0: no minimum",
+        type=float,
+    )  # fmt: skip
+    http_body_budget_mb: float = option(
+        256.0, "HTTP: MiB of request bodies (as received and as inflated) one worker holds at once; a request past "
+        "it gets 503 with Retry-After; never less than twice --max-message-mb, so the largest request passes",
+        type=float,
+    )  # fmt: skip
     # Not flags: read from auth_token_file once, and set by the supervisor for its workers.
     auth_token: str | None = field(default=None, repr=False)  # never logged
     wanted_file: Path | None = None  # explicit mode: the loaded set every worker follows
@@ -135,6 +147,10 @@ class ServeOptions:
             raise InputError(f"--http-port and --grpc-port are both {self.http_port}; give them different ports")
         if self.max_message_mb <= 0 or self.grace < 0:
             raise InputError("--max-message-mb must be positive and --grace not negative")
+        if self.http_body_timeout <= 0 or self.http_min_body_rate < 0 or self.http_body_budget_mb <= 0:
+            raise InputError(
+                "--http-body-timeout and --http-body-budget-mb must be positive, --http-min-body-rate not negative"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InputError("--tls-cert and --tls-key go together")
         if self.tls_client_ca and not self.tls_cert:
@@ -168,6 +184,12 @@ class ServeOptions:
     @property
     def max_message_bytes(self) -> int:
         return int(self.max_message_mb * 2**20)
+
+    @property
+    def http_body_budget(self) -> int:
+        """Bytes of bodies a worker holds at once: the option, but room for the largest request, as
+        received and inflated."""
+        return max(int(self.http_body_budget_mb * 2**20), 2 * self.max_message_bytes)
 
     @property
     def tls(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import zlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ HOST_REFUSAL = (
     "(DNS rebinding) is refused; allow the name with --allowed-hosts"
 )
 READ_TIMEOUT = 30.0  # seconds a body may pause between chunks before the connection is dropped
+# A body must also arrive whole within --http-body-timeout, and, after BODY_GRACE seconds, at an
+# average of at least --http-min-body-rate: one byte every few seconds may not hold a slot for long.
+BODY_GRACE = 5.0
 # Smaller requests run on the event loop (a thread hop costs more than the call); larger ones, and
 # any that may wait in a dynamic batcher, on a thread, so that the loop keeps answering the others.
 INLINE_BYTES = 64 * 1024
@@ -56,6 +60,15 @@ class HttpError(Exception):
     def __init__(self, status: int, message: str, headers: list | None = None) -> None:
         super().__init__(message)
         self.status, self.headers = status, headers or []
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """How long a body may take to arrive, and how many body bytes one worker holds at once."""
+
+    timeout: float = 60.0  # seconds for the whole body (--http-body-timeout)
+    min_rate: float = 16 * 1024  # bytes per second on average after BODY_GRACE (--http-min-body-rate)
+    budget: int = 256 * 2**20  # bytes of bodies in flight per worker (--http-body-budget-mb)
 
 
 @dataclass
@@ -81,8 +94,12 @@ class RestApp:
         bound: str = "127.0.0.1",
         origins: Collection[str] = (),
         hosts: Collection[str] = (),
+        limits: BodyLimits | None = None,
     ) -> None:
         self.plane, self.max_body, self.max_in_flight = plane, max_body, max_in_flight
+        self.limits = limits or BodyLimits()
+        # Body bytes buffered by this worker's calls in flight, against limits.budget.
+        self.body_bytes = 0
         self.page = page  # server/page.py's Page: the page at / and its routes, or None (--no-page)
         self.routes = ROUTES + (page.routes if page is not None else [])
         self.origin_checked = ORIGIN_CHECKED | (page.origin_checked if page is not None else frozenset())
@@ -97,7 +114,15 @@ class RestApp:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
-        if self.draining and not scope["path"].startswith("/v2/health/"):
+        health = scope["path"] in OPEN_PATHS
+        if health:
+            # Probes are never counted in flight nor read a body: slow clients filling the worker must
+            # not turn live into 503 (a restart loop). A body sent anyway is left unread, and the
+            # connection closed after the answer, since its next request would start inside it.
+            status, headers, body = await self._answer(scope, receive, counted=False)
+            if _has_body(scope["headers"]):
+                headers = [*headers, (b"connection", b"close")]
+        elif self.draining:
             # Not counted in flight: the drain waits only for calls taken before it began.
             status, headers, body = 503, JSON, _error("the server is stopping: it takes no new calls")
         else:
@@ -110,10 +135,11 @@ class RestApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _answer(self, scope, receive) -> tuple[int, list, bytes]:
+    async def _answer(self, scope, receive, counted: bool = True) -> tuple[int, list, bytes]:
         path = scope["raw_path"].decode("latin-1").split("?", 1)[0]
+        held = [0]  # body bytes this call holds against the worker's budget, given back below
         try:
-            if self.in_flight > self.max_in_flight:
+            if counted and self.in_flight > self.max_in_flight:
                 raise HttpError(503, f"more than {self.max_in_flight} requests in flight on this worker; retry")
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             self._check_host(headers)
@@ -121,8 +147,15 @@ class RestApp:
             route, arguments = self._route(scope["method"], path)
             if route in self.origin_checked:
                 self._check_origin(scope, headers)
-            call = Call(scope["method"], arguments, headers, await self._body(receive, headers))
-            return await route(self, call)
+            try:
+                body = await self._body(receive, headers, held) if counted else b""
+            except HttpError as exc:
+                # After a 413 or a 503 uvicorn reads and drops the rest of the body, and the client,
+                # still sending, gets its answer; a client too slow for 408 is not waited for.
+                if exc.status == 408:
+                    exc.headers.append((b"connection", b"close"))
+                raise
+            return await route(self, Call(scope["method"], arguments, headers, body))
         except HttpError as exc:
             return exc.status, [*JSON, *exc.headers], _error(str(exc))
         except ForwardpassError as exc:
@@ -131,6 +164,8 @@ class RestApp:
         except Exception as exc:  # a bug: keep serving, say so, log the traceback
             log.exception("%s %s failed", scope["method"], path)
             return 500, JSON, _error(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self.body_bytes -= held[0]
 
     def _authorize(self, path: str, headers: dict[str, str]) -> None:
         if self._token is None or path in OPEN_PATHS or (self.page is not None and self.page.public(path)):
@@ -173,25 +208,67 @@ class RestApp:
             return handler, arguments
         raise HttpError(404, f"no such path: {path} (the V2 API is under /v2)")
 
-    async def _body(self, receive, headers: dict[str, str]) -> bytes:
+    async def _body(self, receive, headers: dict[str, str], held: list[int]) -> bytes:
+        """The whole body, decoded; every byte buffered counts against the worker's budget (held[0]
+        says how many this call holds), and the body must come within its deadline and rate."""
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
             raise HttpError(413, f"the body of {declared} bytes is above the {self.max_body}-byte limit")
+        limits, loop = self.limits, asyncio.get_running_loop()
+        start = loop.time()
         chunks, size = [], 0
         while True:
+            now = loop.time()
+            # Wake up when the next chunk is overdue, the body's deadline passes, or the average
+            # rate so far falls below the minimum (checked from BODY_GRACE on).
+            slow_at = start + max(BODY_GRACE, size / limits.min_rate) if limits.min_rate else math.inf
+            wait = min(now + READ_TIMEOUT, start + limits.timeout, slow_at) - now
             try:
-                message = await asyncio.wait_for(receive(), READ_TIMEOUT)
+                message = await asyncio.wait_for(receive(), max(wait, 0))
             except TimeoutError:
-                raise HttpError(408, f"no part of the body came for {READ_TIMEOUT:g} s") from None
+                raise HttpError(408, self._too_slow(size, loop.time() - start)) from None
             if message["type"] == "http.disconnect":
                 raise HttpError(400, "the client went away before the body ended")
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
+            chunk = message.get("body", b"")
+            self._hold(held, len(chunk))
+            chunks.append(chunk)
+            size += len(chunk)
             if size > self.max_body:
                 raise HttpError(413, f"the body is above the {self.max_body}-byte limit")
             if not message.get("more_body", False):
                 break
-        return _decoded(b"".join(chunks), headers.get("content-encoding", ""), self.max_body)
+            if loop.time() - start > limits.timeout:
+                raise HttpError(408, self._too_slow(size, loop.time() - start))
+        body = b"".join(chunks)
+        encoding = headers.get("content-encoding", "")
+        if encoding.strip().lower() in ("", "identity"):
+            return body
+        decoded = _decoded(body, encoding, self.max_body)
+        self._hold(held, len(decoded))
+        return decoded
+
+    def _too_slow(self, size: int, elapsed: float) -> str:
+        limits = self.limits
+        if elapsed >= limits.timeout:
+            return f"the body did not arrive within {limits.timeout:g} s (--http-body-timeout)"
+        if elapsed >= BODY_GRACE and size < limits.min_rate * elapsed:
+            return (
+                f"the body came at {size / elapsed:.0f} bytes/s, below the minimum of {limits.min_rate:.0f} "
+                "(--http-min-body-rate)"
+            )
+        return f"no part of the body came for {READ_TIMEOUT:g} s"
+
+    def _hold(self, held: list[int], size: int) -> None:
+        """Count `size` more body bytes against the worker's budget, or refuse with 503 past it."""
+        if self.body_bytes + size > self.limits.budget:
+            raise HttpError(
+                503,
+                f"this worker holds {self.body_bytes} bytes of request bodies; {size} more would pass its "
+                f"budget of {self.limits.budget} (--http-body-budget-mb); retry",
+                [(b"retry-after", b"1")],
+            )
+        self.body_bytes += size
+        held[0] += size
 
     # Routes: each converts, asks the data plane, converts back.
     async def live(self, call: Call):
@@ -313,6 +390,14 @@ ORIGIN_CHECKED = frozenset({RestApp.load, RestApp.unload})  # and the page's rou
 def _model(call: Call) -> tuple[str, str]:
     """The model name and version a path captured."""
     return call.segments[0], (call.segments[1] if len(call.segments) > 1 else "")
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's raw headers announce a body (a length above 0, or chunks)."""
+    for name, value in headers:
+        if name.lower() == b"transfer-encoding" or (name.lower() == b"content-length" and value.strip(b" 0")):
+            return True
+    return False
 
 
 def _decoded(body: bytes, encoding: str, limit: int) -> bytes:

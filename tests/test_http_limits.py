@@ -1,0 +1,205 @@
+"""The HTTP door's time and memory budget against slow, hostile and huge input, each against a real
+server on loopback: probes that slow clients cannot starve, bodies with a deadline and a minimum
+rate, heads capped at 64 KiB, a per-worker budget of body bytes, bodies that cannot be a request
+refused before they are parsed, answers bounded before they are computed, static files streamed,
+a bounded /metrics and log lines of bounded length. Memory is read from /proc/<worker>/status."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import ROOT, ServerProcess
+
+INFER = "/v2/models/mlp_3_4_1/infer"
+
+
+@pytest.fixture
+def repository(tmp_path):
+    shutil.copytree(ROOT / "models", tmp_path / "models")
+    return tmp_path / "models"
+
+
+def port_of(server) -> int:
+    return int(server.http_url.rsplit(":", 1)[1])
+
+
+def call(server, method: str, path: str, body: bytes | None = None, headers=None, timeout: float = 60):
+    """One request on its own connection: (status, headers, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port_of(server), timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def error(answer) -> str:
+    return json.loads(answer[2])["error"]
+
+
+def half_sent(server, length: int, sent: bytes = b'{"inputs": [') -> socket.socket:
+    """A connection whose infer request announces `length` bytes and sends only `sent` of them."""
+    sock = socket.create_connection(("127.0.0.1", port_of(server)), timeout=30)
+    head = f"POST {INFER} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n\r\n".encode()
+    sock.sendall(head + sent)
+    return sock
+
+
+def answer_on(sock: socket.socket, timeout: float = 30) -> bytes:
+    """Whatever the server sends on a connection until it closes it (or `timeout` passes)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        pass
+    return data
+
+
+def worker_pid(server) -> int:
+    """The one worker process of a --workers 1 server (the supervisor's child)."""
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def memory_mb(pid: int, field: str) -> float:
+    """VmRSS or VmHWM (the peak) of a process, in MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.M)[1]) / 1024
+
+
+def one_row_request() -> bytes:
+    return json.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}).encode()
+
+
+# 1. Health routes
+
+
+def test_live_answers_while_slow_bodies_fill_the_worker(repository):
+    server = ServerProcess(repository, "--workers", "1", "--max-concurrent-rpcs", "4")
+    slow = [half_sent(server, 1000) for _ in range(6)]
+    try:
+        time.sleep(0.5)
+        for path in ("/v2/health/live", "/v2/health/ready"):
+            assert call(server, "GET", path)[0] == 200, path
+        status, headers, body = call(server, "POST", INFER, one_row_request())
+        assert status == 503 and "in flight" in json.loads(body)["error"]  # the cap itself still holds
+    finally:
+        for sock in slow:
+            sock.close()
+        assert server.stop() == 0, server.output()
+
+
+def test_a_health_route_sent_a_body_skips_it_and_closes_the_connection(repository):
+    server = ServerProcess(repository, "--workers", "1")
+    try:
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as sock:
+            sock.sendall(
+                b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 10
+            )
+            answer = answer_on(sock, timeout=10)  # closed by the server: no wait for the 99,990 bytes
+        assert answer.startswith(b"HTTP/1.1 200") and b'{"live":true}' in answer, answer
+        assert b"connection: close" in answer.lower()
+    finally:
+        assert server.stop() == 0, server.output()
+
+
+# 2. Slow bodies
+
+
+def test_a_body_past_its_deadline_is_408(repository):
+    server = ServerProcess(repository, "--workers", "1", "--http-body-timeout", "2", "--http-min-body-rate", "0")
+    try:
+        sock = half_sent(server, 1000, b"")
+        start = time.monotonic()
+        for _ in range(8):  # a byte every 0.5 s: never 30 s apart, never done
+            time.sleep(0.5)
+            try:
+                sock.sendall(b" ")
+            except OSError:
+                break
+        answer = answer_on(sock, timeout=10)
+        assert answer.startswith(b"HTTP/1.1 408") and b"--http-body-timeout" in answer, answer
+        assert time.monotonic() - start < 6
+    finally:
+        assert server.stop() == 0, server.output()
+
+
+def test_a_body_below_the_minimum_rate_is_408_after_the_grace(repository):
+    server = ServerProcess(repository, "--workers", "1", "--http-min-body-rate", "1000")
+    try:
+        sock = half_sent(server, 100_000, b"")
+        start = time.monotonic()
+        answer = b""
+        while time.monotonic() - start < 15 and not answer:
+            try:
+                sock.sendall(b" ")  # 2 bytes a second
+            except OSError:
+                break
+            sock.settimeout(0.5)
+            try:
+                answer = sock.recv(65536)
+            except TimeoutError:
+                pass
+        assert answer.startswith(b"HTTP/1.1 408") and b"--http-min-body-rate" in answer, answer
+        assert 4.5 < time.monotonic() - start < 8
+    finally:
+        assert server.stop() == 0, server.output()
+
+
+# 3. Heads
+
+
+def test_a_header_above_64_kib_is_431(repository):
+    server = ServerProcess(repository, "--workers", "1")
+    try:
+        answer = call(server, "GET", "/v2/health/live", headers={"X-Big": "a" * (1 << 20)})
+        assert answer[0] == 431 and "65536" in error(answer)
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as sock:
+            sent = 0
+            try:
+                sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nX-Unfinished: ")
+                for _ in range(100):  # up to 100 MB of one header that never ends
+                    sock.sendall(b"b" * (1 << 20))
+                    sent += 1 << 20
+            except OSError:
+                pass
+            assert sent < 8 << 20, sent  # cut off early, not gathered
+        assert call(server, "GET", "/v2/health/live")[0] == 200
+    finally:
+        assert server.stop() == 0, server.output()
+
+
+# 4. The budget of body bytes
+
+
+def test_body_bytes_past_the_worker_budget_are_503_with_retry_after(repository):
+    server = ServerProcess(repository, "--workers", "1", "--max-message-mb", "1", "--http-body-budget-mb", "2")
+    holders = []
+    try:
+        for _ in range(2):  # 2 x 900 KB held, under the 1 MiB limit each
+            holders.append(half_sent(server, 1_000_000, b"[" * 900_000))
+        time.sleep(1)
+        status, headers, body = call(server, "POST", INFER, b" " * 600_000 + one_row_request())
+        assert status == 503 and headers["Retry-After"] == "1", (status, body)
+        assert "--http-body-budget-mb" in json.loads(body)["error"]
+        for sock in holders:
+            sock.close()
+        holders.clear()
+        time.sleep(0.5)  # the held bytes are given back as the connections go
+        assert call(server, "POST", INFER, b" " * 900_000 + one_row_request())[0] == 200
+    finally:
+        for sock in holders:
+            sock.close()
+        assert server.stop() == 0, server.output()
