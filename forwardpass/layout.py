@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ForwardpassError, Kind
@@ -29,12 +30,12 @@ SHOWN_NAME_CHARS = 200  # a message quotes at most this much of a name a caller 
 _warned: set[Path] = set()
 
 
-def shown(name: str) -> str:
-    """A name as a message quotes it: repr, cut to SHOWN_NAME_CHARS characters, so no caller's string is
-    echoed whole."""
-    if len(name) <= SHOWN_NAME_CHARS:
-        return repr(name)
-    return f"{name[:SHOWN_NAME_CHARS]!r}... ({len(name)} characters)"
+def shown(name: str, limit: int = SHOWN_NAME_CHARS, quote: Callable[[str], str] = repr) -> str:
+    """A caller's string as a message (repr) or a log line (str) quotes it: cut to `limit` characters,
+    saying how long it was, so no caller's string is echoed whole."""
+    if len(name) <= limit:
+        return quote(name)
+    return f"{quote(name[:limit])}... ({len(name)} characters)"
 
 
 def check_model_name(name: str) -> str:

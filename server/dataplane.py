@@ -21,7 +21,7 @@ import numpy as np
 from forwardpass import __version__
 from forwardpass.dtypes import BY_DATATYPE
 from forwardpass.errors import ForwardpassError, Kind
-from forwardpass.layout import check_model_name
+from forwardpass.layout import check_model_name, shown
 from forwardpass.protos.model_config_pb2 import ModelConfig
 
 from .control import ModelControl
@@ -38,6 +38,7 @@ EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "
 # RepositoryModelLoad parameters Triton acts on: a config override and files uploaded with the call.
 # Loading what a caller sends would let anyone who reaches the port write the repository.
 REFUSED_LOAD_PARAMETERS = ("config", "file:")
+LOGGED_CHARS = 256  # a log line carries at most this much of each string (a caller's name, id or path)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,9 @@ class IndexEntry:
 
 
 def log_event(level: int, event: str, **fields) -> None:
-    """One structured line: the event and its fields as JSON, for log pipelines to parse."""
+    """One structured line: the event and its fields as JSON, for log pipelines to parse; each string
+    cut to LOGGED_CHARS characters (an 8 M-character input name is no 48 MB log line)."""
+    fields = {k: shown(v, LOGGED_CHARS, str) if isinstance(v, str) else v for k, v in fields.items()}
     log.log(level, "%s", json.dumps({"event": event, **fields}, sort_keys=True))
 
 

@@ -21,9 +21,10 @@ import orjson
 
 from forwardpass.credentials import carries_bearer
 from forwardpass.errors import ForwardpassError, Kind
+from forwardpass.layout import shown
 
 from . import restcodec
-from .dataplane import DataPlane, log_failure
+from .dataplane import LOGGED_CHARS, DataPlane, log_failure
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class RestApp:
             log_failure(f"{scope['method']} {path}", "", exc)  # a body the codec could not convert
             return STATUS[exc.kind], JSON, _error(str(exc))
         except Exception as exc:  # a bug: keep serving, say so, log the traceback
-            log.exception("%s %s failed", scope["method"], path)
+            log.exception("%s %s failed", scope["method"], shown(path, LOGGED_CHARS, str))
             return 500, JSON, _error(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.body_bytes -= held[0]

@@ -203,3 +203,26 @@ def test_body_bytes_past_the_worker_budget_are_503_with_retry_after(repository):
         for sock in holders:
             sock.close()
         assert server.stop() == 0, server.output()
+
+
+# 9. Logs
+
+
+def test_a_huge_name_is_cut_in_the_log(repository):
+    server = ServerProcess(repository, "--workers", "1")
+    try:
+        name = "n" * 1_000_000
+        document = {
+            "id": "i" * 100_000,
+            "inputs": [{"name": name, "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}],
+        }
+        status, _, body = call(server, "POST", INFER, json.dumps(document).encode())
+        assert status == 400 and "unexpected input" in json.loads(body)["error"]
+        call(server, "POST", "/v2/models/" + "m" * 60_000 + "/infer", one_row_request())  # a long path too
+        time.sleep(0.5)
+    finally:
+        assert server.stop() == 0, server.output()
+    failures = [line for line in server.lines if '"event": "failed"' in line]
+    assert len(failures) >= 2, server.output()[-2000:]
+    assert max(map(len, failures)) < 2000, max(map(len, failures))
+    assert all(re.search(r"\.\.\. \(\d{5,} characters\)", line) for line in failures), failures[0][-300:]
