@@ -3,7 +3,9 @@
 The supervisor maps one table of counters into shared memory before it forks: a row per worker,
 a slot per model version found in the repository. Each worker adds into its own row (a restarted
 worker keeps adding to the same row, so counters never go back) and serves /metrics on the same
-port as its siblings (SO_REUSEPORT); whichever answers sums the whole table.
+port as its siblings (SO_REUSEPORT); whichever answers sums the whole table. A scrape is quick, so
+a connection that idles METRICS_TIMEOUT seconds is closed, and a worker answers at most
+METRICS_THREADS at once: a connection beyond them is closed at once rather than given a thread.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ INDEX = {name: i for i, (name, _) in enumerate(COUNTERS)}
 
 
 SPARE_VERSIONS = 8  # slots for versions dropped in after start-up (poll and explicit modes)
+METRICS_TIMEOUT = 10.0  # seconds a metrics connection may stay silent
+METRICS_THREADS = 16  # connections a worker's metrics endpoint serves at once
 
 
 def model_versions(repository: Path) -> tuple[list[tuple[str, str]], set[tuple[str, str]]]:
@@ -87,6 +91,8 @@ def serve_metrics(counters: SharedCounters, host: str, port: int) -> ThreadingHT
     """Serve GET /metrics from a daemon thread; the port is shared with the sibling workers."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = METRICS_TIMEOUT  # on every read and write of the connection
+
         def do_GET(self) -> None:  # noqa: N802 - the http.server hook name
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404, "metrics are at /metrics")
@@ -105,9 +111,27 @@ def serve_metrics(counters: SharedCounters, host: str, port: int) -> ThreadingHT
         daemon_threads = True
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
+        slots = threading.BoundedSemaphore(METRICS_THREADS)
+
         def server_bind(self) -> None:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             super().server_bind()
+
+        def process_request(self, request, client_address) -> None:
+            if not self.slots.acquire(blocking=False):  # every thread busy: no thread for one more
+                self.shutdown_request(request)
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self.slots.release()
+                raise
+
+        def process_request_thread(self, request, client_address) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.slots.release()
 
     server = Server((host.strip("[]"), port), Handler)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import select
 import shutil
 import socket
 import time
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import ROOT, ServerProcess
+from harness import ROOT, ServerProcess, free_port, scrape
 
 INFER = "/v2/models/mlp_3_4_1/infer"
 
@@ -64,6 +66,16 @@ def answer_on(sock: socket.socket, timeout: float = 30) -> bytes:
     except TimeoutError:
         pass
     return data
+
+
+def is_open(sock: socket.socket) -> bool:
+    """Whether the server has not closed a connection (nothing is ever sent on it)."""
+    if not select.select([sock], [], [], 0)[0]:
+        return True
+    try:
+        return sock.recv(1) != b""
+    except ConnectionError:  # closed with data unread: a reset
+        return False
 
 
 def worker_pid(server) -> int:
@@ -226,3 +238,34 @@ def test_a_huge_name_is_cut_in_the_log(repository):
     assert len(failures) >= 2, server.output()[-2000:]
     assert max(map(len, failures)) < 2000, max(map(len, failures))
     assert all(re.search(r"\.\.\. \(\d{5,} characters\)", line) for line in failures), failures[0][-300:]
+
+
+# 8. /metrics
+
+
+def test_metrics_connections_are_bounded_and_time_out(repository):
+    port = free_port()
+    server = ServerProcess(repository, "--workers", "1", "--metrics-port", str(port))
+    idle = []
+    try:
+        pid = worker_pid(server)
+        assert scrape(port)  # a thread for the first scrape exists and is gone again
+        before = len(os.listdir(f"/proc/{pid}/task"))
+        for _ in range(100):  # each sends half a request and waits
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(b"GET /metr")
+            idle.append(sock)
+        time.sleep(1)
+        threads = len(os.listdir(f"/proc/{pid}/task"))
+        assert threads <= before + 16, (before, threads)
+        waiting = [sock for sock in idle if is_open(sock)]  # those beyond the threads are closed at once
+        assert 0 < len(waiting) <= 16, len(waiting)
+        time.sleep(11)  # ... and the rest once they have been silent for 10 s
+        assert not any(map(is_open, waiting))
+    finally:
+        for sock in idle:
+            sock.close()
+    try:
+        assert scrape(port)
+    finally:
+        assert server.stop() == 0, server.output()
