@@ -58,6 +58,10 @@ class Page:
         self.network = NetworkViews(plane)
         self.ort = ort_folder(ort_dir)
         self.files = {name: FOLDER / name for name in PAGE_FILES}
+        # Each file read once and kept as one immutable bytes object, which every request's answer
+        # sends from (RestApp sends it in chunks as the client reads): 40 requests for the 14 MB
+        # wasm hold it once, not 40 times. Keyed by its ETag, so a changed file is read again.
+        self.contents: dict[str, tuple[str, bytes]] = {}
         self.routes = ROUTES
         self.origin_checked = WEIGHTS  # a foreign Origin may not read them (RestApp checks)
         if self.ort is None:
@@ -95,7 +99,10 @@ async def _file(page: Page, name: str, call: Call) -> Answer:
     ]
     if call.headers.get("if-none-match") == etag:
         return 304, headers, b""
-    return 200, headers, await asyncio.to_thread(path.read_bytes)  # 14 MB of wasm: not on the event loop
+    kept = page.contents.get(name)
+    if kept is None or kept[0] != etag:
+        kept = page.contents[name] = etag, await asyncio.to_thread(path.read_bytes)  # 14 MB: not on the loop
+    return 200, headers, kept[1]
 
 
 async def index(app: RestApp, call: Call) -> Answer:

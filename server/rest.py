@@ -53,6 +53,7 @@ BODY_GRACE = 5.0
 # any that may wait in a dynamic batcher, on a thread, so that the loop keeps answering the others.
 INLINE_BYTES = 64 * 1024
 JSON = [(b"content-type", b"application/json")]
+SEND_CHUNK = 256 * 1024  # bytes of an answer handed to the socket at a time
 
 
 class HttpError(Exception):
@@ -134,7 +135,15 @@ class RestApp:
                 self.in_flight -= 1
         headers = [*headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        # In chunks: uvicorn waits for a slow reader between them, so the socket's buffer holds a
+        # chunk or two of a large answer, not all of it, and the answer itself is not copied.
+        if len(body) <= SEND_CHUNK:
+            await send({"type": "http.response.body", "body": body})
+            return
+        view = memoryview(body)
+        for start in range(0, len(body), SEND_CHUNK):
+            end = start + SEND_CHUNK
+            await send({"type": "http.response.body", "body": view[start:end], "more_body": end < len(body)})
 
     async def _answer(self, scope, receive, counted: bool = True) -> tuple[int, list, bytes]:
         path = scope["raw_path"].decode("latin-1").split("?", 1)[0]
@@ -322,11 +331,14 @@ class RestApp:
 
     async def load(self, call: Call):
         parameters = _optional_json(call.body).get("parameters", {})
-        self.plane.load(call.segments[0], parameters if isinstance(parameters, dict) else {})
+        parameters = parameters if isinstance(parameters, dict) else {}
+        # A load reads, checks and compiles the model for a second or more: off the event loop, so
+        # health and every other call keep answering meanwhile.
+        await asyncio.get_running_loop().run_in_executor(None, self.plane.load, call.segments[0], parameters)
         return 200, JSON, b"{}"
 
     async def unload(self, call: Call):
-        self.plane.unload(call.segments[0])
+        await asyncio.get_running_loop().run_in_executor(None, self.plane.unload, call.segments[0])  # waits on a load
         return 200, JSON, b"{}"
 
 

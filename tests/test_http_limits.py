@@ -269,3 +269,34 @@ def test_metrics_connections_are_bounded_and_time_out(repository):
         assert scrape(port)
     finally:
         assert server.stop() == 0, server.output()
+
+
+# 7. Static files
+
+
+def test_unread_downloads_of_the_wasm_hold_it_once(tmp_path, repository):
+    ort = tmp_path / "ort"  # onnxruntime-web's files, the wasm as large as the real one
+    ort.mkdir()
+    for name in ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs"):
+        (ort / name).write_text("export {};\n")
+    (ort / "ort-wasm-simd-threaded.wasm").write_bytes(os.urandom(14 << 20))
+    server = ServerProcess(repository, "--workers", "1", "--page", "--ort-web-dir", str(ort))
+    readers = []
+    try:
+        pid = worker_pid(server)
+        path = "/static/ort/ort-wasm-simd-threaded.wasm"
+        assert len(call(server, "GET", path)[2]) == 14 << 20  # read whole once
+        before = memory_mb(pid, "VmRSS")
+        for _ in range(40):  # asked for, never read
+            sock = socket.create_connection(("127.0.0.1", port_of(server)), timeout=30)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            readers.append(sock)
+        time.sleep(2)
+        grown = memory_mb(pid, "VmRSS") - before
+        assert grown < 100, f"the worker grew by {grown:.0f} MB for 40 unread downloads"
+        assert call(server, "GET", "/v2/health/live")[0] == 200
+    finally:
+        for sock in readers:
+            sock.close()
+        assert server.stop() == 0, server.output()
