@@ -66,7 +66,7 @@ class Server:
             self.repository, options.model_control_mode, options.wanted_file, self._models_changed
         )
         self.plane = DataPlane(self.repository, self.control, options.log_requests)
-        add_to_server(InferenceServicer(self.plane), self.grpc)
+        add_to_server(InferenceServicer(self.plane, options.max_message_bytes), self.grpc)
         self.health = GuardedHealth(options.auth_token, open_services=("", SERVICE))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)

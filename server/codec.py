@@ -18,8 +18,11 @@ from .model import Tensor
 CONTENT_FIELDS = [f.name for f in pb.InferTensorContents.DESCRIPTOR.fields]
 
 
-def infer_request(request: pb.ModelInferRequest, time_remaining: float | None = None) -> InferRequest:
-    """The plain request; `time_remaining` is the call's deadline in seconds from now, if it has one."""
+def infer_request(
+    request: pb.ModelInferRequest, time_remaining: float | None = None, answer_limit: int | None = None
+) -> InferRequest:
+    """The plain request; `time_remaining` is the call's deadline in seconds from now, if it has one;
+    `answer_limit` the largest answer the server sends (its outputs go as raw bytes)."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs) == 1:  # with another count of inputs, the data plane says more
         raise ForwardpassError(f"{len(raw)} raw_input_contents entries for 1 input")
@@ -33,6 +36,7 @@ def infer_request(request: pb.ModelInferRequest, time_remaining: float | None = 
         id=request.id,
         parameters=parameters(request.parameters),
         deadline_ns=deadline,
+        answer_limit=answer_limit,
     )
 
 

@@ -25,7 +25,7 @@ from forwardpass.layout import check_model_name, shown
 from forwardpass.protos.model_config_pb2 import ModelConfig
 
 from .control import ModelControl
-from .inference import InferRequest, InferResponse, OutputTensor, timeout_ns, validate
+from .inference import InferRequest, InferResponse, OutputTensor, check_answer_size, timeout_ns, validate
 from .model import PLATFORM, ServedModel, Tensor
 from .repository import Repository
 from .stats import Statistics
@@ -178,6 +178,7 @@ class DataPlane:
         model = self.model(request.model, request.version)
         try:
             x, rows, names = validate(request, model)
+            check_answer_size(request, model, rows, names)
             _check_deadline(request, start)
             checked = time.monotonic_ns()
             outputs = model.infer(x, rows, names)

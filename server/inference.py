@@ -8,13 +8,13 @@ fix it, and hands back the input as an array the runtime can take as it is.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from forwardpass.dtypes import BY_DATATYPE, DType
-from forwardpass.errors import ForwardpassError
+from forwardpass.errors import ForwardpassError, Kind
 
 from .model import ServedModel
 
@@ -22,6 +22,7 @@ from .model import ServedModel
 # that silently ignores what the caller asked for (a classification, shared memory, a sequence).
 REFUSED_PARAMETERS = ("classification", "shared_memory_", "sequence_")
 BINARY_DATA_SIZE = "binary_data_size"  # the raw bytes of one input (Triton's binary extension)
+ANSWER_OVERHEAD = 64 * 1024  # bytes an answer may take besides its values (names, shapes, framing)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ class InferRequest:
     id: str = ""
     parameters: Mapping[str, object] = field(default_factory=dict)
     deadline_ns: int | None = None  # time.monotonic_ns() after which the answer is of no use
+    # The largest answer the front door sends (bytes), and the bytes one value of an output takes on
+    # its wire, by the output's name and the value's itemsize (None: the itemsize, as raw bytes): an
+    # answer estimated above the limit is refused before it is computed.
+    answer_limit: int | None = None
+    value_bytes: Callable[[str, int], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +191,24 @@ def _typed(tensor: InferInput, dtype: DType, count: int) -> np.ndarray:
             f"input '{tensor.name}' has {values.size} values{where}, shape {list(tensor.shape)} needs {count}"
         )
     return values.reshape(tensor.shape)
+
+
+def check_answer_size(request: InferRequest, model: ServedModel, rows: int, outputs: tuple[str, ...]) -> None:
+    """Refuse (TOO_LARGE) a request whose answer would pass the front door's limit, before computing it:
+    rows x each output's width x the bytes a value takes on the wire."""
+    if request.answer_limit is None:
+        return
+    itemsize = BY_DATATYPE[model.input.datatype].numpy.itemsize
+    value_bytes = request.value_bytes or (lambda name, size: size)
+    widths = {t.name: math.prod(d for d in t.shape if d != -1) for t in model.outputs}
+    size = ANSWER_OVERHEAD + sum(rows * widths[name] * value_bytes(name, itemsize) for name in outputs)
+    if size > request.answer_limit:
+        shown = ", ".join(f"{name} {widths[name]}" for name in outputs)
+        raise ForwardpassError(
+            f"the answer would take about {size} bytes ({rows} rows x values per row: {shown}), above the "
+            f"{request.answer_limit}-byte limit (--max-message-mb); send fewer rows per request",
+            Kind.TOO_LARGE,
+        )
 
 
 def _outputs(requested: Sequence[RequestedOutput], model: ServedModel) -> tuple[str, ...]:

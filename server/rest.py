@@ -311,7 +311,7 @@ class RestApp:
         name, version = _model(call)
         header = call.headers.get(restcodec.HEADER_LENGTH)
         raw_input = self.plane.model_metadata(name, version).inputs[0] if header == "0" else None
-        request = restcodec.infer_request(name, version, call.body, header, raw_input)
+        request = restcodec.infer_request(name, version, call.body, header, raw_input, answer_limit=self.max_body)
         if len(call.body) < INLINE_BYTES and not self.plane.batches(name, version):
             answer = self.plane.infer(request)
         else:

@@ -13,10 +13,11 @@ Infinity and -Infinity, as Python's json module (and so tritonclient) writes the
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import orjson
@@ -33,20 +34,49 @@ from .model import Tensor
 
 HEADER_LENGTH = "inference-header-content-length"
 NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+# The most bytes one value takes in a JSON answer, with its comma, by itemsize: float32's shortest
+# form is at most 15 characters (-1.17549435e-38), float64's 24 (-2.2250738585072014e-308).
+JSON_VALUE_BYTES = {4: 16, 8: 25}
 
 
 def infer_request(
-    model: str, version: str, body: bytes, header_length: str | None, raw_input: Tensor | None, deadline_ns=None
+    model: str,
+    version: str,
+    body: bytes,
+    header_length: str | None,
+    raw_input: Tensor | None,
+    deadline_ns=None,
+    answer_limit: int | None = None,
 ) -> InferRequest:
-    """The plain request of an infer body; `raw_input` is the model's input, needed only by the raw form."""
+    """The plain request of an infer body; `raw_input` is the model's input, needed only by the raw form;
+    `answer_limit` the largest answer the server sends, in bytes as infer_response writes it."""
     if header_length is None:
-        return _from_json(model, version, _json(body), b"", deadline_ns)
-    split = _header_length(header_length, len(body))
-    if split == 0:
-        if raw_input is None:
-            raise ForwardpassError("a raw body (Inference-Header-Content-Length: 0) needs a model with one input")
-        return InferRequest(model, version, (_raw_input(raw_input, body),), deadline_ns=deadline_ns)
-    return _from_json(model, version, _json(body[:split]), memoryview(body)[split:], deadline_ns)
+        request = _from_json(model, version, _json(body), b"", deadline_ns)
+    else:
+        split = _header_length(header_length, len(body))
+        if split == 0:
+            if raw_input is None:
+                raise ForwardpassError("a raw body (Inference-Header-Content-Length: 0) needs a model with one input")
+            request = InferRequest(model, version, (_raw_input(raw_input, body),), deadline_ns=deadline_ns)
+        else:
+            request = _from_json(model, version, _json(body[:split]), memoryview(body)[split:], deadline_ns)
+    if answer_limit is None:
+        return request
+    binary = _binary_outputs(request.parameters, request.outputs)
+
+    def value_bytes(name: str, itemsize: int) -> int:
+        return itemsize if binary(name) else JSON_VALUE_BYTES.get(itemsize, 25)
+
+    return dataclasses.replace(request, answer_limit=answer_limit, value_bytes=value_bytes)
+
+
+def _binary_outputs(
+    request_parameters: Mapping[str, object], requested: tuple[RequestedOutput, ...]
+) -> Callable[[str], bool]:
+    """Whether an output, by name, goes as binary data: its own binary_data, else binary_data_output."""
+    default = bool(request_parameters.get("binary_data_output", False))
+    asked = {o.name: o.parameters.get("binary_data", default) for o in requested}
+    return lambda name: asked.get(name, default)
 
 
 def _header_length(text: str, body_length: int) -> int:
@@ -196,12 +226,11 @@ def infer_response(
     answer: InferResponse, request_parameters: Mapping[str, object], requested: tuple[RequestedOutput, ...]
 ) -> tuple[bytes, int | None]:
     """The answer's body, and the JSON header's length when binary outputs follow it (else None)."""
-    binary_default = bool(request_parameters.get("binary_data_output", False))
-    asked = {o.name: o.parameters.get("binary_data", binary_default) for o in requested}
+    binary = _binary_outputs(request_parameters, requested)
     outputs, blobs = [], []
     for output in answer.outputs:
         entry = {"name": output.name, "datatype": output.datatype, "shape": list(output.shape)}
-        if asked.get(output.name, binary_default):
+        if binary(output.name):
             blob = memoryview(output.array).cast("B")  # joined into the body below: one copy, not two
             entry["parameters"] = {BINARY_DATA_SIZE: blob.nbytes}
             blobs.append(blob)

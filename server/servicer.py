@@ -20,8 +20,8 @@ WORKER_METADATA = "forwardpass-worker-pid"
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Thin RPCs over a DataPlane."""
 
-    def __init__(self, plane: DataPlane) -> None:
-        self.plane = plane
+    def __init__(self, plane: DataPlane, max_answer: int | None = None) -> None:
+        self.plane, self.max_answer = plane, max_answer  # --max-message-mb: larger answers are not computed
 
     @rpc
     def ServerLive(self, request, context):
@@ -47,7 +47,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     def ModelInfer(self, request, context):
-        return codec.infer_response(self.plane.infer(codec.infer_request(request, context.time_remaining())))
+        plain = codec.infer_request(request, context.time_remaining(), self.max_answer)
+        return codec.infer_response(self.plane.infer(plain))
 
     @rpc
     def ModelConfig(self, request, context):

@@ -16,9 +16,16 @@ import socket
 import time
 from pathlib import Path
 
+import grpc
+import numpy as np
 import pytest
 
-from harness import ROOT, ServerProcess, free_port, scrape
+from forwardpass.builder.spec import Activation
+from forwardpass.protos import grpc_service_pb2 as pb
+from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
+
+from harness import ROOT, ServerProcess, build_into, free_port, scrape
+from numerics import random_spec
 
 INFER = "/v2/models/mlp_3_4_1/infer"
 
@@ -299,4 +306,47 @@ def test_unread_downloads_of_the_wasm_hold_it_once(tmp_path, repository):
     finally:
         for sock in readers:
             sock.close()
+        assert server.stop() == 0, server.output()
+
+
+# 6. Answers bounded before they are computed
+
+
+@pytest.fixture
+def wide(tmp_path):
+    """A repository with a 3-4-512 model: 512 values per row out for 3 in."""
+    repository = tmp_path / "wide"
+    spec = random_spec(np.random.default_rng(6), (3, 4, 512), (Activation("relu"), Activation("sigmoid")))
+    build_into(repository, "wide", spec)
+    return repository
+
+
+def executions(server) -> int:
+    stats = json.loads(call(server, "GET", "/v2/models/wide/stats")[2])["model_stats"][0]
+    return stats["execution_count"]
+
+
+def test_an_answer_above_the_limit_is_refused_before_it_is_computed(wide):
+    server = ServerProcess(wide, "--workers", "1")
+    try:
+        x = np.ones((32_768, 3), np.float32)  # 384 KB in; as JSON 32,768 x 512 values out (180 MB)
+        header = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                         "parameters": {"binary_data_size": x.nbytes}}]}).encode()  # fmt: skip
+        headers = {"Inference-Header-Content-Length": str(len(header))}
+        status, _, body = call(server, "POST", "/v2/models/wide/infer", header + x.tobytes(), headers)
+        assert status == 413 and "--max-message-mb" in json.loads(body)["error"], (status, body[:300])
+        assert executions(server) == 0
+        message = pb.ModelInferRequest(model_name="wide")  # over gRPC: 64 MiB of raw float32 out
+        message.inputs.add(name="x", datatype="FP32", shape=[40_000, 3])
+        message.raw_input_contents.append(np.ones((40_000, 3), np.float32).tobytes())
+        with grpc.insecure_channel(server.url) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(message, timeout=60)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-message-mb" in info.value.details()
+        assert executions(server) == 0
+        small = np.ones((1_000, 3), np.float32)  # 2 MB of JSON out: answered
+        document = {"inputs": [{"name": "x", "shape": [1_000, 3], "datatype": "FP32", "data": small.ravel().tolist()}]}
+        status, _, body = call(server, "POST", "/v2/models/wide/infer", json.dumps(document).encode())
+        assert status == 200 and executions(server) == 1
+    finally:
         assert server.stop() == 0, server.output()
