@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -170,6 +171,16 @@ class DataPlane:
             return self.model(name, version).batcher is not None
         except ForwardpassError:
             return False
+
+    def input_bound(self, name: str, version: str = "") -> tuple[int, int] | None:
+        """The most rows a request to this model may hold (max_batch_size; 0: no limit) and the values
+        in one row, for a front door to refuse a body that cannot be a request before parsing it;
+        None for a model that cannot be found (its call fails on its own)."""
+        try:
+            model = self.model(name, version)
+        except ForwardpassError:
+            return None
+        return model.max_batch_size, math.prod(d for d in model.input.shape if d != -1)
 
     @_logged("infer")
     def infer(self, request: InferRequest) -> InferResponse:

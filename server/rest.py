@@ -52,6 +52,13 @@ BODY_GRACE = 5.0
 # Smaller requests run on the event loop (a thread hop costs more than the call); larger ones, and
 # any that may wait in a dynamic batcher, on a thread, so that the loop keeps answering the others.
 INLINE_BYTES = 64 * 1024
+# A JSON body is refused before it is parsed when it holds more values than a request can: each
+# value parsed costs about 64 bytes (a Python float, its list slot, its share of NumPy's copy), so
+# 2 M values keep a request's memory near 150 MB, whatever the model allows.
+MAX_JSON_VALUES = 2**21
+JSON_SLACK = 4096  # values of a request besides its data: names, shapes, parameters, outputs
+JSON_VALUE_BYTES = 32  # the most bytes an input value takes in JSON (sign, 17 digits, exponent, comma, space)
+INFLATE_SLACK = 64 * 1024  # bytes of an inflated body besides its values
 JSON = [(b"content-type", b"application/json")]
 SEND_CHUNK = 256 * 1024  # bytes of an answer handed to the socket at a time
 
@@ -80,7 +87,7 @@ class Call:
     method: str
     segments: list[str]
     headers: dict[str, str]
-    body: bytes
+    body: bytes | bytearray
 
 
 class RestApp:
@@ -158,7 +165,9 @@ class RestApp:
             if route in self.origin_checked:
                 self._check_origin(scope, headers)
             try:
-                body = await self._body(receive, headers, held) if counted else b""
+                body = (
+                    await self._body(receive, headers, held, self._inflate_limit(route, arguments)) if counted else b""
+                )
             except HttpError as exc:
                 # After a 413 or a 503 uvicorn reads and drops the rest of the body, and the client,
                 # still sending, gets its answer; a client too slow for 408 is not waited for.
@@ -218,15 +227,41 @@ class RestApp:
             return handler, arguments
         raise HttpError(404, f"no such path: {path} (the V2 API is under /v2)")
 
-    async def _body(self, receive, headers: dict[str, str], held: list[int]) -> bytes:
-        """The whole body, decoded; every byte buffered counts against the worker's budget (held[0]
-        says how many this call holds), and the body must come within its deadline and rate."""
+    def _inflate_limit(self, route: Callable, arguments: list[str]) -> tuple[int, str]:
+        """The most bytes a compressed body may inflate to, and why: --max-message-mb, or for an
+        infer call the most a request to its model can take (max_batch_size x its row as JSON)."""
+        limit = self.max_body, f"the {self.max_body}-byte limit (--max-message-mb)"
+        bound = (
+            self.plane.input_bound(arguments[0], arguments[1] if len(arguments) > 1 else "")
+            if route is RestApp.infer
+            else None
+        )
+        if bound is None or not bound[0]:
+            return limit
+        rows, width = bound
+        largest = rows * width * JSON_VALUE_BYTES + INFLATE_SLACK
+        if largest >= self.max_body:
+            return limit
+        return largest, (
+            f"{largest} bytes, the most a request to model {shown(arguments[0])} can take "
+            f"(max_batch_size {rows} x {width} values x {JSON_VALUE_BYTES} bytes in JSON)"
+        )
+
+    async def _body(
+        self, receive, headers: dict[str, str], held: list[int], inflate: tuple[int, str]
+    ) -> bytes | bytearray:
+        """The whole body, decoded (inflated at most to `inflate`'s bytes); every byte buffered counts
+        against the worker's budget (held[0] says how many this call holds), and the body must come
+        within its deadline and rate."""
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
             raise HttpError(413, f"the body of {declared} bytes is above the {self.max_body}-byte limit")
         limits, loop = self.limits, asyncio.get_running_loop()
         start = loop.time()
         chunks, size = [], 0
+        # A large body of known length is written into one buffer as it comes: joining its chunks
+        # at the end would hold it twice.
+        buffer = bytearray(int(declared)) if declared.isdigit() and int(declared) > INLINE_BYTES else None
         while True:
             now = loop.time()
             # Wake up when the next chunk is overdue, the body's deadline passes, or the average
@@ -241,7 +276,10 @@ class RestApp:
                 raise HttpError(400, "the client went away before the body ended")
             chunk = message.get("body", b"")
             self._hold(held, len(chunk))
-            chunks.append(chunk)
+            if buffer is not None:
+                buffer[size : size + len(chunk)] = chunk
+            else:
+                chunks.append(chunk)
             size += len(chunk)
             if size > self.max_body:
                 raise HttpError(413, f"the body is above the {self.max_body}-byte limit")
@@ -249,11 +287,11 @@ class RestApp:
                 break
             if loop.time() - start > limits.timeout:
                 raise HttpError(408, self._too_slow(size, loop.time() - start))
-        body = b"".join(chunks)
+        body = buffer if buffer is not None else b"".join(chunks)
         encoding = headers.get("content-encoding", "")
         if encoding.strip().lower() in ("", "identity"):
             return body
-        decoded = _decoded(body, encoding, self.max_body)
+        decoded = await asyncio.to_thread(_decoded, body, encoding, *inflate)  # 64 MiB inflated: not on the loop
         self._hold(held, len(decoded))
         return decoded
 
@@ -309,13 +347,17 @@ class RestApp:
 
     async def infer(self, call: Call):
         name, version = _model(call)
+        if len(call.body) < INLINE_BYTES and not self.plane.batches(name, version):
+            return self._infer(call, name, version)
+        # A large body is checked, parsed, run and written on a thread: the loop keeps answering.
+        return await asyncio.get_running_loop().run_in_executor(None, self._infer, call, name, version)
+
+    def _infer(self, call: Call, name: str, version: str):
         header = call.headers.get(restcodec.HEADER_LENGTH)
+        self._check_values(call.body, header, name, version)
         raw_input = self.plane.model_metadata(name, version).inputs[0] if header == "0" else None
         request = restcodec.infer_request(name, version, call.body, header, raw_input, answer_limit=self.max_body)
-        if len(call.body) < INLINE_BYTES and not self.plane.batches(name, version):
-            answer = self.plane.infer(request)
-        else:
-            answer = await asyncio.get_running_loop().run_in_executor(None, self.plane.infer, request)
+        answer = self.plane.infer(request)
         body, split = restcodec.infer_response(answer, request.parameters, request.outputs)
         if split is None:
             return 200, JSON, body
@@ -324,6 +366,23 @@ class RestApp:
             [(b"content-type", b"application/octet-stream"), (b"inference-header-content-length", str(split).encode())],
             body,
         )
+
+    def _check_values(self, body: bytes, header: str | None, name: str, version: str) -> None:
+        """Refuse a JSON body with more values than a request to the model can hold, before parsing it:
+        every value but the first of a list or object follows a comma, and every list and object
+        counts, empty ones too (`[],[],...` holds no number and would cost a gigabyte parsed)."""
+        if header == "0":
+            return  # raw: no JSON
+        text = body[: int(header)] if header is not None and header.isdigit() else body
+        values = text.count(b",") + text.count(b"[") + text.count(b"{")
+        limit, why = MAX_JSON_VALUES, f"the most a JSON request may hold ({MAX_JSON_VALUES})"
+        bound = self.plane.input_bound(name, version)
+        if bound is not None and bound[0] and bound[0] * (bound[1] + 1) + JSON_SLACK < limit:
+            rows, width = bound
+            limit = rows * (width + 1) + JSON_SLACK
+            why = f"{limit}, the most a request to model {shown(name)} holds (max_batch_size {rows} x {width} values)"
+        if values > limit:
+            raise HttpError(413, f"the JSON body holds up to {values} values, above {why}; send binary data")
 
     async def repository_index(self, call: Call):
         ready = bool(_optional_json(call.body).get("ready", False))
@@ -413,8 +472,9 @@ def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
-    """The body after Content-Encoding gzip or deflate, never inflated past the limit (a zip bomb is 413)."""
+def _decoded(body: bytes, encoding: str, limit: int, why: str = "") -> bytes:
+    """The body after Content-Encoding gzip or deflate, never inflated past the limit (a zip bomb is 413);
+    `why` names the limit in the refusal."""
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
@@ -426,7 +486,7 @@ def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
     except zlib.error as exc:
         raise HttpError(400, f"the {encoding} body cannot be decoded: {exc}") from None
     if len(data) > limit or inflater.unconsumed_tail:
-        raise HttpError(413, f"the body inflates above the {limit}-byte limit")
+        raise HttpError(413, f"the body inflates above {why or f'the {limit}-byte limit'}")
     if not inflater.eof:
         raise HttpError(400, f"the {encoding} body is cut short: its stream does not end")
     if inflater.unused_data:

@@ -6,6 +6,7 @@ a bounded /metrics and log lines of bounded length. Memory is read from /proc/<w
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import os
@@ -13,6 +14,7 @@ import re
 import select
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -349,4 +351,80 @@ def test_an_answer_above_the_limit_is_refused_before_it_is_computed(wide):
         status, _, body = call(server, "POST", "/v2/models/wide/infer", json.dumps(document).encode())
         assert status == 200 and executions(server) == 1
     finally:
+        assert server.stop() == 0, server.output()
+
+
+# 5. Bodies that cannot be a request
+
+
+def live_stalls(server, stop: threading.Event, found: list[float]) -> None:
+    """Ask live over and over until `stop`, recording each answer's time."""
+    while not stop.is_set():
+        start = time.monotonic()
+        assert call(server, "GET", "/v2/health/live", timeout=60)[0] == 200
+        found.append(time.monotonic() - start)
+        time.sleep(0.01)
+
+
+def test_a_body_of_empty_lists_is_refused_before_it_is_parsed(repository):
+    server = ServerProcess(repository, "--workers", "1")
+    stop, stalls = threading.Event(), []
+    probe = threading.Thread(target=live_stalls, args=(server, stop, stalls))
+    try:
+        pid = worker_pid(server)
+        before = memory_mb(pid, "VmHWM")
+        bomb = gzip.compress(b'{"inputs": [' + b"[]," * 20_000_000 + b"[]]}", 9)  # 60 KB in, 60 MB of JSON
+        assert len(bomb) < 200_000
+        probe.start()
+        for _ in range(3):
+            answer = call(server, "POST", INFER, bomb, {"Content-Encoding": "gzip"})
+            assert answer[0] == 413 and "values" in error(answer), answer[:2]
+        stop.set()
+        probe.join()
+        grown = memory_mb(pid, "VmHWM") - before
+        assert grown < 256, f"the worker's peak grew by {grown:.0f} MB"
+        assert max(stalls) < 1, f"live took {max(stalls):.2f} s"
+    finally:
+        stop.set()
+        assert server.stop() == 0, server.output()
+
+
+def test_a_body_inflating_past_what_the_model_takes_is_413_naming_the_bound(repository):
+    config = repository / "mlp_3_4_1" / "config.pbtxt"
+    config.write_text(config.read_text().replace("max_batch_size: 1048576", "max_batch_size: 8"))
+    server = ServerProcess(repository, "--workers", "1")
+    try:
+        body = b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]' + b" " * 1_000_000
+        answer = call(server, "POST", INFER, gzip.compress(body + b"}"), {"Content-Encoding": "gzip"})
+        assert answer[0] == 413 and "max_batch_size 8" in error(answer), answer
+        data = ",".join(["1"] * 3 * 2000)  # 2,000 rows of JSON where 8 are taken: refused unparsed
+        body = f'{{"inputs": [{{"name": "x", "shape": [2000, 3], "datatype": "FP32", "data": [{data}]}}]}}'.encode()
+        answer = call(server, "POST", INFER, body)
+        assert answer[0] == 413 and "max_batch_size 8" in error(answer), answer
+        assert call(server, "POST", INFER, gzip.compress(one_row_request()), {"Content-Encoding": "gzip"})[0] == 200
+    finally:
+        assert server.stop() == 0, server.output()
+
+
+def test_the_largest_json_request_admitted_raises_the_worker_by_under_256_mb(repository):
+    server = ServerProcess(repository, "--workers", "1")
+    stop, stalls = threading.Event(), []
+    probe = threading.Thread(target=live_stalls, args=(server, stop, stalls))
+    try:
+        pid = worker_pid(server)
+        assert call(server, "POST", INFER, one_row_request())[0] == 200
+        before = memory_mb(pid, "VmHWM")
+        x = np.random.default_rng(5).standard_normal((690_000, 3))  # float64 text: 18 digits a value
+        body = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                       "data": x.ravel().tolist()}]}).encode()  # fmt: skip
+        probe.start()
+        status, _, answer = call(server, "POST", INFER, body)
+        stop.set()
+        probe.join()
+        assert status == 200, answer[:300]
+        grown = memory_mb(pid, "VmHWM") - before
+        assert grown < 256, f"the worker's peak grew by {grown:.0f} MB for {len(body) >> 20} MB of JSON"
+        print(f"peak +{grown:.0f} MB for {len(body) >> 20} MB of JSON; live at most {max(stalls):.2f} s")
+    finally:
+        stop.set()
         assert server.stop() == 0, server.output()
