@@ -11,6 +11,7 @@ The bytes depend only on the spec and the options: no onnx or forwardpass versio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,7 +115,9 @@ def build_model(
     return model
 
 
-def build_columns_inside(spec: NetworkSpec, options: ExportOptions) -> onnx.ModelProto:
+def build_columns_inside(
+    spec: NetworkSpec, options: ExportOptions, tensor: Callable[[np.ndarray, str], onnx.TensorProto] | None = None
+) -> onnx.ModelProto:
     """A rows-layout model's equivalent that computes in columns layout: x [batch, n0] -> Transpose
     -> the columns Gemms and activations -> Transpose -> y [batch, nL], with the same input, outputs
     (hidden ones too, each transposed back to [batch, n_l]), names and shapes as build_model's.
@@ -123,12 +126,14 @@ def build_columns_inside(spec: NetworkSpec, options: ExportOptions) -> onnx.Mode
     n_l units (4 and 1 for 3-4-1), in columns layout the batch, so a large batch runs several times
     faster this way even with both transposes (bench/local.py). The runtime derives it from the
     read-back spec; it is never written to a file, which stays the slides' one Gemm per layer.
+    `tensor` makes each initializer from its array and name (numpy_helper.from_array by default):
+    the runtime keeps a large model's weights out of the graph with it.
     """
     if options.layout != "rows":
         raise SpecError("build_columns_inside takes rows-layout options: it is the rows model's equivalent")
     columns = ExportOptions("columns", options.dtype, options.opset)
     inside = f"{columns.input_name}{INSIDE}"
-    nodes, initializers = _layers(spec, columns, inside, INSIDE)
+    nodes, initializers = _layers(spec, columns, inside, INSIDE, tensor or numpy_helper.from_array)
     last = f"{columns.output_name}{INSIDE}"
     nodes[-1].output[0] = nodes[-1].name = last
     outputs = [options.output_name] + [out for out, _ in output_widths(spec, options)[1:]]
@@ -137,7 +142,9 @@ def build_columns_inside(spec: NetworkSpec, options: ExportOptions) -> onnx.Mode
     return _model(spec, options, nodes, initializers, default_name(spec) + "_columns_inside", "")
 
 
-def _layers(spec: NetworkSpec, options: ExportOptions, a: str, suffix: str) -> tuple[list, list]:
+def _layers(
+    spec: NetworkSpec, options: ExportOptions, a: str, suffix: str, tensor=numpy_helper.from_array
+) -> tuple[list, list]:
     """Each layer's Gemm and activation nodes, and the weights they read; `suffix` goes on every
     tensor a node makes but the output."""
     dtype = np.dtype(options.dtype)
@@ -146,8 +153,8 @@ def _layers(spec: NetworkSpec, options: ExportOptions, a: str, suffix: str) -> t
     for l, (W, b, act) in enumerate(zip(spec.weights, spec.biases, spec.activations), 1):
         bias = b.reshape(-1) if rows else b
         initializers += [
-            numpy_helper.from_array(W.astype(dtype), f"W{l}"),
-            numpy_helper.from_array(bias.astype(dtype), f"b{l}"),
+            tensor(W.astype(dtype), f"W{l}"),
+            tensor(bias.astype(dtype), f"b{l}"),
         ]
         z = f"Z{l}{suffix}"
         gemm_inputs = [a, f"W{l}", f"b{l}"] if rows else [f"W{l}", a, f"b{l}"]

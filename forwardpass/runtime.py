@@ -9,6 +9,14 @@ A third shapes large batches: onnxruntime's CPU Gemm blocks its output columns 1
 rows-layout model's output columns are its few units, so on the CPU a rows-layout model also gets a
 second session, derived from the read-back spec, that computes in columns layout between two
 Transposes (builder.graph.build_columns_inside); batches of LARGE_BATCH rows or more run there.
+
+A fourth shapes loading: a model of millions of weights must load in a few times its size. So a
+large file's weights are not prepacked (MLAS pads a prepacked layer to 16 output units: 16 times the
+size of a 1-unit output layer); the derived session's weights are handed to onnxruntime as arrays
+rather than serialized into its graph, and it is checked on a few rows, one at a time, since the
+float64 oracle holds several copies of every hidden layer for each row; and a file over
+COLUMNS_INSIDE_MAX_BYTES gets no derived session at all (its weights would be held twice, and a
+batch of LARGE_BATCH rows through its layers needs gigabytes whichever way it runs).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import onnx
@@ -24,7 +33,7 @@ import onnx
 from forwardpass.builder.graph import ExportOptions, build_columns_inside, serialize
 from forwardpass.builder.readback import ReadBack, read_model
 
-from .dtypes import BY_ONNXRUNTIME
+from .dtypes import BY_ONNXRUNTIME, of_numpy
 from .errors import ForwardpassError, InputError, Kind, ModelFormatError, ProviderError
 from .tolerance import compare
 
@@ -40,6 +49,16 @@ PROVIDERS = ("auto", "cpu", "cuda")
 # above it, copying the output out of the binding costs more than that, and run() hands over
 # onnxruntime's own buffer instead (bench/local.py measures both sides).
 LARGE_BATCH = 4096
+# Above this file size a model's weights are used as stored, not prepacked: prepacking would add up
+# to 16 times the size of its narrowest layers (64 MB for 3-1,000,000-1's 4 MB output layer), and a
+# large model's calls gain little from it; below it the copy is at most a few tens of MB.
+PREPACK_MAX_BYTES = 2 * 2**20
+# The largest file that gets a derived columns-inside session: a second copy of its weights and the
+# oracle's check (about 70 bytes per hidden unit) stay within a few times the file.
+COLUMNS_INSIDE_MAX_BYTES = 8 * 2**20
+# Rows the derived columns-inside session is checked on against the oracle, one at a time: each
+# row costs the oracle and its error bound about eight float64 copies of every hidden layer.
+CHECK_ROWS = 4
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 INSTALL_HINT = (
@@ -71,6 +90,8 @@ class Runtime:
         if threads is not None and threads < 0:
             raise ForwardpassError(f"threads must be 0 (onnxruntime decides) or more, got {threads}")
         self._what = "model" if isinstance(model, bytes) else os.fspath(model)
+        size = _size(model)
+        self._prepack = size <= PREPACK_MAX_BYTES
         self.session, self.provider = self._open(model, provider, threads, tf32)
         log.log(logging.INFO if provider == "auto" else logging.DEBUG, "%s runs on %s", self._what, self.provider)
         (inp,) = self.session.get_inputs()
@@ -92,7 +113,7 @@ class Runtime:
         self._batch_axis = 1 - self._width_axis
         self._first_output = self.output_names[:1]
         self._inside = None  # the derived columns-layout session that large batches run through
-        if columns_inside and self.provider == "cpu" and self._width_axis == 1:
+        if columns_inside and self.provider == "cpu" and self._width_axis == 1 and size <= COLUMNS_INSIDE_MAX_BYTES:
             self._inside = self._columns_session(model, threads, read_back)
         self._local = threading.local()  # an IO binding per thread: bindings are not thread-safe
 
@@ -171,31 +192,42 @@ class Runtime:
         """The rows model's columns-inside equivalent, or None where the file is no Gemm chain that
         reads back with our names, or the equivalent does not answer as the file does."""
         try:
-            if back is None:
-                loaded = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(os.fspath(model))
-                back = read_model(loaded)
+            back = back or _read_back(model)
         except Exception:  # any graph onnxruntime runs may be served; only ours get the fast path
             log.debug("%s: not a Gemm chain forwardpass reads back; no columns-inside session", self._what)
             return None
         options = ExportOptions("rows", back.dtype, back.opset, bool(back.hidden_outputs))
-        derived = build_columns_inside(back.spec, options)
+        weights: dict = {}
+        derived = build_columns_inside(back.spec, options, partial(_aside, weights))
         names = {o.name for o in derived.graph.output}
         if back.layout != "rows" or derived.graph.input[0].name != self.input_name or names != set(self.output_names):
             return None
-        inside = self._session(serialize(derived), _session_options(threads), [CPU])
-        # One look, against the oracle within the project's bound and at the file's shapes, so that a
-        # read-back the file does not match can never answer.
-        x = np.random.default_rng(0).standard_normal((64, self._width)).astype(self.dtype)
-        ours, theirs = inside.run(None, {self.input_name: x}), self.session.run(None, {self.input_name: x})
-        y = dict(zip([o.name for o in derived.graph.output], ours))[back.output_name]
-        agree = compare(back.spec, x.T.astype(np.float64), y.T, back.dtype).ok
-        if not agree or [a.shape for a in ours] != [a.shape for a in theirs]:
-            log.warning("%s: the columns-inside session disagrees with the file; not used", self._what)
-            return None
+        outputs = [o.name for o in derived.graph.output]
+        session_options = self._options(threads)
+        session_options.add_external_initializers(list(weights), list(weights.values()))
+        inside = self._session(serialize(derived), session_options, [CPU])
+        del derived
+        # A look at both sessions against the oracle within the project's bound and at the file's
+        # shapes, so that a read-back the file does not match can never answer: a few rows, one at a time.
+        X = np.random.default_rng(0).standard_normal((CHECK_ROWS, self._width)).astype(self.dtype)
+        for x in np.split(X, CHECK_ROWS):
+            ours, theirs = inside.run(None, {self.input_name: x}), self.session.run(None, {self.input_name: x})
+            ys = dict(zip(outputs, ours))[back.output_name], theirs[self.output_names.index(back.output_name)]
+            agree = all(compare(back.spec, x.T.astype(np.float64), y.T, back.dtype).ok for y in ys)
+            if not agree or [a.shape for a in ours] != [a.shape for a in theirs]:
+                log.warning("%s: the columns-inside session disagrees with the file; not used", self._what)
+                return None
+        self._inside_weights = weights  # onnxruntime reads them where they are: as long as the session lives
         return inside
 
-    def _open(self, model: str | os.PathLike | bytes, provider: str, threads: int | None, tf32: bool):
+    def _options(self, threads: int | None):
         options = _session_options(threads)
+        if not self._prepack:
+            options.add_session_config_entry("session.disable_prepacking", "1")
+        return options
+
+    def _open(self, model: str | os.PathLike | bytes, provider: str, threads: int | None, tf32: bool):
+        options = self._options(threads)
         offered = ort.get_available_providers()
         if provider == "cuda" and CUDA not in offered:
             raise ProviderError(
@@ -235,6 +267,32 @@ def _session_options(threads: int | None):
         # threads need; a small model's calls are too short to gain from spinning.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
+
+
+def _read_back(model: str | os.PathLike | bytes) -> ReadBack:
+    return read_model(onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(os.fspath(model)))
+
+
+def _size(model: str | os.PathLike | bytes) -> int:
+    if isinstance(model, bytes):
+        return len(model)
+    try:
+        return os.path.getsize(model)
+    except OSError:
+        return 0  # a missing file is reported, by name, when the session is made
+
+
+def _aside(weights: dict, array: np.ndarray, name: str) -> onnx.TensorProto:
+    """An initializer declared in the graph, its array kept in `weights` as an OrtValue for
+    add_external_initializers: onnxruntime reads the array where it is (1.18 copies it once), where
+    weights serialized into the graph would be held three times more while it loads (the graph, its
+    bytes, and onnxruntime's parse of them)."""
+    array = np.ascontiguousarray(array)
+    weights[name] = ort.OrtValue.ortvalue_from_numpy(array)
+    declared = onnx.TensorProto(name=name, dims=array.shape, data_type=of_numpy(array.dtype).onnx)
+    declared.data_location = onnx.TensorProto.EXTERNAL
+    declared.external_data.add(key="location", value="in memory")
+    return declared
 
 
 def cuda_offered() -> bool:

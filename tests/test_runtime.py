@@ -162,9 +162,9 @@ def test_a_columns_inside_session_that_disagrees_with_the_oracle_is_never_used(s
 
     build = runtime_module.build_columns_inside
 
-    def off_by_a_bias(back_spec, options):  # a derivation gone wrong: every bias moved by one
+    def off_by_a_bias(back_spec, options, tensor=None):  # a derivation gone wrong: every bias moved by one
         moved = tuple(b + 1.0 for b in back_spec.biases)
-        return build(dataclasses.replace(back_spec, biases=moved), options)
+        return build(dataclasses.replace(back_spec, biases=moved), options, tensor)
 
     monkeypatch.setattr(runtime_module, "build_columns_inside", off_by_a_bias)
     with caplog.at_level(logging.WARNING, logger="forwardpass.runtime"):
