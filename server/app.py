@@ -51,6 +51,7 @@ class Server:
             options.ort_threads,
             options.skip_bad_models,
             options.columns_inside,
+            options.max_model_mb,
         )
         limits = [
             ("grpc.max_receive_message_length", options.max_message_bytes),

@@ -67,6 +67,12 @@ class ServeOptions:
     max_message_mb: float = option(
         64.0, "largest request or answer, in MiB; larger requests get RESOURCE_EXHAUSTED", type=float
     )
+    max_model_mb: float = option(
+        256.0,
+        "largest model file a worker loads, in MiB; a larger one is refused (at start-up, or its load fails); "
+        "a worker needs a few times a model's size while it loads it (docs/serving.md)",
+        type=float,
+    )
     workers: int = option(
         available_cpus(),
         "worker processes sharing the port, each with its own sessions; by default one per CPU of the "
@@ -147,6 +153,8 @@ class ServeOptions:
             raise InputError(f"--http-port and --grpc-port are both {self.http_port}; give them different ports")
         if self.max_message_mb <= 0 or self.grace < 0:
             raise InputError("--max-message-mb must be positive and --grace not negative")
+        if self.max_model_mb <= 0:
+            raise InputError(f"--max-model-mb must be positive, got {self.max_model_mb:g}")
         if self.http_body_timeout <= 0 or self.http_min_body_rate < 0 or self.http_body_budget_mb <= 0:
             raise InputError(
                 "--http-body-timeout and --http-body-budget-mb must be positive, --http-min-body-rate not negative"

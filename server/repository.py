@@ -62,8 +62,10 @@ class Repository:
         threads: int | None = 1,
         skip_bad: bool = False,
         columns_inside: bool = True,
+        max_model_mb: float | None = None,
     ):
         self.root = Path(root)
+        self.max_model_mb = max_model_mb  # a larger model file (MiB) is refused
         self.provider, self.threads, self.skip_bad = provider, threads, skip_bad
         self.columns_inside = columns_inside  # large rows-layout batches through the derived session
         self.models: dict[str, ModelEntry] = {}
@@ -219,8 +221,21 @@ class Repository:
             entry.versions[version] = self._load_version(folder, version, config)
         return entry
 
+    def _check_size(self, path: Path) -> None:
+        """Refuse a model file over --max-model-mb before reading it: loading takes a few times its size."""
+        if self.max_model_mb is None or not path.is_file():
+            return  # a missing file is reported, by name, when it is read
+        size = path.stat().st_size
+        if size > self.max_model_mb * 2**20:
+            raise ForwardpassError(
+                f"{path} is {size / 2**20:.3g} MiB, more than --max-model-mb {self.max_model_mb:g}; "
+                "serve it with a larger --max-model-mb",
+                Kind.TOO_LARGE,
+            )
+
     def _load_version(self, folder: Path, version: int, config: ModelConfig | None) -> ServedModel:
         path = folder / str(version) / model_file(config or ModelConfig())
+        self._check_size(path)
         back = read_file(path)  # also refuses, by name, a file that is not a Gemm + activation chain
         provider = provider_for(config or ModelConfig(), self.provider)
         runtime = Runtime(

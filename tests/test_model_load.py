@@ -1,8 +1,10 @@
-"""Loading large models: a worker's memory peaks within a few times the file, and its health answers
-while it loads."""
+"""Loading large models: a worker's memory peaks within a few times the file, its health answers
+while it loads, and a file over --max-model-mb is refused by name, at start-up or at load."""
 
+import json
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from forwardpass.builder.spec import Activation, NetworkSpec
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from harness import ServerProcess, answering_worker, build_into
+from harness import ServerProcess, answering_worker, assert_one_error_line, build_into, run_cli
 
 MIB = 2**20
 # What a load may add to a worker's peak memory: a few copies of the weights (the read-back spec in
@@ -135,3 +137,64 @@ def test_health_answers_while_a_large_model_loads(tmp_path, door):
         late = [round(t * 1000) for t in seconds if t >= LIVE_WITHIN]
         assert len(late) <= LATE_SHARE * len(seconds), f"{probe} live took {late} ms of {len(seconds)} probes"
     assert len(waits["http"]) >= 3, "the load was too short to probe health during it"
+
+
+@pytest.fixture
+def two_models(tmp_path):
+    """'small' (3-4-1, a few hundred bytes) and 'wide' (3-2,000-1, 40 KB)."""
+    rng = np.random.default_rng(1)
+    acts = (Activation("relu"), Activation("sigmoid"))
+    small = NetworkSpec((3, 4, 1), acts, (rng.standard_normal((4, 3)), rng.standard_normal((1, 4))),
+                        (np.zeros((4, 1)), np.zeros((1, 1))))  # fmt: skip
+    build_into(tmp_path, "small", small)
+    build_into(tmp_path, "wide", one_hidden_layer(2000))
+    return tmp_path
+
+
+CAP = ("--max-model-mb", "0.02")  # 20 KiB: 'wide' is over it, 'small' far under
+
+
+def refused(repository: Path) -> str:
+    """The reason a load of 'wide' fails: its file, its size and the flag."""
+    size = (repository / "wide" / "1" / "model.onnx").stat().st_size
+    return f"wide/1/model.onnx is {size / MIB:.3g} MiB, more than --max-model-mb 0.02"
+
+
+def test_a_model_over_max_model_mb_stops_start_up_with_one_line(two_models):
+    result = run_cli("serve", "--model-repository", two_models, "--port", "0", "--http-port", "0", *CAP)
+    assert_one_error_line(result, refused(two_models), logs_allowed=True)
+
+
+def test_skip_bad_models_leaves_out_a_model_over_max_model_mb(two_models):
+    server = ServerProcess(two_models, "--workers", "1", "--skip-bad-models", *CAP)
+    try:
+        with urllib.request.urlopen(f"{server.http_url}/v2/models/small/ready", timeout=10) as answer:
+            assert answer.status == 200
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{server.http_url}/v2/models/wide/ready", timeout=10)
+        assert info.value.code == 503
+        request = urllib.request.Request(f"{server.http_url}/v2/repository/index", b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            index = {entry["name"]: entry for entry in json.loads(answer.read())}
+    finally:
+        server.stop()
+    assert index["small"]["state"] == "READY"
+    assert (
+        refused(two_models) in index["wide"]["reason"]
+        and "serve it with a larger --max-model-mb" in index["wide"]["reason"]
+    )
+
+
+def test_a_load_over_max_model_mb_fails_with_the_reason_and_others_still_load(two_models):
+    server = ServerProcess(two_models, "--workers", "1", "--model-control-mode", "explicit", *CAP)
+    channel, s = stub(server)
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            s.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="wide"), timeout=30)
+        s.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="small"), timeout=30)
+        assert s.ModelReady(pb.ModelReadyRequest(name="small"), timeout=10).ready
+        assert not s.ModelReady(pb.ModelReadyRequest(name="wide"), timeout=10).ready
+    finally:
+        channel.close()
+        server.stop()
+    assert refused(two_models) in info.value.details(), info.value.details()
