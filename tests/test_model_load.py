@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 
 from forwardpass.builder.spec import Activation, NetworkSpec
+from forwardpass.errors import InputError
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
+from forwardpass.server.options import ServeOptions
+from forwardpass.server.repository import Repository
 
 from harness import ServerProcess, answering_worker, assert_one_error_line, build_into, run_cli
 
@@ -198,3 +201,16 @@ def test_a_load_over_max_model_mb_fails_with_the_reason_and_others_still_load(tw
         channel.close()
         server.stop()
     assert refused(two_models) in info.value.details(), info.value.details()
+
+
+def test_a_rescan_refuses_a_model_over_max_model_mb_and_serves_the_rest(two_models):
+    models = Repository(two_models, provider="cpu", max_model_mb=0.02)
+    models.mode = "poll"
+    models.refresh()
+    assert models.models["small"].ready
+    assert not models.models["wide"].ready and refused(two_models) in models.models["wide"].reason
+
+
+def test_max_model_mb_must_be_positive():
+    with pytest.raises(InputError, match="--max-model-mb must be positive"):
+        ServeOptions(max_model_mb=0)
