@@ -6,6 +6,7 @@ a bounded /metrics and log lines of bounded length. Memory is read from /proc/<w
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import json
@@ -36,6 +37,37 @@ INFER = "/v2/models/mlp_3_4_1/infer"
 def repository(tmp_path):
     shutil.copytree(ROOT / "models", tmp_path / "models")
     return tmp_path / "models"
+
+
+@contextlib.contextmanager
+def serving(repository, *args: str):
+    """A one-worker server (so every call meets the same worker), stopped cleanly at the end."""
+    server = ServerProcess(repository, "--workers", "1", *args)
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0, server.output()
+
+
+@contextlib.contextmanager
+def watching_live(server):
+    """The time each of a stream of live probes took while the block runs, in seconds."""
+    stop, took = threading.Event(), []
+
+    def probe() -> None:
+        while not stop.is_set():
+            start = time.monotonic()
+            assert call(server, "GET", "/v2/health/live", timeout=60)[0] == 200
+            took.append(time.monotonic() - start)
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        yield took
+    finally:
+        stop.set()
+        thread.join()
 
 
 def port_of(server) -> int:
@@ -108,59 +140,47 @@ def one_row_request() -> bytes:
 
 
 def test_live_answers_while_slow_bodies_fill_the_worker(repository):
-    server = ServerProcess(repository, "--workers", "1", "--max-concurrent-rpcs", "4")
-    slow = [half_sent(server, 1000) for _ in range(6)]
-    try:
+    with serving(repository, "--max-concurrent-rpcs", "4") as server, contextlib.ExitStack() as held:
+        for _ in range(6):
+            held.enter_context(half_sent(server, 1000))
         time.sleep(0.5)
         for path in ("/v2/health/live", "/v2/health/ready"):
             assert call(server, "GET", path)[0] == 200, path
-        status, headers, body = call(server, "POST", INFER, one_row_request())
-        assert status == 503 and "in flight" in json.loads(body)["error"]  # the cap itself still holds
-    finally:
-        for sock in slow:
-            sock.close()
-        assert server.stop() == 0, server.output()
+        answer = call(server, "POST", INFER, one_row_request())
+        assert answer[0] == 503 and "in flight" in error(answer)  # the cap itself still holds
 
 
 def test_a_health_route_sent_a_body_skips_it_and_closes_the_connection(repository):
-    server = ServerProcess(repository, "--workers", "1")
-    try:
+    with serving(repository) as server:
         with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as sock:
             sock.sendall(
                 b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 10
             )
             answer = answer_on(sock, timeout=10)  # closed by the server: no wait for the 99,990 bytes
-        assert answer.startswith(b"HTTP/1.1 200") and b'{"live":true}' in answer, answer
-        assert b"connection: close" in answer.lower()
-    finally:
-        assert server.stop() == 0, server.output()
+    assert answer.startswith(b"HTTP/1.1 200") and b'{"live":true}' in answer, answer
+    assert b"connection: close" in answer.lower()
 
 
 # 2. Slow bodies
 
 
 def test_a_body_past_its_deadline_is_408(repository):
-    server = ServerProcess(repository, "--workers", "1", "--http-body-timeout", "2", "--http-min-body-rate", "0")
-    try:
-        sock = half_sent(server, 1000, b"")
-        start = time.monotonic()
-        for _ in range(8):  # a byte every 0.5 s: never 30 s apart, never done
-            time.sleep(0.5)
-            try:
-                sock.sendall(b" ")
-            except OSError:
-                break
-        answer = answer_on(sock, timeout=10)
-        assert answer.startswith(b"HTTP/1.1 408") and b"--http-body-timeout" in answer, answer
-        assert time.monotonic() - start < 6
-    finally:
-        assert server.stop() == 0, server.output()
+    with serving(repository, "--http-body-timeout", "2", "--http-min-body-rate", "0") as server:
+        with half_sent(server, 1000, b"") as sock:
+            start = time.monotonic()
+            for _ in range(8):  # a byte every 0.5 s: never 30 s apart, never done
+                time.sleep(0.5)
+                try:
+                    sock.sendall(b" ")
+                except OSError:
+                    break
+            answer = answer_on(sock, timeout=10)
+            assert answer.startswith(b"HTTP/1.1 408") and b"--http-body-timeout" in answer, answer
+            assert time.monotonic() - start < 6
 
 
 def test_a_body_below_the_minimum_rate_is_408_after_the_grace(repository):
-    server = ServerProcess(repository, "--workers", "1", "--http-min-body-rate", "1000")
-    try:
-        sock = half_sent(server, 100_000, b"")
+    with serving(repository, "--http-min-body-rate", "1000") as server, half_sent(server, 100_000, b"") as sock:
         start = time.monotonic()
         answer = b""
         while time.monotonic() - start < 15 and not answer:
@@ -175,16 +195,13 @@ def test_a_body_below_the_minimum_rate_is_408_after_the_grace(repository):
                 pass
         assert answer.startswith(b"HTTP/1.1 408") and b"--http-min-body-rate" in answer, answer
         assert 4.5 < time.monotonic() - start < 8
-    finally:
-        assert server.stop() == 0, server.output()
 
 
 # 3. Heads
 
 
 def test_a_header_above_64_kib_is_431(repository):
-    server = ServerProcess(repository, "--workers", "1")
-    try:
+    with serving(repository) as server:
         answer = call(server, "GET", "/v2/health/live", headers={"X-Big": "a" * (1 << 20)})
         assert answer[0] == 431 and "65536" in error(answer)
         with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as sock:
@@ -198,117 +215,70 @@ def test_a_header_above_64_kib_is_431(repository):
                 pass
             assert sent < 8 << 20, sent  # cut off early, not gathered
         assert call(server, "GET", "/v2/health/live")[0] == 200
-    finally:
-        assert server.stop() == 0, server.output()
 
 
 # 4. The budget of body bytes
 
 
 def test_body_bytes_past_the_worker_budget_are_503_with_retry_after(repository):
-    server = ServerProcess(repository, "--workers", "1", "--max-message-mb", "1", "--http-body-budget-mb", "2")
-    holders = []
-    try:
-        for _ in range(2):  # 2 x 900 KB held, under the 1 MiB limit each
-            holders.append(half_sent(server, 1_000_000, b"[" * 900_000))
-        time.sleep(1)
-        status, headers, body = call(server, "POST", INFER, b" " * 600_000 + one_row_request())
-        assert status == 503 and headers["Retry-After"] == "1", (status, body)
-        assert "--http-body-budget-mb" in json.loads(body)["error"]
-        for sock in holders:
-            sock.close()
-        holders.clear()
+    with serving(repository, "--max-message-mb", "1", "--http-body-budget-mb", "2") as server:
+        with contextlib.ExitStack() as held:
+            for _ in range(2):  # 2 x 900 KB held, under the 1 MiB limit each
+                held.enter_context(half_sent(server, 1_000_000, b"[" * 900_000))
+            time.sleep(1)
+            answer = call(server, "POST", INFER, b" " * 600_000 + one_row_request())
+            assert answer[0] == 503 and answer[1]["Retry-After"] == "1", answer
+            assert "--http-body-budget-mb" in error(answer)
         time.sleep(0.5)  # the held bytes are given back as the connections go
         assert call(server, "POST", INFER, b" " * 900_000 + one_row_request())[0] == 200
-    finally:
-        for sock in holders:
-            sock.close()
-        assert server.stop() == 0, server.output()
 
 
-# 9. Logs
+# 5. Bodies that cannot be a request
 
 
-def test_a_huge_name_is_cut_in_the_log(repository):
-    server = ServerProcess(repository, "--workers", "1")
-    try:
-        name = "n" * 1_000_000
-        document = {
-            "id": "i" * 100_000,
-            "inputs": [{"name": name, "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}],
-        }
-        status, _, body = call(server, "POST", INFER, json.dumps(document).encode())
-        assert status == 400 and "unexpected input" in json.loads(body)["error"]
-        call(server, "POST", "/v2/models/" + "m" * 60_000 + "/infer", one_row_request())  # a long path too
-        time.sleep(0.5)
-    finally:
-        assert server.stop() == 0, server.output()
-    failures = [line for line in server.lines if '"event": "failed"' in line]
-    assert len(failures) >= 2, server.output()[-2000:]
-    assert max(map(len, failures)) < 2000, max(map(len, failures))
-    assert all(re.search(r"\.\.\. \(\d{5,} characters\)", line) for line in failures), failures[0][-300:]
-
-
-# 8. /metrics
-
-
-def test_metrics_connections_are_bounded_and_time_out(repository):
-    port = free_port()
-    server = ServerProcess(repository, "--workers", "1", "--metrics-port", str(port))
-    idle = []
-    try:
+def test_a_body_of_empty_lists_is_refused_before_it_is_parsed(repository):
+    bomb = gzip.compress(b'{"inputs": [' + b"[]," * 20_000_000 + b"[]]}", 9)  # 60 KB in, 60 MB of JSON
+    assert len(bomb) < 200_000
+    with serving(repository) as server:
         pid = worker_pid(server)
-        assert scrape(port)  # a thread for the first scrape exists and is gone again
-        before = len(os.listdir(f"/proc/{pid}/task"))
-        for _ in range(100):  # each sends half a request and waits
-            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-            sock.sendall(b"GET /metr")
-            idle.append(sock)
-        time.sleep(1)
-        threads = len(os.listdir(f"/proc/{pid}/task"))
-        assert threads <= before + 16, (before, threads)
-        waiting = [sock for sock in idle if is_open(sock)]  # those beyond the threads are closed at once
-        assert 0 < len(waiting) <= 16, len(waiting)
-        time.sleep(11)  # ... and the rest once they have been silent for 10 s
-        assert not any(map(is_open, waiting))
-    finally:
-        for sock in idle:
-            sock.close()
-    try:
-        assert scrape(port)
-    finally:
-        assert server.stop() == 0, server.output()
+        before = memory_mb(pid, "VmHWM")
+        with watching_live(server) as took:
+            for _ in range(3):
+                answer = call(server, "POST", INFER, bomb, {"Content-Encoding": "gzip"})
+                assert answer[0] == 413 and "values" in error(answer), answer[:2]
+        grown = memory_mb(pid, "VmHWM") - before
+    assert grown < 256, f"the worker's peak grew by {grown:.0f} MB"
+    assert max(took) < 1, f"live took {max(took):.2f} s"
 
 
-# 7. Static files
+def test_a_body_inflating_past_what_the_model_takes_is_413_naming_the_bound(repository):
+    config = repository / "mlp_3_4_1" / "config.pbtxt"
+    config.write_text(config.read_text().replace("max_batch_size: 1048576", "max_batch_size: 8"))
+    with serving(repository) as server:
+        body = b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]' + b" " * 1_000_000
+        answer = call(server, "POST", INFER, gzip.compress(body + b"}"), {"Content-Encoding": "gzip"})
+        assert answer[0] == 413 and "max_batch_size 8" in error(answer), answer
+        data = ",".join(["1"] * 3 * 2000)  # 2,000 rows of JSON where 8 are taken: refused unparsed
+        body = f'{{"inputs": [{{"name": "x", "shape": [2000, 3], "datatype": "FP32", "data": [{data}]}}]}}'.encode()
+        answer = call(server, "POST", INFER, body)
+        assert answer[0] == 413 and "max_batch_size 8" in error(answer), answer
+        assert call(server, "POST", INFER, gzip.compress(one_row_request()), {"Content-Encoding": "gzip"})[0] == 200
 
 
-def test_unread_downloads_of_the_wasm_hold_it_once(tmp_path, repository):
-    ort = tmp_path / "ort"  # onnxruntime-web's files, the wasm as large as the real one
-    ort.mkdir()
-    for name in ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs"):
-        (ort / name).write_text("export {};\n")
-    (ort / "ort-wasm-simd-threaded.wasm").write_bytes(os.urandom(14 << 20))
-    server = ServerProcess(repository, "--workers", "1", "--page", "--ort-web-dir", str(ort))
-    readers = []
-    try:
+def test_the_largest_json_request_admitted_raises_the_worker_by_under_256_mb(repository):
+    x = np.random.default_rng(5).standard_normal((690_000, 3))  # float64 text: 18 digits a value
+    body = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.ravel().tolist()}]}).encode()  # fmt: skip
+    with serving(repository) as server:
         pid = worker_pid(server)
-        path = "/static/ort/ort-wasm-simd-threaded.wasm"
-        assert len(call(server, "GET", path)[2]) == 14 << 20  # read whole once
-        before = memory_mb(pid, "VmRSS")
-        for _ in range(40):  # asked for, never read
-            sock = socket.create_connection(("127.0.0.1", port_of(server)), timeout=30)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-            readers.append(sock)
-        time.sleep(2)
-        grown = memory_mb(pid, "VmRSS") - before
-        assert grown < 100, f"the worker grew by {grown:.0f} MB for 40 unread downloads"
-        assert call(server, "GET", "/v2/health/live")[0] == 200
-    finally:
-        for sock in readers:
-            sock.close()
-        assert server.stop() == 0, server.output()
+        assert call(server, "POST", INFER, one_row_request())[0] == 200
+        before = memory_mb(pid, "VmHWM")
+        with watching_live(server) as took:
+            status, _, answer = call(server, "POST", INFER, body)
+        assert status == 200, answer[:300]
+        grown = memory_mb(pid, "VmHWM") - before
+    assert grown < 256, f"the worker's peak grew by {grown:.0f} MB for {len(body) >> 20} MB of JSON"
+    assert max(took) < 2, f"live took {max(took):.2f} s"
 
 
 # 6. Answers bounded before they are computed
@@ -329,14 +299,13 @@ def executions(server) -> int:
 
 
 def test_an_answer_above_the_limit_is_refused_before_it_is_computed(wide):
-    server = ServerProcess(wide, "--workers", "1")
-    try:
+    with serving(wide) as server:
         x = np.ones((32_768, 3), np.float32)  # 384 KB in; as JSON 32,768 x 512 values out (180 MB)
         header = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
                                          "parameters": {"binary_data_size": x.nbytes}}]}).encode()  # fmt: skip
         headers = {"Inference-Header-Content-Length": str(len(header))}
-        status, _, body = call(server, "POST", "/v2/models/wide/infer", header + x.tobytes(), headers)
-        assert status == 413 and "--max-message-mb" in json.loads(body)["error"], (status, body[:300])
+        answer = call(server, "POST", "/v2/models/wide/infer", header + x.tobytes(), headers)
+        assert answer[0] == 413 and "--max-message-mb" in error(answer), answer[2][:300]
         assert executions(server) == 0
         message = pb.ModelInferRequest(model_name="wide")  # over gRPC: 64 MiB of raw float32 out
         message.inputs.add(name="x", datatype="FP32", shape=[40_000, 3])
@@ -348,83 +317,69 @@ def test_an_answer_above_the_limit_is_refused_before_it_is_computed(wide):
         assert executions(server) == 0
         small = np.ones((1_000, 3), np.float32)  # 2 MB of JSON out: answered
         document = {"inputs": [{"name": "x", "shape": [1_000, 3], "datatype": "FP32", "data": small.ravel().tolist()}]}
-        status, _, body = call(server, "POST", "/v2/models/wide/infer", json.dumps(document).encode())
-        assert status == 200 and executions(server) == 1
-    finally:
-        assert server.stop() == 0, server.output()
+        assert call(server, "POST", "/v2/models/wide/infer", json.dumps(document).encode())[0] == 200
+        assert executions(server) == 1
 
 
-# 5. Bodies that cannot be a request
+# 7. Static files
 
 
-def live_stalls(server, stop: threading.Event, found: list[float]) -> None:
-    """Ask live over and over until `stop`, recording each answer's time."""
-    while not stop.is_set():
-        start = time.monotonic()
-        assert call(server, "GET", "/v2/health/live", timeout=60)[0] == 200
-        found.append(time.monotonic() - start)
-        time.sleep(0.01)
-
-
-def test_a_body_of_empty_lists_is_refused_before_it_is_parsed(repository):
-    server = ServerProcess(repository, "--workers", "1")
-    stop, stalls = threading.Event(), []
-    probe = threading.Thread(target=live_stalls, args=(server, stop, stalls))
-    try:
+def test_unread_downloads_of_the_wasm_hold_it_once(tmp_path, repository):
+    ort = tmp_path / "ort"  # onnxruntime-web's files, the wasm as large as the real one
+    ort.mkdir()
+    for name in ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs"):
+        (ort / name).write_text("export {};\n")
+    (ort / "ort-wasm-simd-threaded.wasm").write_bytes(os.urandom(14 << 20))
+    path = "/static/ort/ort-wasm-simd-threaded.wasm"
+    with serving(repository, "--page", "--ort-web-dir", str(ort)) as server, contextlib.ExitStack() as held:
         pid = worker_pid(server)
-        before = memory_mb(pid, "VmHWM")
-        bomb = gzip.compress(b'{"inputs": [' + b"[]," * 20_000_000 + b"[]]}", 9)  # 60 KB in, 60 MB of JSON
-        assert len(bomb) < 200_000
-        probe.start()
-        for _ in range(3):
-            answer = call(server, "POST", INFER, bomb, {"Content-Encoding": "gzip"})
-            assert answer[0] == 413 and "values" in error(answer), answer[:2]
-        stop.set()
-        probe.join()
-        grown = memory_mb(pid, "VmHWM") - before
-        assert grown < 256, f"the worker's peak grew by {grown:.0f} MB"
-        assert max(stalls) < 1, f"live took {max(stalls):.2f} s"
-    finally:
-        stop.set()
-        assert server.stop() == 0, server.output()
+        assert len(call(server, "GET", path)[2]) == 14 << 20  # read whole once
+        before = memory_mb(pid, "VmRSS")
+        for _ in range(40):  # asked for, never read
+            sock = held.enter_context(socket.create_connection(("127.0.0.1", port_of(server)), timeout=30))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        time.sleep(2)
+        grown = memory_mb(pid, "VmRSS") - before
+        assert grown < 100, f"the worker grew by {grown:.0f} MB for 40 unread downloads"
+        assert call(server, "GET", "/v2/health/live")[0] == 200
 
 
-def test_a_body_inflating_past_what_the_model_takes_is_413_naming_the_bound(repository):
-    config = repository / "mlp_3_4_1" / "config.pbtxt"
-    config.write_text(config.read_text().replace("max_batch_size: 1048576", "max_batch_size: 8"))
-    server = ServerProcess(repository, "--workers", "1")
-    try:
-        body = b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]' + b" " * 1_000_000
-        answer = call(server, "POST", INFER, gzip.compress(body + b"}"), {"Content-Encoding": "gzip"})
-        assert answer[0] == 413 and "max_batch_size 8" in error(answer), answer
-        data = ",".join(["1"] * 3 * 2000)  # 2,000 rows of JSON where 8 are taken: refused unparsed
-        body = f'{{"inputs": [{{"name": "x", "shape": [2000, 3], "datatype": "FP32", "data": [{data}]}}]}}'.encode()
-        answer = call(server, "POST", INFER, body)
-        assert answer[0] == 413 and "max_batch_size 8" in error(answer), answer
-        assert call(server, "POST", INFER, gzip.compress(one_row_request()), {"Content-Encoding": "gzip"})[0] == 200
-    finally:
-        assert server.stop() == 0, server.output()
+# 8. /metrics
 
 
-def test_the_largest_json_request_admitted_raises_the_worker_by_under_256_mb(repository):
-    server = ServerProcess(repository, "--workers", "1")
-    stop, stalls = threading.Event(), []
-    probe = threading.Thread(target=live_stalls, args=(server, stop, stalls))
-    try:
+def test_metrics_connections_are_bounded_and_time_out(repository):
+    port = free_port()
+    with serving(repository, "--metrics-port", str(port)) as server:
         pid = worker_pid(server)
-        assert call(server, "POST", INFER, one_row_request())[0] == 200
-        before = memory_mb(pid, "VmHWM")
-        x = np.random.default_rng(5).standard_normal((690_000, 3))  # float64 text: 18 digits a value
-        body = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
-                                       "data": x.ravel().tolist()}]}).encode()  # fmt: skip
-        probe.start()
-        status, _, answer = call(server, "POST", INFER, body)
-        stop.set()
-        probe.join()
-        assert status == 200, answer[:300]
-        grown = memory_mb(pid, "VmHWM") - before
-        assert grown < 256, f"the worker's peak grew by {grown:.0f} MB for {len(body) >> 20} MB of JSON"
-        print(f"peak +{grown:.0f} MB for {len(body) >> 20} MB of JSON; live at most {max(stalls):.2f} s")
-    finally:
-        stop.set()
-        assert server.stop() == 0, server.output()
+        assert scrape(port)  # a thread for the first scrape exists and is gone again
+        before = len(os.listdir(f"/proc/{pid}/task"))
+        with contextlib.ExitStack() as held:
+            idle = [held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=30)) for _ in range(100)]
+            for sock in idle:
+                sock.sendall(b"GET /metr")  # half a request, then silence
+            time.sleep(1)
+            threads = len(os.listdir(f"/proc/{pid}/task"))
+            assert threads <= before + 16, (before, threads)
+            waiting = [sock for sock in idle if is_open(sock)]  # those beyond the threads are closed at once
+            assert 0 < len(waiting) <= 16, len(waiting)
+            time.sleep(11)  # ... and the rest once they have been silent for 10 s
+            assert not any(map(is_open, waiting))
+        assert scrape(port)
+
+
+# 9. Logs
+
+
+def test_a_huge_name_is_cut_in_the_log(repository):
+    document = {"id": "i" * 100_000, "inputs": [{"name": "n" * 1_000_000, "shape": [1, 3], "datatype": "FP32",
+                                                 "data": [1, 2, 3]}]}  # fmt: skip
+    with serving(repository) as server:
+        answer = call(server, "POST", INFER, json.dumps(document).encode())
+        assert answer[0] == 400 and "unexpected input" in error(answer)
+        call(server, "POST", "/v2/models/" + "m" * 60_000 + "/infer", one_row_request())  # a long path too
+        time.sleep(0.5)
+    failures = [line for line in server.lines if '"event": "failed"' in line]
+    assert len(failures) >= 2, server.output()[-2000:]
+    assert max(map(len, failures)) < 2000, max(map(len, failures))
+    assert all(re.search(r"\.\.\. \(\d{5,} characters\)", line) for line in failures), failures[0][-300:]
