@@ -10,11 +10,11 @@ rows-layout model's output columns are its few units, so on the CPU a rows-layou
 second session, derived from the read-back spec, that computes in columns layout between two
 Transposes (builder.graph.build_columns_inside); batches of LARGE_BATCH rows or more run there.
 
-A fourth shapes loading: a model of millions of weights must load in a few times its size. So a
-large file's weights are not prepacked (MLAS pads a prepacked layer to 16 output units: 16 times the
-size of a 1-unit output layer); the derived session's weights are handed to onnxruntime as arrays
-rather than serialized into its graph, and it is checked on a few rows, one at a time, since the
-float64 oracle holds several copies of every hidden layer for each row; and a file over
+A fourth shapes loading: a model of millions of weights must load in a few times its size. So its
+weights are not prepacked where MLAS's padding of each layer to 16 output units would add much (16
+times the size of a 1-unit output layer); the derived session's weights are handed to onnxruntime
+as arrays rather than serialized into its graph, and it is checked on a few rows, one at a time,
+since the float64 oracle holds several copies of every hidden layer for each row; and a file over
 COLUMNS_INSIDE_MAX_BYTES gets no derived session at all (its weights would be held twice, and a
 batch of LARGE_BATCH rows through its layers needs gigabytes whichever way it runs).
 """
@@ -49,9 +49,12 @@ PROVIDERS = ("auto", "cpu", "cuda")
 # above it, copying the output out of the binding costs more than that, and run() hands over
 # onnxruntime's own buffer instead (bench/local.py measures both sides).
 LARGE_BATCH = 4096
-# Above this file size a model's weights are used as stored, not prepacked: prepacking would add up
-# to 16 times the size of its narrowest layers (64 MB for 3-1,000,000-1's 4 MB output layer), and a
-# large model's calls gain little from it; below it the copy is at most a few tens of MB.
+# MLAS prepacks a float32 Gemm's constant B (a rows-layout file's W) in blocks of 16 output units,
+# so a layer of n units is held as ceil(n/16)*16 of them: 16 times the size of a 1-unit output layer
+# (64 MB for 3-1,000,000-1's). Prepacking, which made 16-row batches of 8-1000-1000-4 a quarter
+# faster, stays on while that padding is at most PREPACK_PADDING_MAX bytes, or, where the spec is not
+# at hand, while the file is at most PREPACK_MAX_BYTES.
+PREPACK_PADDING_MAX = 16 * 2**20
 PREPACK_MAX_BYTES = 2 * 2**20
 # The largest file that gets a derived columns-inside session: a second copy of its weights and the
 # oracle's check (about 70 bytes per hidden unit) stay within a few times the file.
@@ -91,7 +94,7 @@ class Runtime:
             raise ForwardpassError(f"threads must be 0 (onnxruntime decides) or more, got {threads}")
         self._what = "model" if isinstance(model, bytes) else os.fspath(model)
         size = _size(model)
-        self._prepack = size <= PREPACK_MAX_BYTES
+        self._prepack = _prepacking_fits(read_back, size)
         self.session, self.provider = self._open(model, provider, threads, tf32)
         log.log(logging.INFO if provider == "auto" else logging.DEBUG, "%s runs on %s", self._what, self.provider)
         (inp,) = self.session.get_inputs()
@@ -267,6 +270,16 @@ def _session_options(threads: int | None):
         # threads need; a small model's calls are too short to gain from spinning.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
+
+
+def _prepacking_fits(back: ReadBack | None, size: int) -> bool:
+    """Whether prepacking the weights adds at most PREPACK_PADDING_MAX bytes of padding."""
+    if back is None:
+        return size <= PREPACK_MAX_BYTES
+    if back.layout != "rows" or back.dtype != "float32":
+        return True  # a columns-layout W is Gemm's A, and a float64 Gemm is not prepacked
+    sizes = back.spec.sizes
+    return sum((-n % 16) * m * 4 for m, n in zip(sizes, sizes[1:])) <= PREPACK_PADDING_MAX
 
 
 def _read_back(model: str | os.PathLike | bytes) -> ReadBack:

@@ -12,10 +12,12 @@ import grpc
 import numpy as np
 import pytest
 
+from forwardpass.builder.readback import ReadBack
 from forwardpass.builder.spec import Activation, NetworkSpec
 from forwardpass.errors import InputError
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
+from forwardpass.runtime import _prepacking_fits
 from forwardpass.server.options import ServeOptions
 from forwardpass.server.repository import Repository
 
@@ -214,3 +216,21 @@ def test_a_rescan_refuses_a_model_over_max_model_mb_and_serves_the_rest(two_mode
 def test_max_model_mb_must_be_positive():
     with pytest.raises(InputError, match="--max-model-mb must be positive"):
         ServeOptions(max_model_mb=0)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "layout", "dtype", "prepacked"),
+    [
+        ((8, 1000, 1000, 4), "rows", "float32", True),  # 48 KB of padding
+        ((3, 200_000, 1), "rows", "float32", True),  # 12 MB: 15 padding units for each of 200,000 inputs
+        ((3, 300_000, 1), "rows", "float32", False),  # 18 MB
+        ((3, 300_000, 1), "columns", "float32", True),  # W is Gemm's A: not prepacked
+        ((3, 300_000, 1), "rows", "float64", True),  # a float64 Gemm is not prepacked
+    ],
+)
+def test_weights_are_prepacked_only_where_the_padding_is_small(sizes, layout, dtype, prepacked):
+    spec = NetworkSpec(sizes, (Activation("relu"),) * (len(sizes) - 1),
+                       tuple(np.zeros((n, m)) for m, n in zip(sizes, sizes[1:])),
+                       tuple(np.zeros((n, 1)) for n in sizes[1:]))  # fmt: skip
+    back = ReadBack(spec, layout, dtype, 17, "x", "y", ())
+    assert _prepacking_fits(back, size=2**30) == prepacked
