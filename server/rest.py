@@ -59,6 +59,7 @@ MAX_JSON_VALUES = 2**21
 JSON_SLACK = 4096  # values of a request besides its data: names, shapes, parameters, outputs
 JSON_VALUE_BYTES = 32  # the most bytes an input value takes in JSON (sign, 17 digits, exponent, comma, space)
 INFLATE_SLACK = 64 * 1024  # bytes of an inflated body besides its values
+SMALL_BODY = 2**20  # bytes of the body of any other call: load parameters, the index's, the oracle's x
 JSON = [(b"content-type", b"application/json")]
 SEND_CHUNK = 256 * 1024  # bytes of an answer handed to the socket at a time
 
@@ -166,7 +167,7 @@ class RestApp:
                 self._check_origin(scope, headers)
             try:
                 body = (
-                    await self._body(receive, headers, held, self._inflate_limit(route, arguments)) if counted else b""
+                    await self._body(receive, headers, held, *self._body_limits(route, arguments)) if counted else b""
                 )
             except HttpError as exc:
                 # After a 413 or a 503 uvicorn reads and drops the rest of the body, and the client,
@@ -227,35 +228,36 @@ class RestApp:
             return handler, arguments
         raise HttpError(404, f"no such path: {path} (the V2 API is under /v2)")
 
-    def _inflate_limit(self, route: Callable, arguments: list[str]) -> tuple[int, str]:
-        """The most bytes a compressed body may inflate to, and why: --max-message-mb, or for an
-        infer call the most a request to its model can take (max_batch_size x its row as JSON)."""
+    def _body_limits(self, route: Callable, arguments: list[str]) -> tuple[int, tuple[int, str]]:
+        """The most bytes a route's body may take, and may inflate to, with why: an infer call's body
+        --max-message-mb, inflated at most to what a request to its model can take (max_batch_size x
+        its row as JSON); any other route's (a load, the index, the page's oracle) SMALL_BODY."""
+        if route is not RestApp.infer:
+            small = min(SMALL_BODY, self.max_body)
+            return small, (small, f"the {small} bytes a call to this route may take")
         limit = self.max_body, f"the {self.max_body}-byte limit (--max-message-mb)"
-        bound = (
-            self.plane.input_bound(arguments[0], arguments[1] if len(arguments) > 1 else "")
-            if route is RestApp.infer
-            else None
-        )
+        bound = self.plane.input_bound(arguments[0], arguments[1] if len(arguments) > 1 else "")
         if bound is None or not bound[0]:
-            return limit
+            return self.max_body, limit
         rows, width = bound
         largest = rows * width * JSON_VALUE_BYTES + INFLATE_SLACK
         if largest >= self.max_body:
-            return limit
-        return largest, (
+            return self.max_body, limit
+        return self.max_body, (
+            largest,
             f"{largest} bytes, the most a request to model {shown(arguments[0])} can take "
-            f"(max_batch_size {rows} x {width} values x {JSON_VALUE_BYTES} bytes in JSON)"
+            f"(max_batch_size {rows} x {width} values x {JSON_VALUE_BYTES} bytes in JSON)",
         )
 
     async def _body(
-        self, receive, headers: dict[str, str], held: list[int], inflate: tuple[int, str]
+        self, receive, headers: dict[str, str], held: list[int], limit: int, inflate: tuple[int, str]
     ) -> bytes | bytearray:
-        """The whole body, decoded (inflated at most to `inflate`'s bytes); every byte buffered counts
-        against the worker's budget (held[0] says how many this call holds), and the body must come
-        within its deadline and rate."""
+        """The whole body, at most `limit` bytes, decoded (inflated at most to `inflate`'s bytes); every
+        byte buffered counts against the worker's budget (held[0] says how many this call holds), and
+        the body must come within its deadline and rate."""
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
-            raise HttpError(413, f"the body of {declared} bytes is above the {self.max_body}-byte limit")
+        if declared.isdigit() and int(declared) > limit:
+            raise HttpError(413, f"the body of {declared} bytes is above the {limit}-byte limit")
         limits, loop = self.limits, asyncio.get_running_loop()
         start = loop.time()
         chunks, size = [], 0
@@ -281,8 +283,8 @@ class RestApp:
             else:
                 chunks.append(chunk)
             size += len(chunk)
-            if size > self.max_body:
-                raise HttpError(413, f"the body is above the {self.max_body}-byte limit")
+            if size > limit:
+                raise HttpError(413, f"the body is above the {limit}-byte limit")
             if not message.get("more_body", False):
                 break
             if loop.time() - start > limits.timeout:

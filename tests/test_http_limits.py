@@ -251,6 +251,17 @@ def test_a_body_of_empty_lists_is_refused_before_it_is_parsed(repository):
     assert max(took) < 1, f"live took {max(took):.2f} s"
 
 
+def test_the_body_of_any_other_call_is_small(repository):
+    bomb = gzip.compress(b"[]," * 20_000_000 + b"[]", 9)
+    with serving(repository) as server:
+        for path in ("/v2/repository/index", "/v2/repository/models/mlp_3_4_1/load"):
+            answer = call(server, "POST", path, bomb, {"Content-Encoding": "gzip"})
+            assert answer[0] == 413 and "1048576 bytes a call to this route" in error(answer), answer
+            answer = call(server, "POST", path, b'{"ready": true}' + b" " * 2_000_000)
+            assert answer[0] == 413 and "1048576" in error(answer), answer
+        assert call(server, "POST", "/v2/repository/index", b'{"ready": true}')[0] == 200
+
+
 def test_a_body_inflating_past_what_the_model_takes_is_413_naming_the_bound(repository):
     config = repository / "mlp_3_4_1" / "config.pbtxt"
     config.write_text(config.read_text().replace("max_batch_size: 1048576", "max_batch_size: 8"))
