@@ -167,7 +167,9 @@ class RestApp:
                 self._check_origin(scope, headers)
             try:
                 body = (
-                    await self._body(receive, headers, held, *self._body_limits(route, arguments)) if counted else b""
+                    await self._body(receive, headers, held, *self._body_limits(route, arguments, headers))
+                    if counted
+                    else b""
                 )
             except HttpError as exc:
                 # After a 413 or a 503 uvicorn reads and drops the rest of the body, and the client,
@@ -228,7 +230,9 @@ class RestApp:
             return handler, arguments
         raise HttpError(404, f"no such path: {path} (the V2 API is under /v2)")
 
-    def _body_limits(self, route: Callable, arguments: list[str]) -> tuple[int, tuple[int, str]]:
+    def _body_limits(
+        self, route: Callable, arguments: list[str], headers: dict[str, str]
+    ) -> tuple[int, tuple[int, str]]:
         """The most bytes a route's body may take, and may inflate to, with why: an infer call's body
         --max-message-mb, inflated at most to what a request to its model can take (max_batch_size x
         its row as JSON); any other route's (a load, the index, the page's oracle) SMALL_BODY."""
@@ -236,6 +240,8 @@ class RestApp:
             small = min(SMALL_BODY, self.max_body)
             return small, (small, f"the {small} bytes a call to this route may take")
         limit = self.max_body, f"the {self.max_body}-byte limit (--max-message-mb)"
+        if "content-encoding" not in headers:
+            return self.max_body, limit  # nothing to inflate: spare the model lookup
         bound = self.plane.input_bound(arguments[0], arguments[1] if len(arguments) > 1 else "")
         if bound is None or not bound[0]:
             return self.max_body, limit
@@ -373,8 +379,8 @@ class RestApp:
         """Refuse a JSON body with more values than a request to the model can hold, before parsing it:
         every value but the first of a list or object follows a comma, and every list and object
         counts, empty ones too (`[],[],...` holds no number and would cost a gigabyte parsed)."""
-        if header == "0":
-            return  # raw: no JSON
+        if header == "0" or len(body) < INLINE_BYTES:
+            return  # raw, or too small to hold more than a few MB parsed
         text = body[: int(header)] if header is not None and header.isdigit() else body
         values = text.count(b",") + text.count(b"[") + text.count(b"{")
         limit, why = MAX_JSON_VALUES, f"the most a JSON request may hold ({MAX_JSON_VALUES})"

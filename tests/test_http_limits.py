@@ -269,8 +269,8 @@ def test_a_body_inflating_past_what_the_model_takes_is_413_naming_the_bound(repo
         body = b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]' + b" " * 1_000_000
         answer = call(server, "POST", INFER, gzip.compress(body + b"}"), {"Content-Encoding": "gzip"})
         assert answer[0] == 413 and "max_batch_size 8" in error(answer), answer
-        data = ",".join(["1"] * 3 * 2000)  # 2,000 rows of JSON where 8 are taken: refused unparsed
-        body = f'{{"inputs": [{{"name": "x", "shape": [2000, 3], "datatype": "FP32", "data": [{data}]}}]}}'.encode()
+        data = ",".join(["1"] * 3 * 20_000)  # 20,000 rows of JSON where 8 are taken: refused unparsed
+        body = f'{{"inputs": [{{"name": "x", "shape": [20000, 3], "datatype": "FP32", "data": [{data}]}}]}}'.encode()
         answer = call(server, "POST", INFER, body)
         assert answer[0] == 413 and "max_batch_size 8" in error(answer), answer
         assert call(server, "POST", INFER, gzip.compress(one_row_request()), {"Content-Encoding": "gzip"})[0] == 200
