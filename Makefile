@@ -84,9 +84,9 @@ $(INTEROP): $(STAMP) interop/package.json interop/package-lock.json
 
 # The servers the tests start come from .venv-run (FORWARDPASS_SERVER); the server tests run once
 # more against the lowest versions' server.
-SERVER_TESTS := tests/test_server.py tests/test_http.py tests/test_http_lifecycle.py tests/test_server_lifecycle.py \
-	tests/test_page.py tests/test_security.py tests/test_model_control.py tests/test_batching.py tests/test_workers.py \
-	tests/test_model_load.py tests/test_dependency_sets.py
+SERVER_TESTS := tests/test_server.py tests/test_http.py tests/test_http_lifecycle.py tests/test_http_limits.py \
+	tests/test_server_lifecycle.py tests/test_page.py tests/test_security.py tests/test_model_control.py \
+	tests/test_batching.py tests/test_workers.py tests/test_model_load.py tests/test_dependency_sets.py
 test: tools $(STAMP) $(INTEROP) $(RUN_STAMP) $(LOWEST_STAMP) lint web-if-npm
 	FORWARDPASS_SERVER=$(abspath $(RUN_VENV))/bin/forwardpass $(PY) -m pytest
 	FORWARDPASS_SERVER=$(abspath $(LOWEST_VENV))/bin/forwardpass FORWARDPASS_LOWEST=1 $(PY) -m pytest $(SERVER_TESTS)
