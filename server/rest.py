@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+import numpy as np
 import orjson
 
 from forwardpass.credentials import carries_bearer
@@ -59,6 +60,12 @@ MAX_JSON_VALUES = 2**21
 JSON_SLACK = 4096  # values of a request besides its data: names, shapes, parameters, outputs
 JSON_VALUE_BYTES = 32  # the most bytes an input value takes in JSON (sign, 17 digits, exponent, comma, space)
 INFLATE_SLACK = 64 * 1024  # bytes of an inflated body besides its values
+# A request nests five deep (the document, inputs, an input, its data, a row of it): far more is no
+# request, refused before orjson builds it (orjson itself stops at 1,024).
+MAX_JSON_DEPTH = 32
+NOT_STRUCTURE = bytes(c for c in range(256) if c not in b"[]{},")
+NESTING = np.zeros(256, np.int8)  # +1 for an opening bracket, -1 for a closing one
+NESTING[list(b"[{")], NESTING[list(b"]}")] = 1, -1
 SMALL_BODY = 2**20  # bytes of the body of any other call: load parameters, the index's, the oracle's x
 JSON = [(b"content-type", b"application/json")]
 SEND_CHUNK = 256 * 1024  # bytes of an answer handed to the socket at a time
@@ -376,13 +383,15 @@ class RestApp:
         )
 
     def _check_values(self, body: bytes, header: str | None, name: str, version: str) -> None:
-        """Refuse a JSON body with more values than a request to the model can hold, before parsing it:
-        every value but the first of a list or object follows a comma, and every list and object
-        counts, empty ones too (`[],[],...` holds no number and would cost a gigabyte parsed)."""
+        """Refuse a JSON body with more values than a request to the model can hold, or nested deeper
+        than a request is, before parsing it: every value but the first of a list or object follows
+        a comma, and every list and object counts, empty ones too (`[],[],...` holds no number and
+        would cost a gigabyte parsed). Brackets within strings count too: a valid request's are few."""
         if header == "0" or len(body) < INLINE_BYTES:
             return  # raw, or too small to hold more than a few MB parsed
         text = body[: int(header)] if header is not None and header.isdigit() else body
-        values = text.count(b",") + text.count(b"[") + text.count(b"{")
+        marks = text.translate(None, NOT_STRUCTURE)  # commas and brackets only: 40 MB of JSON in 20 ms
+        values = len(marks) - marks.count(b"]") - marks.count(b"}")
         limit, why = MAX_JSON_VALUES, f"the most a JSON request may hold ({MAX_JSON_VALUES})"
         bound = self.plane.input_bound(name, version)
         if bound is not None and bound[0] and bound[0] * (bound[1] + 1) + JSON_SLACK < limit:
@@ -391,6 +400,13 @@ class RestApp:
             why = f"{limit}, the most a request to model {shown(name)} holds (max_batch_size {rows} x {width} values)"
         if values > limit:
             raise HttpError(413, f"the JSON body holds up to {values} values, above {why}; send binary data")
+        depth = int(np.cumsum(NESTING[np.frombuffer(marks, np.uint8)], dtype=np.int32).max(initial=0))
+        if depth > MAX_JSON_DEPTH:
+            raise HttpError(
+                400,
+                f"the request body nests arrays or objects {depth} levels deep; a request nests "
+                f"{MAX_JSON_DEPTH} at most",
+            )
 
     async def repository_index(self, call: Call):
         ready = bool(_optional_json(call.body).get("ready", False))

@@ -262,6 +262,18 @@ def test_the_body_of_any_other_call_is_small(repository):
         assert call(server, "POST", "/v2/repository/index", b'{"ready": true}')[0] == 200
 
 
+def test_a_body_nested_deeper_than_a_request_is_refused_before_it_is_parsed(repository):
+    data = "[" * 40 + "1, 2, 3" + "]" * 40  # one row, 40 lists deep
+    document = (
+        f'{{"id": "{"p" * 70_000}", "inputs": [{{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": {data}}}]}}'
+    )
+    with serving(repository) as server:
+        answer = call(server, "POST", INFER, document.encode())
+        assert answer[0] == 400 and "43 levels deep" in error(answer), answer  # with the document, inputs and the input
+        flat = document.replace(data, "[[1, 2, 3]]")  # as deep as a request nests: answered
+        assert call(server, "POST", INFER, flat.encode())[0] == 200
+
+
 def test_a_body_inflating_past_what_the_model_takes_is_413_naming_the_bound(repository):
     config = repository / "mlp_3_4_1" / "config.pbtxt"
     config.write_text(config.read_text().replace("max_batch_size: 1048576", "max_batch_size: 8"))
