@@ -87,11 +87,12 @@ $(INTEROP): $(STAMP) interop/package.json interop/package-lock.json
 SERVER_TESTS := tests/test_server.py tests/test_http.py tests/test_http_lifecycle.py tests/test_http_limits.py \
 	tests/test_server_lifecycle.py tests/test_page.py tests/test_security.py tests/test_model_control.py \
 	tests/test_batching.py tests/test_workers.py tests/test_model_load.py tests/test_dependency_sets.py
+RUN_SERVER := FORWARDPASS_SERVER=$(abspath $(RUN_VENV))/bin/forwardpass
 test: tools $(STAMP) $(INTEROP) $(RUN_STAMP) $(LOWEST_STAMP) lint web-if-npm
-	FORWARDPASS_SERVER=$(abspath $(RUN_VENV))/bin/forwardpass $(PY) -m pytest
+	$(RUN_SERVER) $(PY) -m pytest
 	FORWARDPASS_SERVER=$(abspath $(LOWEST_VENV))/bin/forwardpass FORWARDPASS_LOWEST=1 $(PY) -m pytest $(SERVER_TESTS)
-	FORWARDPASS_SERVER=$(abspath $(RUN_VENV))/bin/forwardpass FORWARDPASS_TRITON_TESTS=1 $(PY) -m pytest tests/triton
-	FORWARDPASS_SERVER=$(abspath $(RUN_VENV))/bin/forwardpass FORWARDPASS_KSERVE_TESTS=1 $(PY) -m pytest tests/kserve
+	$(RUN_SERVER) FORWARDPASS_TRITON_TESTS=1 $(PY) -m pytest tests/triton
+	$(RUN_SERVER) FORWARDPASS_KSERVE_TESTS=1 $(PY) -m pytest tests/kserve
 	FORWARDPASS_DEPLOY_TESTS=1 $(PY) -m pytest tests/deploy
 
 lint: $(STAMP)
