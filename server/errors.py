@@ -1,4 +1,4 @@
-"""ForwardpassError kinds as gRPC status codes, in one decorator around every RPC.
+"""ForwardpassError kinds as gRPC status codes, in one decorator around every (asyncio) RPC.
 
 Request-content errors are INVALID_ARGUMENT (Triton's choice), an unknown model or version is
 NOT_FOUND (KServe's and MLServer's choice), a model that is not ready is UNAVAILABLE. A bug is
@@ -30,18 +30,19 @@ STATUS = {
 
 
 def rpc(method: Callable) -> Callable:
-    """Wrap a servicer method: a ForwardpassError becomes its status and message."""
+    """Wrap an async servicer method: a ForwardpassError becomes its status and message."""
 
     @functools.wraps(method)
-    def wrapper(self, request, context: grpc.ServicerContext):
+    async def wrapper(self, request, context: grpc.aio.ServicerContext):
         try:
-            return method(self, request, context)
+            return await method(self, request, context)
         except ForwardpassError as exc:
             model = getattr(request, "model_name", None) or getattr(request, "name", "")
             log_failure(method.__name__, model, exc)  # an error the codec raised, before the data plane
-            context.abort(STATUS[exc.kind], str(exc))
+            await context.abort(STATUS[exc.kind], str(exc))
         except Exception as exc:  # a bug: keep serving, say so, log the traceback
             log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}: {type(exc).__name__}: {exc}")
+            detail = f"internal error in {method.__name__}: {type(exc).__name__}: {exc}"
+            await context.abort(grpc.StatusCode.INTERNAL, detail)
 
     return wrapper

@@ -79,13 +79,14 @@ def test_calls_without_their_message_hold_up_no_other_call(server):
             for name, probe in probes.items():
                 seconds[name].append(timed(probe))
         assert not any(call.done() for call in stalled), "the stalled calls did not stay open through the probes"
+        for call in stalled:  # the client ends them (as its deadline would): the server lets them go
+            assert call.cancel()
+        assert client.infer("mlp_3_4_1", x).shape == (1, 1)
     finally:
-        release.set()  # the client ends them: each sends its end of stream with no message
+        release.set()
         client.close()
         health.close()
-    for call in stalled:  # ... which the server answers as a unary call without its request
-        assert call.exception(timeout=10).code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNIMPLEMENTED)
-    hostile.close()
+        hostile.close()
     for name, times in seconds.items():
         p99 = sorted(times)[int(0.99 * len(times)) - 1]
         late = [round(t * 1000) for t in times if t >= ANSWER_WITHIN]
