@@ -29,11 +29,33 @@ STATUS = {
 }
 
 
+class Undecodable:
+    """What `parsing` hands an RPC for a message that does not parse as its request."""
+
+    def __init__(self, what: str, exc: Exception) -> None:
+        self.reason = f"the message is no {what}: {exc}"
+
+
+def parsing(message: type) -> Callable[[bytes], object]:
+    """A request deserializer that never raises: grpc.aio would answer UNKNOWN; `rpc` answers
+    INVALID_ARGUMENT (the sync server's INTERNAL blamed itself)."""
+
+    def parse(data: bytes):
+        try:
+            return message.FromString(data)
+        except Exception as exc:  # protobuf's DecodeError
+            return Undecodable(message.__name__, exc)
+
+    return parse
+
+
 def rpc(method: Callable) -> Callable:
     """Wrap an async servicer method: a ForwardpassError becomes its status and message."""
 
     @functools.wraps(method)
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
         try:
             return await method(self, request, context)
         except ForwardpassError as exc:

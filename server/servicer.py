@@ -22,10 +22,11 @@ from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
 from . import codec
 from .dataplane import DataPlane
-from .errors import rpc
+from .errors import parsing, rpc
 from .rest import INLINE_BYTES
 
 WORKER_METADATA = "forwardpass-worker-pid"
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -95,4 +96,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    """The service's RPCs as the generated add_GRPCInferenceServiceServicer_to_server registers them,
+    but with a request deserializer that hands a message that does not parse to the RPC (errors.parsing)."""
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=parsing(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+        for method in SERVICE.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
