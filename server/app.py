@@ -23,6 +23,7 @@ from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -66,7 +67,7 @@ class Server:
         )
         self.plane = DataPlane(self.repository, self.control, options.log_requests)
         self.threads = ThreadPoolExecutor(max_workers=handler_threads(options), thread_name_prefix="rpc")
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()  # as the HTTP door's; its thread hand-offs measured faster
         self.loop_thread = threading.Thread(target=self.loop.run_forever, name="grpc", daemon=True)
         self.loop_thread.start()
         self.closed = False  # the loop has stopped: nothing more runs on it
@@ -92,12 +93,12 @@ class Server:
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         return server, guarded
 
-    def _on_loop(self, work: Coroutine, timeout: float | None = None):
-        """Run a coroutine on the gRPC loop from another thread and return its result."""
+    def _on_loop(self, work: Coroutine):
+        """Run a coroutine on the gRPC loop from another thread and return its result (None once closed)."""
         if self.closed:
             work.close()
             return None
-        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result()
 
     def start(self, join_ready: bool = False) -> int:
         """Bind, start answering, load the models, then say ready; returns the bound gRPC port.
