@@ -1,4 +1,4 @@
-"""ForwardpassError kinds as gRPC status codes, in one decorator around every RPC.
+"""ForwardpassError kinds as gRPC status codes, in one decorator around every (asyncio) RPC.
 
 Request-content errors are INVALID_ARGUMENT (Triton's choice), an unknown model or version is
 NOT_FOUND (KServe's and MLServer's choice), a model that is not ready is UNAVAILABLE. A bug is
@@ -29,19 +29,42 @@ STATUS = {
 }
 
 
+class Undecodable:
+    """What `parsing` hands an RPC for a message that does not parse as its request."""
+
+    def __init__(self, what: str, exc: Exception) -> None:
+        self.reason = f"the message is no {what}: {exc}"
+
+
+def parsing(message: type) -> Callable[[bytes], object]:
+    """A request deserializer that never raises: grpc.aio would answer UNKNOWN; `rpc` answers
+    INVALID_ARGUMENT (the sync server's INTERNAL blamed itself)."""
+
+    def parse(data: bytes):
+        try:
+            return message.FromString(data)
+        except Exception as exc:  # protobuf's DecodeError
+            return Undecodable(message.__name__, exc)
+
+    return parse
+
+
 def rpc(method: Callable) -> Callable:
-    """Wrap a servicer method: a ForwardpassError becomes its status and message."""
+    """Wrap an async servicer method: a ForwardpassError becomes its status and message."""
 
     @functools.wraps(method)
-    def wrapper(self, request, context: grpc.ServicerContext):
+    async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
         try:
-            return method(self, request, context)
+            return await method(self, request, context)
         except ForwardpassError as exc:
             model = getattr(request, "model_name", None) or getattr(request, "name", "")
             log_failure(method.__name__, model, exc)  # an error the codec raised, before the data plane
-            context.abort(STATUS[exc.kind], str(exc))
+            await context.abort(STATUS[exc.kind], str(exc))
         except Exception as exc:  # a bug: keep serving, say so, log the traceback
             log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}: {type(exc).__name__}: {exc}")
+            detail = f"internal error in {method.__name__}: {type(exc).__name__}: {exc}"
+            await context.abort(grpc.StatusCode.INTERNAL, detail)
 
     return wrapper

@@ -3,7 +3,8 @@
 With a token, every RPC needs `authorization: Bearer <token>` metadata but the overall health
 check (service "" or the inference service's name), which probes call without one; per-model health
 needs it, since it tells which model names exist. Reflection needs it too, since it shows the API.
-The comparison takes constant time, and the token is never logged or echoed.
+The comparison takes constant time, and the token is never logged or echoed. The token is checked on
+a call's headers: a call without it is refused before its message is read, or ever sent.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Collection
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import aio as health_aio
 
 from forwardpass.credentials import carries_bearer, read_pem
 
@@ -28,14 +30,14 @@ def server_credentials(cert: Path, key: Path, client_ca: Path | None = None) -> 
     )
 
 
-class TokenAuth(grpc.ServerInterceptor):
+class TokenAuth(grpc.aio.ServerInterceptor):
     """Lets a call through only with the right bearer token (health checks need none)."""
 
     def __init__(self, token: str) -> None:
         self._token = token
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_PREFIXES):
             return handler
         if carries_token(handler_call_details.invocation_metadata, self._token):
@@ -48,39 +50,33 @@ def carries_token(metadata, token: str) -> bool:
     return carries_bearer(dict(metadata or ()).get("authorization", ""), token)
 
 
-class GuardedHealth(health.HealthServicer):
-    """grpc.health.v1 that answers the overall services to anyone and per-model health only with
-    the token (when there is one)."""
+class GuardedHealth(health_aio.HealthServicer):
+    """grpc.health.v1 (asyncio) that answers the overall services to anyone and per-model health
+    only with the token (when there is one)."""
 
     def __init__(self, token: str | None, open_services: Collection[str]) -> None:
-        super().__init__(experimental_non_blocking=True)
+        super().__init__()
         self._token, self._open = token, frozenset(open_services)
 
-    def Check(self, request, context):  # noqa: N802 - the gRPC method name
-        self._guard(request, context)
-        return super().Check(request, context)
+    async def Check(self, request, context) -> health_pb2.HealthCheckResponse:  # noqa: N802 - the gRPC method name
+        await self._guard(request, context)
+        return await super().Check(request, context)
 
-    def Watch(self, request, context, send_response_callback=None):  # noqa: N802 - the gRPC method name
-        self._guard(request, context)
-        return super().Watch(request, context, send_response_callback)
+    async def Watch(self, request, context) -> None:  # noqa: N802 - the gRPC method name
+        await self._guard(request, context)
+        await super().Watch(request, context)
 
-    def _guard(self, request, context) -> None:
+    async def _guard(self, request, context) -> None:
         if self._token and request.service not in self._open:
             if not carries_token(context.invocation_metadata(), self._token):
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
 
 
 def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same kind that answers UNAUTHENTICATED without running the real one."""
+    """A handler that answers UNAUTHENTICATED on the headers alone. As a client-streaming handler it
+    reads no message (a unary one would wait for it first): the client sees the same status."""
 
-    def refuse(request, context):
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
+    async def refuse(requests, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
 
-    kinds = (
-        (handler.unary_unary, grpc.unary_unary_rpc_method_handler),
-        (handler.unary_stream, grpc.unary_stream_rpc_method_handler),
-        (handler.stream_unary, grpc.stream_unary_rpc_method_handler),
-        (handler.stream_stream, grpc.stream_stream_rpc_method_handler),
-    )
-    make = next(make for behaviour, make in kinds if behaviour is not None)
-    return make(refuse, handler.request_deserializer, handler.response_serializer)
+    return grpc.stream_unary_rpc_method_handler(refuse, handler.request_deserializer, handler.response_serializer)

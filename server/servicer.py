@@ -1,9 +1,19 @@
-"""The GRPCInferenceService RPCs: each converts the message (server/codec.py), asks the data plane,
-and converts the answer back; `errors.rpc` maps a failure to its status."""
+"""The GRPCInferenceService RPCs on the worker's asyncio gRPC server: each converts the message
+(server/codec.py), asks the data plane, and converts the answer back; `errors.rpc` maps a failure
+to its status.
+
+A call waiting for its message holds no thread: the loop receives it. What answers from memory
+(health, metadata, config, statistics, the index, a small inference to a model that does not batch)
+runs on the loop, as the HTTP door's does; what computes or may wait (a large inference, one that
+waits for its batch, a load or unload) runs on the worker's handler threads, so the loop keeps
+answering.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from concurrent.futures import Executor
 
 import grpc
 
@@ -12,66 +22,89 @@ from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
 from . import codec
 from .dataplane import DataPlane
-from .errors import rpc
+from .errors import parsing, rpc
+from .rest import INLINE_BYTES
 
 WORKER_METADATA = "forwardpass-worker-pid"
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """Thin RPCs over a DataPlane."""
+    """Thin RPCs over a DataPlane; `threads` runs the calls that compute or wait."""
 
-    def __init__(self, plane: DataPlane, max_answer: int | None = None) -> None:
-        self.plane, self.max_answer = plane, max_answer  # --max-message-mb: larger answers are not computed
+    def __init__(self, plane: DataPlane, threads: Executor, max_answer: int | None = None) -> None:
+        self.plane, self.threads = plane, threads
+        self.max_answer = max_answer  # --max-message-mb: larger answers are not computed
+
+    async def _on_thread(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.threads, function, *args)
 
     @rpc
-    def ServerLive(self, request, context):
+    async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=self.plane.live())
 
     @rpc
-    def ServerReady(self, request, context):
+    async def ServerReady(self, request, context):
         return pb.ServerReadyResponse(ready=self.plane.ready())
 
     @rpc
-    def ModelReady(self, request, context):
+    async def ModelReady(self, request, context):
         return pb.ModelReadyResponse(ready=self.plane.model_ready(request.name, request.version))
 
     @rpc
-    def ServerMetadata(self, request, context):
+    async def ServerMetadata(self, request, context):
         context.set_trailing_metadata(((WORKER_METADATA, str(os.getpid())),))  # which worker answered
         name, version, extensions = self.plane.server_metadata()
         return pb.ServerMetadataResponse(name=name, version=version, extensions=extensions)
 
     @rpc
-    def ModelMetadata(self, request, context):
+    async def ModelMetadata(self, request, context):
         return codec.model_metadata(self.plane.model_metadata(request.name, request.version))
 
     @rpc
-    def ModelInfer(self, request, context):
-        plain = codec.infer_request(request, context.time_remaining(), self.max_answer)
+    async def ModelInfer(self, request, context):
+        remaining = context.time_remaining()
+        if request.ByteSize() < INLINE_BYTES and not self.plane.batches(request.model_name, request.model_version):
+            return self._infer(request, remaining)
+        return await self._on_thread(self._infer, request, remaining)
+
+    def _infer(self, request: pb.ModelInferRequest, remaining: float | None) -> pb.ModelInferResponse:
+        plain = codec.infer_request(request, remaining, self.max_answer)
         return codec.infer_response(self.plane.infer(plain))
 
     @rpc
-    def ModelConfig(self, request, context):
+    async def ModelConfig(self, request, context):
         return pb.ModelConfigResponse(config=self.plane.model_config(request.name, request.version))
 
     @rpc
-    def ModelStatistics(self, request, context):
+    async def ModelStatistics(self, request, context):
         return codec.model_statistics(self.plane.model_statistics(request.name, request.version))
 
     @rpc
-    def RepositoryModelLoad(self, request, context):
-        self.plane.load(request.model_name, codec.parameters(request.parameters))
+    async def RepositoryModelLoad(self, request, context):
+        await self._on_thread(self.plane.load, request.model_name, codec.parameters(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     @rpc
-    def RepositoryModelUnload(self, request, context):
-        self.plane.unload(request.model_name)
+    async def RepositoryModelUnload(self, request, context):
+        await self._on_thread(self.plane.unload, request.model_name)  # waits for a load in progress
         return pb.RepositoryModelUnloadResponse()
 
     @rpc
-    def RepositoryIndex(self, request, context):
+    async def RepositoryIndex(self, request, context):
         return codec.repository_index(self.plane.repository_index(request.ready))
 
 
-def add_to_server(servicer: InferenceServicer, server: grpc.Server) -> None:
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """The service's RPCs as the generated add_GRPCInferenceServiceServicer_to_server registers them,
+    but with a request deserializer that hands a message that does not parse to the RPC (errors.parsing)."""
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=parsing(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+        for method in SERVICE.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
