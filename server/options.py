@@ -81,7 +81,8 @@ class ServeOptions:
     )
     threads: int = option(
         0,
-        f"gRPC handler threads per worker; 0: {HANDLER_THREADS} (one in Python while the other is in "
+        "gRPC handler threads per worker, for the calls that compute or wait (the loop answers the rest); "
+        f"0: {HANDLER_THREADS} (one in Python while the other is in "
         f"onnxruntime; more only queue for the interpreter lock: docs/speed.md), or {BATCHING_THREADS} when "
         "a model's config.pbtxt asks for dynamic_batching at start-up (a worker merges at most this many calls)",
         type=int,
