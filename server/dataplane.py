@@ -33,6 +33,10 @@ from .stats import Statistics
 
 log = logging.getLogger(__name__)
 
+# Both doors: smaller requests run on the event loop (a thread hop costs more than the call); larger
+# ones, and any that may wait in a dynamic batcher, on a thread, so that the loop keeps answering.
+INLINE_BYTES = 64 * 1024
+
 SERVER_NAME = "forwardpass"
 # Only what is served: perf_analyzer calls ModelStatistics around every window when it sees "statistics".
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")

@@ -25,7 +25,7 @@ from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.layout import shown
 
 from . import restcodec
-from .dataplane import LOGGED_CHARS, DataPlane, log_failure
+from .dataplane import INLINE_BYTES, LOGGED_CHARS, DataPlane, log_failure
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,6 @@ READ_TIMEOUT = 30.0  # seconds a body may pause between chunks before the connec
 # A body must also arrive whole within --http-body-timeout, and, after BODY_GRACE seconds, at an
 # average of at least --http-min-body-rate: one byte every few seconds may not hold a slot for long.
 BODY_GRACE = 5.0
-# Smaller requests run on the event loop (a thread hop costs more than the call); larger ones, and
-# any that may wait in a dynamic batcher, on a thread, so that the loop keeps answering the others.
-INLINE_BYTES = 64 * 1024
 # A JSON body is refused before it is parsed when it holds more values than a request can: each
 # value parsed costs about 64 bytes (a Python float, its list slot, its share of NumPy's copy), so
 # 2 M values keep a request's memory near 150 MB, whatever the model allows.

@@ -21,9 +21,8 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
 from . import codec
-from .dataplane import DataPlane
+from .dataplane import INLINE_BYTES, DataPlane
 from .errors import parsing, rpc
-from .rest import INLINE_BYTES
 
 WORKER_METADATA = "forwardpass-worker-pid"
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
