@@ -55,7 +55,9 @@ BODY_GRACE = 5.0
 # 2 M values keep a request's memory near 150 MB, whatever the model allows.
 MAX_JSON_VALUES = 2**21
 JSON_SLACK = 4096  # values of a request besides its data: names, shapes, parameters, outputs
-JSON_VALUE_BYTES = 32  # the most bytes an input value takes in JSON (sign, 17 digits, exponent, comma, space)
+# The most bytes an input value takes as a client may write it (sign, 17 digits, exponent, comma, space);
+# an answer's values, as we write them, take less (restcodec.JSON_ANSWER_VALUE_BYTES).
+JSON_INPUT_VALUE_BYTES = 32
 INFLATE_SLACK = 64 * 1024  # bytes of an inflated body besides its values
 # A request nests five deep (the document, inputs, an input, its data, a row of it): far more is no
 # request, refused before orjson builds it (orjson itself stops at 1,024).
@@ -250,13 +252,13 @@ class RestApp:
         if bound is None or not bound[0]:
             return self.max_body, limit
         rows, width = bound
-        largest = rows * width * JSON_VALUE_BYTES + INFLATE_SLACK
+        largest = rows * width * JSON_INPUT_VALUE_BYTES + INFLATE_SLACK
         if largest >= self.max_body:
             return self.max_body, limit
         return self.max_body, (
             largest,
             f"{largest} bytes, the most a request to model {shown(arguments[0])} can take "
-            f"(max_batch_size {rows} x {width} values x {JSON_VALUE_BYTES} bytes in JSON)",
+            f"(max_batch_size {rows} x {width} values x {JSON_INPUT_VALUE_BYTES} bytes in JSON)",
         )
 
     async def _body(

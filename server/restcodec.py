@@ -36,7 +36,7 @@ HEADER_LENGTH = "inference-header-content-length"
 NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 # The most bytes one value takes in a JSON answer, with its comma, by itemsize: float32's shortest
 # form is at most 15 characters (-1.17549435e-38), float64's 24 (-2.2250738585072014e-308).
-JSON_VALUE_BYTES = {4: 16, 8: 25}
+JSON_ANSWER_VALUE_BYTES = {4: 16, 8: 25}
 
 
 def infer_request(
@@ -65,7 +65,7 @@ def infer_request(
     binary = _binary_outputs(request.parameters, request.outputs)
 
     def value_bytes(name: str, itemsize: int) -> int:
-        return itemsize if binary(name) else JSON_VALUE_BYTES.get(itemsize, 25)
+        return itemsize if binary(name) else JSON_ANSWER_VALUE_BYTES.get(itemsize, 25)
 
     return dataclasses.replace(request, answer_limit=answer_limit, value_bytes=value_bytes)
 
