@@ -75,7 +75,7 @@ async def ours_aio(port: int, repository: Path) -> None:
     plane.loaded = True
 
     async def infer(request, context):
-        return codec.infer_response(plane.infer(codec.infer_request(request, context.time_remaining())))
+        return codec.infer_response(plane.infer(codec.infer_request(request, codec.deadline(context.time_remaining()))))
 
     server = grpc.aio.server(options=LIMITS)
     handler = grpc.unary_unary_rpc_method_handler(

@@ -19,15 +19,14 @@ CONTENT_FIELDS = [f.name for f in pb.InferTensorContents.DESCRIPTOR.fields]
 
 
 def infer_request(
-    request: pb.ModelInferRequest, time_remaining: float | None = None, answer_limit: int | None = None
+    request: pb.ModelInferRequest, deadline_ns: int | None = None, answer_limit: int | None = None
 ) -> InferRequest:
-    """The plain request; `time_remaining` is the call's deadline in seconds from now, if it has one;
-    `answer_limit` the largest answer the server sends (its outputs go as raw bytes)."""
+    """The plain request; `deadline_ns` is the call's deadline on time.monotonic_ns(), if it has one
+    (see `deadline`); `answer_limit` the largest answer the server sends (its outputs go as raw bytes)."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs) == 1:  # with another count of inputs, the data plane says more
         raise ForwardpassError(f"{len(raw)} raw_input_contents entries for 1 input")
     inputs = tuple(_input(tensor, raw[i] if i < len(raw) else None) for i, tensor in enumerate(request.inputs))
-    deadline = None if time_remaining is None else time.monotonic_ns() + int(time_remaining * 1e9)
     return InferRequest(
         model=request.model_name,
         version=request.model_version,
@@ -35,9 +34,15 @@ def infer_request(
         outputs=tuple(RequestedOutput(o.name, parameters(o.parameters)) for o in request.outputs),
         id=request.id,
         parameters=parameters(request.parameters),
-        deadline_ns=deadline,
+        deadline_ns=deadline_ns,
         answer_limit=answer_limit,
     )
+
+
+def deadline(time_remaining: float | None) -> int | None:
+    """A call's seconds left as a point on time.monotonic_ns(), read when the call arrives: a call that
+    then waits for a handler thread has its wait counted against its deadline."""
+    return None if time_remaining is None else time.monotonic_ns() + int(time_remaining * 1e9)
 
 
 def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> InferInput:

@@ -62,13 +62,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     async def ModelInfer(self, request, context):
-        remaining = context.time_remaining()
+        deadline_ns = codec.deadline(context.time_remaining())
         if request.ByteSize() < INLINE_BYTES and not self.plane.batches(request.model_name, request.model_version):
-            return self._infer(request, remaining)
-        return await self._on_thread(self._infer, request, remaining)
+            return self._infer(request, deadline_ns)
+        return await self._on_thread(self._infer, request, deadline_ns)
 
-    def _infer(self, request: pb.ModelInferRequest, remaining: float | None) -> pb.ModelInferResponse:
-        plain = codec.infer_request(request, remaining, self.max_answer)
+    def _infer(self, request: pb.ModelInferRequest, deadline_ns: int | None) -> pb.ModelInferResponse:
+        plain = codec.infer_request(request, deadline_ns, self.max_answer)
         return codec.infer_response(self.plane.infer(plain))
 
     @rpc
