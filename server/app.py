@@ -156,10 +156,11 @@ class Server:
             where = address(self.options.host, self.options.http_port)
             raise ForwardpassError(f"cannot listen on {where} (HTTP): {exc.strerror}", Kind.UNAVAILABLE) from None
         page = Page(self.plane, self.options.ort_web_dir) if self.options.page else None
+        options = self.options
+        limits = BodyLimits(options.http_body_timeout, options.http_min_body_rate, options.http_body_budget)
         app = RestApp(
-            self.plane, self.options.max_message_bytes, self.options.max_concurrent_rpcs, self.options.auth_token, page,
-            self.options.host, self.options.allowed_origins, self.options.allowed_hosts,
-            BodyLimits(self.options.http_body_timeout, self.options.http_min_body_rate, self.options.http_body_budget),
+            self.plane, options.max_message_bytes, options.max_concurrent_rpcs, limits, options.auth_token, page,
+            options.host, options.allowed_origins, options.allowed_hosts,
         )  # fmt: skip
         self.http = HttpServer(app, sock, self.options)
         self.http.start()

@@ -1,4 +1,4 @@
-"""How many CPUs this process may really use: the CPU quota of its cgroup, not the node's core count.
+"""How many CPUs and how much memory this process may really use: its cgroup's limits, not the node's.
 
 A container limited to 1 CPU on a 64-core node still sees 64 cores in os.cpu_count(); forking a
 worker per core there costs 64 x ~76 MB and buys only CFS throttling. The quota is read as the
@@ -7,7 +7,8 @@ runtimes that know containers read it (Go's GOMAXPROCS, uber's automaxprocs, the
 at every level from this process's cgroup up to the mount's root, keeping the smallest (a parent's
 limit binds its children). Inside a container the path /proc/self/cgroup names may not exist under
 the mount (cgroup v1, or v2 without a cgroup namespace): the levels that do exist are read, and the
-mount's root is the container's own cgroup.
+mount's root is the container's own cgroup. The memory limit (v2's `memory.max`, v1's
+`memory.limit_in_bytes`) is read the same way; it sizes what a worker may buffer by default.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ SELF_CGROUP = Path("/proc/self/cgroup")
 
 def cpu_quota(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> float | None:
     """The CPUs this process's cgroup quota allows (e.g. 1.5), or None when nothing limits it."""
+    return _smallest("cpu", _v2_limit, _v1_limit, root, self_cgroup)
+
+
+def memory_limit(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> int | None:
+    """The bytes of memory this process's cgroup may use (docker --memory, a pod's limits.memory),
+    or None when nothing limits it."""
+    return _smallest("memory", _v2_memory, _v1_memory, root, self_cgroup)
+
+
+def _smallest(controller: str, v2_read, v1_read, root: Path, self_cgroup: Path):
+    """The smallest limit of `controller` over the cgroup's levels, read by v2_read or v1_read."""
     try:
         lines = self_cgroup.read_text().splitlines()
     except OSError:
@@ -30,11 +42,12 @@ def cpu_quota(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> floa
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # cgroup v2: "0::/path", one unified hierarchy
-            limits += [_v2_limit(folder) for folder in _levels(root, path)]
-        elif "cpu" in controllers.split(","):  # cgroup v1: "4:cpu,cpuacct:/path", mounted on its own
-            mount = next((root / name for name in (controllers, "cpu", "cpu,cpuacct") if (root / name).is_dir()), None)
+            limits += [v2_read(folder) for folder in _levels(root, path)]
+        elif controller in controllers.split(","):  # v1: "4:cpu,cpuacct:/path", each mounted on its own
+            names = (controllers, controller, "cpu,cpuacct")
+            mount = next((root / name for name in names if (root / name).is_dir()), None)
             if mount is not None:
-                limits += [_v1_limit(folder) for folder in _levels(mount, path)]
+                limits += [v1_read(folder) for folder in _levels(mount, path)]
     found = [limit for limit in limits if limit is not None]
     return min(found) if found else None
 
@@ -78,3 +91,21 @@ def _v1_limit(folder: Path) -> float | None:
     except (OSError, ValueError):
         return None
     return None if quota <= 0 or period <= 0 else quota / period
+
+
+def _v2_memory(folder: Path) -> int | None:
+    """Bytes allowed by memory.max in folder ("max": none)."""
+    try:
+        text = (folder / "memory.max").read_text().strip()
+    except OSError:
+        return None
+    return None if text == "max" else int(text)
+
+
+def _v1_memory(folder: Path) -> int | None:
+    """Bytes allowed by memory.limit_in_bytes in folder (v1 writes "no limit" as a page-rounded 2**63-1)."""
+    try:
+        limit = int((folder / "memory.limit_in_bytes").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if limit >= 2**62 else limit

@@ -16,11 +16,12 @@ from forwardpass.credentials import read_token
 from forwardpass.errors import InputError
 from forwardpass.runtime import PROVIDERS
 
-from .cgroup import available_cpus
+from .cgroup import available_cpus, memory_limit
 
 MODES = ("none", "poll", "explicit")  # Triton's --model-control-mode
 HANDLER_THREADS = 2  # gRPC handler threads per worker by default (docs/speed.md: contention)
 BATCHING_THREADS = 8  # ... when dynamic batching needs calls side by side to merge them
+BODY_BUDGET_MB = 256  # HTTP body bytes a worker holds at once by default, in MiB, where no memory limit is lower
 
 
 def _listed(text: str) -> tuple[str, ...]:
@@ -140,9 +141,11 @@ class ServeOptions:
         16384.0, "HTTP: bytes per second a request body must average after its first 5 s, or 408; 0: no minimum",
         type=float,
     )  # fmt: skip
-    http_body_budget_mb: float = option(
-        256.0, "HTTP: MiB of request bodies (as received and as inflated) one worker holds at once; a request past "
-        "it gets 503 with Retry-After; never less than twice --max-message-mb, so the largest request passes",
+    http_body_budget_mb: float | None = option(
+        None, "HTTP: MiB of request bodies (as received and as inflated) one worker holds at once; a request past "
+        f"it gets 503 with Retry-After. Default {BODY_BUDGET_MB}, or less under a memory limit (docker --memory, a "
+        "pod's limits.memory): a quarter of each worker's share. Never less than twice --max-message-mb, so the "
+        "largest request passes",
         type=float,
     )  # fmt: skip
     # Not flags: read from auth_token_file once, and set by the supervisor for its workers.
@@ -156,7 +159,7 @@ class ServeOptions:
             raise InputError("--max-message-mb must be positive and --grace not negative")
         if self.max_model_mb <= 0:
             raise InputError(f"--max-model-mb must be positive, got {self.max_model_mb:g}")
-        if self.http_body_timeout <= 0 or self.http_min_body_rate < 0 or self.http_body_budget_mb <= 0:
+        if self.http_body_timeout <= 0 or self.http_min_body_rate < 0 or (self.http_body_budget_mb or 1) <= 0:
             raise InputError(
                 "--http-body-timeout and --http-body-budget-mb must be positive, --http-min-body-rate not negative"
             )
@@ -196,9 +199,18 @@ class ServeOptions:
 
     @property
     def http_body_budget(self) -> int:
-        """Bytes of bodies a worker holds at once: the option, but room for the largest request, as
-        received and inflated."""
-        return max(int(self.http_body_budget_mb * 2**20), 2 * self.max_message_bytes)
+        """Bytes of bodies a worker holds at once: the option, else BODY_BUDGET_MB or a quarter of this
+        worker's share of the cgroup's memory limit, whichever is less (the workers' budgets together
+        then take at most a quarter of the container: 2 workers in 1 GiB hold 128 MiB each); always
+        room for the largest request, as received and inflated."""
+        if self.http_body_budget_mb is not None:
+            chosen = int(self.http_body_budget_mb * 2**20)
+        else:
+            limit = memory_limit()
+            chosen = (
+                BODY_BUDGET_MB * 2**20 if limit is None else min(BODY_BUDGET_MB * 2**20, limit // (4 * self.workers))
+            )
+        return max(chosen, 2 * self.max_message_bytes)
 
     @property
     def tls(self) -> bool:

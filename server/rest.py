@@ -82,9 +82,9 @@ class HttpError(Exception):
 class BodyLimits:
     """How long a body may take to arrive, and how many body bytes one worker holds at once."""
 
-    timeout: float = 60.0  # seconds for the whole body (--http-body-timeout)
-    min_rate: float = 16 * 1024  # bytes per second on average after BODY_GRACE (--http-min-body-rate)
-    budget: int = 256 * 2**20  # bytes of bodies in flight per worker (--http-body-budget-mb)
+    timeout: float  # seconds for the whole body (--http-body-timeout)
+    min_rate: float  # bytes per second on average after BODY_GRACE (--http-min-body-rate)
+    budget: int  # bytes of bodies in flight per worker (--http-body-budget-mb)
 
 
 @dataclass
@@ -105,15 +105,15 @@ class RestApp:
         plane: DataPlane,
         max_body: int,
         max_in_flight: int,
+        limits: BodyLimits,
         token: str | None = None,
         page=None,
         bound: str = "127.0.0.1",
         origins: Collection[str] = (),
         hosts: Collection[str] = (),
-        limits: BodyLimits | None = None,
     ) -> None:
         self.plane, self.max_body, self.max_in_flight = plane, max_body, max_in_flight
-        self.limits = limits or BodyLimits()
+        self.limits = limits
         # Body bytes buffered by this worker's calls in flight, against limits.budget.
         self.body_bytes = 0
         self.page = page  # server/page.py's Page: the page at / and its routes, or None (--no-page)
@@ -273,9 +273,10 @@ class RestApp:
         limits, loop = self.limits, asyncio.get_running_loop()
         start = loop.time()
         chunks, size = [], 0
-        # A large body of known length is written into one buffer as it comes: joining its chunks
-        # at the end would hold it twice.
-        buffer = bytearray(int(declared)) if declared.isdigit() and int(declared) > INLINE_BYTES else None
+        # A large body of known length is gathered into one buffer as it comes (joining its chunks at
+        # the end would hold it twice), grown as its bytes arrive, not sized by what the client
+        # announces: eight uploads that announce 60 MB and send 1 MB each hold 8 MB, not 480.
+        buffer = bytearray() if declared.isdigit() and int(declared) > INLINE_BYTES else None
         while True:
             now = loop.time()
             # Wake up when the next chunk is overdue, the body's deadline passes, or the average
@@ -291,7 +292,7 @@ class RestApp:
             chunk = message.get("body", b"")
             self._hold(held, len(chunk))
             if buffer is not None:
-                buffer[size : size + len(chunk)] = chunk
+                buffer += chunk
             else:
                 chunks.append(chunk)
             size += len(chunk)

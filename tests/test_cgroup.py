@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from forwardpass.server.cgroup import available_cpus, cpu_quota
+from forwardpass.server.cgroup import available_cpus, cpu_quota, memory_limit
 from forwardpass.server.options import ServeOptions
 
 CORES = len(os.sched_getaffinity(0))
@@ -68,3 +68,28 @@ def test_without_procfs_every_core_counts(tmp_path):
 
 def test_the_serve_default_is_the_cpus_this_process_may_use():
     assert ServeOptions().workers == available_cpus() >= 1
+
+
+@pytest.mark.parametrize(
+    "self_cgroup, files, limit",
+    [
+        ("0::/", {"memory.max": "1073741824"}, 2**30),  # v2 in a container: docker --memory 1g
+        ("0::/", {"memory.max": "max"}, None),
+        ("0::/kubepods/p/c", {"kubepods/p/memory.max": "536870912", "kubepods/p/c/memory.max": "max"}, 2**29),
+        ("9:memory:/docker/abc", {"memory/memory.limit_in_bytes": "1073741824"}, 2**30),  # v1 in a container
+        ("9:memory:/docker/abc", {"memory/memory.limit_in_bytes": "9223372036854771712"}, None),  # v1's "no limit"
+        ("1:name=systemd:/", {}, None),
+    ],
+)  # fmt: skip
+def test_the_memory_limit_is_read_as_cgroup_v2_and_v1_write_it(tmp_path, self_cgroup, files, limit):
+    assert memory_limit(*cgroup_tree(tmp_path, self_cgroup, files)) == limit
+
+
+def test_the_body_budget_is_a_quarter_of_each_workers_share_of_a_memory_limit(monkeypatch):
+    # 2 workers in 1 GiB: 128 MiB each; in 8 GiB the default 256 MiB; never below twice the largest message.
+    cases = [(2**30, 2, 64, 128), (8 * 2**30, 2, 64, 256), (2**29, 4, 64, 128), (2**29, 4, 8, 32), (None, 1, 64, 256)]
+    for limit, workers, max_message_mb, budget_mb in cases:
+        monkeypatch.setattr("forwardpass.server.options.memory_limit", lambda limit=limit: limit)
+        options = ServeOptions(workers=workers, max_message_mb=max_message_mb)
+        assert options.http_body_budget == budget_mb * 2**20, (limit, workers, max_message_mb)
+    assert ServeOptions(http_body_budget_mb=300).http_body_budget == 300 * 2**20  # the flag wins

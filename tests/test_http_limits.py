@@ -233,6 +233,21 @@ def test_body_bytes_past_the_worker_budget_are_503_with_retry_after(repository):
         assert call(server, "POST", INFER, b" " * 900_000 + one_row_request())[0] == 200
 
 
+def test_a_body_holds_the_memory_of_the_bytes_it_sent_not_of_the_bytes_it_announced(repository):
+    # Eight uploads announce 60 MB and send 1 MB each: the worker holds their 8 MB, not 480 (a buffer
+    # sized by Content-Length took a 1 GiB container with 2 workers to its limit).
+    with serving(repository) as server:
+        pid = worker_pid(server)
+        before = memory_mb(pid, "VmRSS")
+        with contextlib.ExitStack() as held:
+            for _ in range(8):
+                held.enter_context(half_sent(server, 60 * 2**20, b"[" * 2**20))
+            time.sleep(1.5)  # every byte sent has reached the worker
+            grown = memory_mb(pid, "VmRSS") - before
+        assert grown < 64, f"8 uploads of 1 MB sent raised the worker by {grown:.0f} MB"
+        assert call(server, "GET", "/v2/health/live")[0] == 200
+
+
 # 5. Bodies that cannot be a request
 
 

@@ -291,9 +291,9 @@ def test_a_loopback_server_answers_only_loopback_host_names(repository):
 )  # fmt: skip
 def test_the_host_check_guards_a_loopback_address_only(bound, checked):
     # Tests bind loopback only: a server on 0.0.0.0 (the image, Kubernetes, probes) is checked here.
-    from forwardpass.server.rest import RestApp
+    from forwardpass.server.rest import BodyLimits, RestApp
 
-    assert (RestApp(None, 1, 1, bound=bound).hosts is not None) is checked
+    assert (RestApp(None, 1, 1, BodyLimits(60, 0, 1), bound=bound).hosts is not None) is checked
 
 
 @pytest.mark.parametrize(
