@@ -17,7 +17,7 @@ MODEL_REPO ?= models
 # What the installed package is built from: a change reinstalls it (non-editable, as users get it).
 PACKAGE_FILES := pyproject.toml $(wildcard forwardpass/*.py builder/*.py server/*.py protos/*.py protos/*.proto web/*.*)
 
-.PHONY: run demo test lint models protos bench bench-tools clean image test-image web web-if-npm browser
+.PHONY: run demo test lint models protos bench bench-tools clean image test-image pod-limits web web-if-npm browser
 
 $(RUN_STAMP): $(PACKAGE_FILES)
 	test -x $(RUN_VENV)/bin/python || $(PYTHON) -m venv $(RUN_VENV)
@@ -149,6 +149,15 @@ test-image: $(STAMP)
 	FORWARDPASS_IMAGE_TESTS=1 FORWARDPASS_KSERVE_TESTS=1 FORWARDPASS_IMAGE=$(IMAGE):$(VERSION) \
 		$(PY) -m pytest -v tests/image || status=1; \
 	exit $$status
+
+# The image as the Kubernetes manifests run it (their memory and CPU limits, their args) while every
+# attack of docs/reliability.md is thrown at it and a valid client calls 50 times a second, for 3
+# minutes: no OOM kill, no worker restart, live and ready within 1 s, 99.9% of valid calls OK, or it
+# fails. Figures in bench/results/pod-limits.json; about 8 minutes with the image's build.
+pod-limits: $(STAMP)
+	deploy/image/test-base.sh forwardpass-base:bookworm
+	$(MAKE) image BASE=forwardpass-base:bookworm
+	$(PY) tests/pod/limits.py --image $(IMAGE):$(VERSION)
 
 # The serving benchmark builds MLServer's and PyTriton's virtualenvs on first use (a minute each,
 # under ~/.cache/forwardpass-peers), and one for Triton's perf_analyzer (tritonclient 2.41.0, which
