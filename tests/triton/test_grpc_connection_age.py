@@ -1,0 +1,106 @@
+"""--grpc-max-connection-age and its grace, against Triton's own client: one long-lived tritonclient
+channel, calls from three threads for a few seconds, some slow enough to be in flight when the server
+sends GOAWAY. The channel must reconnect, and no call may fail.
+
+What shows the reconnection is the kernel's own table of TCP connections (/proc/net/tcp): the client
+side of every connection to the server's port, sampled while the calls run. One channel keeps one
+connection (checked with the flags off); with a 1 s age it opens a new one about every second.
+Runs in the tritonclient pytest process (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as tc
+from tritonclient.utils import InferenceServerException
+
+from harness import ROOT, ServerProcess, run_cli
+
+SECONDS = 4.0  # of calls
+AGE, GRACE = 1000, 5000  # ms: GOAWAY after about a second; in-flight calls get 5 s to finish
+SLOW_ROWS = 100_000  # 'slow' (3-256-256-256-1) computes for a few hundred ms on these: in flight at a GOAWAY
+ESTABLISHED = "01"  # /proc/net/tcp's code for the state
+
+
+@pytest.fixture(scope="module")
+def repository_with_slow_model(tmp_path_factory) -> Path:
+    models = tmp_path_factory.mktemp("aging") / "models"
+    shutil.copytree(ROOT / "models", models)
+    built = run_cli("build", "--sizes", "3,256,256,256,1", "--activations", "relu", "--repository", models,
+                    "--name", "slow")  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    return models
+
+
+def client_ports(server_port: int) -> set[int]:
+    """The local ports of this machine's established IPv4 connections to `server_port`: the client
+    side of each (the server's side has it as its local port)."""
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote, state = line.split()[1:4]
+        if state == ESTABLISHED and int(remote.rsplit(":", 1)[1], 16) == server_port:
+            ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+def drive(server: ServerProcess) -> tuple[list[str], list[str], set[int]]:
+    """Calls over one tritonclient channel for SECONDS: two threads of slow calls, one of quick ones.
+    Returns the calls answered, the failures, and the client ports its connections used."""
+    client = tc.InferenceServerClient(server.url)
+    answered: list[str] = []
+    failures: list[str] = []
+    ports: set[int] = set()
+    end = time.monotonic() + SECONDS
+
+    def calls(model: str, rows: int) -> None:
+        x = np.ones((rows, 3), np.float32)
+        while time.monotonic() < end:
+            tensor = tc.InferInput("x", [rows, 3], "FP32")
+            tensor.set_data_from_numpy(x)
+            try:
+                y = client.infer(model, [tensor]).as_numpy("y")
+            except InferenceServerException as exc:
+                failures.append(f"{model}: {exc.status()} {exc.message()}")
+                continue
+            assert y.shape == (rows, 1), y.shape
+            answered.append(model)
+
+    def watch() -> None:
+        while time.monotonic() < end + 0.5:  # the last calls finish after the end
+            ports.update(client_ports(server.port))
+            time.sleep(0.02)
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            runs = [pool.submit(calls, "slow", SLOW_ROWS), pool.submit(calls, "slow", SLOW_ROWS),
+                    pool.submit(calls, "mlp_3_4_1", 4), pool.submit(watch)]  # fmt: skip
+            for run in runs:
+                run.result()
+    finally:
+        client.close()
+    return answered, failures, ports
+
+
+@pytest.mark.parametrize(
+    ("flags", "reconnects"),
+    [((), False), (("--grpc-max-connection-age", str(AGE), "--grpc-max-connection-age-grace", str(GRACE)), True)],
+    ids=["off", "aged"],
+)
+def test_an_aged_channel_reconnects_and_no_call_fails(repository_with_slow_model, flags, reconnects):
+    server = ServerProcess(repository_with_slow_model, "--workers", "1", "--threads", "2", *flags)
+    try:
+        answered, failures, ports = drive(server)
+    finally:
+        assert server.stop() == 0, server.output()
+    assert failures == [], failures
+    assert "slow" in answered and "mlp_3_4_1" in answered, answered
+    if reconnects:
+        assert len(ports) >= 2, f"the channel kept one connection through {SECONDS} s at a {AGE} ms age: {ports}"
+    else:
+        assert len(ports) == 1, f"without an age one channel keeps one connection: {ports}"
