@@ -39,13 +39,15 @@ def repository_with_slow_model(tmp_path_factory) -> Path:
 
 
 def client_ports(server_port: int) -> set[int]:
-    """The local ports of this machine's established IPv4 connections to `server_port`: the client
-    side of each (the server's side has it as its local port)."""
+    """The local ports of this machine's established connections to `server_port`: the client side of
+    each (the server's side has it as its local port). gRPC's sockets are dual-stack, so its IPv4
+    connections are listed in tcp6, as ::ffff:127.0.0.1."""
     ports = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, remote, state = line.split()[1:4]
-        if state == ESTABLISHED and int(remote.rsplit(":", 1)[1], 16) == server_port:
-            ports.add(int(local.rsplit(":", 1)[1], 16))
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, remote, state = line.split()[1:4]
+            if state == ESTABLISHED and int(remote.rsplit(":", 1)[1], 16) == server_port:
+                ports.add(int(local.rsplit(":", 1)[1], 16))
     return ports
 
 
