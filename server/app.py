@@ -82,8 +82,15 @@ class Server:
             ("grpc.max_receive_message_length", options.max_message_bytes),
             ("grpc.max_send_message_length", options.max_message_bytes),
         ]
+        # After its age (give or take gRPC's 10% jitter) a connection gets GOAWAY: its client opens a new
+        # one for new calls, re-resolving a headless Service's pods, while the calls in flight finish on
+        # the old one within the grace (unset: however long they take).
+        aging = (
+            ("grpc.max_connection_age_ms", options.grpc_max_connection_age),
+            ("grpc.max_connection_age_grace_ms", options.grpc_max_connection_age_grace),
+        )
         server = grpc.aio.server(
-            options=limits,
+            options=limits + [(name, ms) for name, ms in aging if ms],
             interceptors=[TokenAuth(options.auth_token)] if options.auth_token else [],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
@@ -160,7 +167,7 @@ class Server:
         limits = BodyLimits(options.http_body_timeout, options.http_min_body_rate, options.http_body_budget)
         app = RestApp(
             self.plane, options.max_message_bytes, options.max_concurrent_rpcs, limits, options.auth_token, page,
-            options.host, options.allowed_origins, options.allowed_hosts,
+            options.host, options.allowed_origins, options.allowed_hosts, cors=options.cors_allow_origins,
         )  # fmt: skip
         self.http = HttpServer(app, sock, self.options)
         self.http.start()

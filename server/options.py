@@ -30,6 +30,15 @@ def _listed(text: str) -> tuple[str, ...]:
     return tuple(item.strip().lower() for item in text.split(",") if item.strip())
 
 
+def _origin(text: str) -> str:
+    """One origin of a repeatable flag, stripped and in lower case, as _listed writes each of a list's."""
+    return text.strip().lower()
+
+
+ORIGIN = re.compile(r"https?://[^/?#@\s]+")  # scheme://host[:port], as a browser's Origin header names a page
+GRPC_ARG_MAX = 2**31 - 1  # gRPC channel arguments are C ints
+
+
 def option(default, help: str, flags: tuple[str, ...] = (), **argparse_options) -> object:
     """A field that is also a command-line flag (--name-with-dashes unless `flags` says otherwise)."""
     return field(default=default, metadata={"help": help, "flags": flags, **argparse_options})
@@ -129,6 +138,12 @@ class ServeOptions:
         "Origin, as from any non-browser client, always passes)", type=_listed,
         metavar="ORIGINS",
     )  # fmt: skip
+    cors_allow_origins: tuple[str, ...] = option(
+        (), "HTTP: a browser origin (scheme://host[:port]; repeatable) whose pages may call the server and read "
+        "its answers (CORS): preflights answered without a token, Access-Control-* headers on its answers; it "
+        "passes the --allowed-origins check too", flags=("--cors-allow-origin",), action="append", type=_origin,
+        metavar="ORIGIN",
+    )  # fmt: skip
     allowed_hosts: tuple[str, ...] = option(
         (), "HTTP on a loopback address: Host names (comma-separated; * for any) to answer besides 127.0.0.0/8, "
         "[::1], localhost and *.localhost; other names get 421, as a page renamed to this address would send "
@@ -147,6 +162,14 @@ class ServeOptions:
         "pod's limits.memory): a quarter of each worker's share. Never less than twice --max-message-mb, so the "
         "largest request passes",
         type=float,
+    )  # fmt: skip
+    grpc_max_connection_age: int = option(
+        0, "gRPC: milliseconds a connection lives before the server sends GOAWAY (a client then reconnects, and "
+        "re-resolves a headless Service's pods), as Triton's flag; 0: forever", type=int, metavar="MS",
+    )  # fmt: skip
+    grpc_max_connection_age_grace: int = option(
+        0, "gRPC: milliseconds the calls in flight on an aged connection get to finish before it is closed; "
+        "0: as long as they take", type=int, metavar="MS",
     )  # fmt: skip
     # Not flags: read from auth_token_file once, and set by the supervisor for its workers.
     auth_token: str | None = field(default=None, repr=False)  # never logged
@@ -185,8 +208,20 @@ class ServeOptions:
             if not 0 <= port <= 65535:
                 raise InputError(f"{flag} {port} is not a TCP port (0 to 65535)")
         for origin in self.allowed_origins:
-            if origin != "*" and not re.fullmatch(r"https?://[^/?#@\s]+", origin):
+            if origin != "*" and not ORIGIN.fullmatch(origin):
                 raise InputError(f"--allowed-origins: {origin!r} is no origin; write scheme://host[:port], or *")
+        for origin in self.cors_allow_origins:
+            # No *: every page a browser opens could then read every answer, and (one allow-list) unload models.
+            if not ORIGIN.fullmatch(origin):
+                raise InputError(f"--cors-allow-origin: {origin!r} is no origin; write scheme://host[:port]")
+        for flag, ms in (
+            ("--grpc-max-connection-age", self.grpc_max_connection_age),
+            ("--grpc-max-connection-age-grace", self.grpc_max_connection_age_grace),
+        ):
+            if not 0 <= ms <= GRPC_ARG_MAX:
+                raise InputError(f"{flag} {ms} is not 0 (off) to {GRPC_ARG_MAX} milliseconds")
+        if self.grpc_max_connection_age_grace and not self.grpc_max_connection_age:
+            raise InputError("--grpc-max-connection-age-grace applies to --grpc-max-connection-age")
         for host in self.allowed_hosts:
             if not re.fullmatch(r"[^/?#@:\s]+|\[[0-9a-f:.]+\]", host):
                 raise InputError(f"--allowed-hosts: {host!r} is no host name; write a name or address without a port")
@@ -236,5 +271,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def from_arguments(args: argparse.Namespace) -> ServeOptions:
     """The options the parsed flags say."""
     values = {f.name: getattr(args, f.name) for f in fields(ServeOptions) if "help" in f.metadata}
-    values["load_models"] = tuple(values["load_models"])
+    for f in fields(ServeOptions):
+        if f.metadata.get("action") == "append":  # repeatable flags: argparse's list, as the dataclass's tuple
+            values[f.name] = tuple(values[f.name])
     return ServeOptions(**values)

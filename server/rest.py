@@ -42,6 +42,17 @@ OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")  # probes carry no token
 # preflight: without this check any web page could unload a model on a local server, or read its
 # weights. Other clients (tritonclient, the KServe SDK, perf_analyzer, curl) send no Origin.
 ORIGIN_REFUSAL = "may not load or unload models or read a model's weights here; allow it with --allowed-origins"
+CORS_REFUSAL = "may not call this server from a web page; allow it with --cors-allow-origin"
+# CORS (--cors-allow-origin): what a page of an allowed origin may send, and read beyond the simple
+# headers. Triton's binary extension needs its header both ways: sent with a request, read from an answer.
+CORS_SENT = ("authorization", "content-type", "content-encoding", restcodec.HEADER_LENGTH)
+CORS_PREFLIGHT = [
+    (b"access-control-allow-methods", b"GET, POST"),
+    (b"access-control-allow-headers", ", ".join(CORS_SENT).encode()),
+    (b"access-control-max-age", b"600"),  # seconds a browser may reuse this answer (Chromium keeps it at most 7,200)
+]
+CORS_EXPOSED = (b"access-control-expose-headers", restcodec.HEADER_LENGTH.encode())
+VARY = (b"vary", b"origin")  # with CORS on, every answer's headers depend on the request's Origin
 HOST_REFUSAL = (
     "is not a name of this machine, and this server listens on loopback only: a page renamed to this address "
     "(DNS rebinding) is refused; allow the name with --allowed-hosts"
@@ -111,6 +122,7 @@ class RestApp:
         bound: str = "127.0.0.1",
         origins: Collection[str] = (),
         hosts: Collection[str] = (),
+        cors: Collection[str] = (),
     ) -> None:
         self.plane, self.max_body, self.max_in_flight = plane, max_body, max_in_flight
         self.limits = limits
@@ -120,7 +132,10 @@ class RestApp:
         self.routes = ROUTES + (page.routes if page is not None else [])
         self.origin_checked = ORIGIN_CHECKED | (page.origin_checked if page is not None else frozenset())
         self._token = token
-        self.origins = frozenset(origins)  # --allowed-origins, in lower case
+        self.cors = frozenset(cors)  # --cors-allow-origin, in lower case: pages that may read answers
+        # One allow-list: a page that may read answers may also make the calls the Origin check guards
+        # (--allowed-origins alone lets a page's calls through, but its answers stay unreadable to it).
+        self.origins = frozenset(origins) | self.cors
         # The Host check guards a loopback address only: bound to 0.0.0.0 or ::, the server answers
         # whatever name a load balancer, an ingress or a kubelet probe uses.
         self.hosts = frozenset(hosts) if loopback_name(bound) else None
@@ -147,6 +162,8 @@ class RestApp:
                 status, headers, body = await self._answer(scope, receive)
             finally:
                 self.in_flight -= 1
+        if self.cors:
+            headers = [*headers, *self._cors_headers(scope["headers"])]
         headers = [*headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         # In chunks: uvicorn waits for a slow reader between them, so the socket's buffer holds a
@@ -167,6 +184,8 @@ class RestApp:
                 raise HttpError(503, f"more than {self.max_in_flight} requests in flight on this worker; retry")
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             self._check_host(headers)
+            if scope["method"] == "OPTIONS" and "access-control-request-method" in headers and "origin" in headers:
+                return self._preflight(headers["origin"])  # a browser sends no token with a preflight
             self._authorize(path, headers)
             route, arguments = self._route(scope["method"], path)
             if route in self.origin_checked:
@@ -218,6 +237,19 @@ class RestApp:
         own = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"  # as the request itself names us
         if origin.lower() != own.lower():  # `Origin: null` (a sandbox, a file:// page) is never our own
             raise HttpError(403, f"Origin {origin!r} {ORIGIN_REFUSAL}")
+
+    def _preflight(self, origin: str) -> tuple[int, list, bytes]:
+        """A browser's CORS preflight: what a page of an allowed origin may send (__call__ adds the rest)."""
+        if origin.lower() not in self.cors:
+            raise HttpError(403, f"Origin {origin!r} {CORS_REFUSAL}")
+        return 200, CORS_PREFLIGHT, b""
+
+    def _cors_headers(self, raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """Vary on every answer; for a page of an allowed origin, the headers that let it read the answer."""
+        origin = next((value for name, value in raw if name.lower() == b"origin"), None)
+        if origin is None or origin.decode("latin-1").lower() not in self.cors:
+            return [VARY]
+        return [(b"access-control-allow-origin", origin), CORS_EXPOSED, VARY]
 
     def _route(self, method: str, path: str) -> tuple[Callable, list[str]]:
         try:

@@ -222,3 +222,17 @@ def test_services_autoscaler_and_budget_point_at_the_deployment():
     assert pdb["selector"]["matchLabels"] == labels
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "models")
     assert volume["persistentVolumeClaim"]["claimName"] == "forwardpass-models"
+
+
+SERVERS = ["kserve/servingruntime.yaml:ServingRuntime/forwardpass", "kubernetes/deployment.yaml:Deployment/forwardpass"]
+
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_grpc_connections_age_so_clients_rebalance(name):
+    """Each server sends GOAWAY after an age, so clients reconnect and re-resolve (docs/deploy.md), and an
+    aged connection's calls get as long to finish as a drain gives them (--grace)."""
+    spec = MANIFESTS[name]["spec"]
+    (container,) = spec["template"]["spec"]["containers"] if "template" in spec else spec["containers"]
+    args = container["args"]
+    assert int(flag(args, "grpc-max-connection-age")) > 0
+    assert int(flag(args, "grpc-max-connection-age-grace")) == float(flag(args, "grace")) * 1000
