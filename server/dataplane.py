@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from forwardpass import __version__
+from forwardpass.builder.tritonconfig import PLATFORM
 from forwardpass.dtypes import BY_DATATYPE
 from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.layout import check_model_name, shown
@@ -27,7 +28,7 @@ from forwardpass.protos.model_config_pb2 import ModelConfig
 
 from .control import ModelControl
 from .inference import InferRequest, InferResponse, OutputTensor, check_answer_size, timeout_ns, validate
-from .model import PLATFORM, ServedModel, Tensor
+from .model import ServedModel, Tensor
 from .repository import Repository
 from .stats import Statistics
 
@@ -91,15 +92,16 @@ def log_failure(call: str, model: str, exc: ForwardpassError) -> None:
 
 
 def _logged(call: str) -> Callable:
-    """Log a failed call once, with the model it named."""
+    """Log a failed call once, with the model it asked for: its first argument, a model's name or an
+    InferRequest."""
 
     def decorate(method: Callable) -> Callable:
         @functools.wraps(method)
-        def wrapper(self, name: str = "", *args, **kwargs):
+        def wrapper(self, asked: str | InferRequest = "", *args, **kwargs):
             try:
-                return method(self, name, *args, **kwargs)
+                return method(self, asked, *args, **kwargs)
             except ForwardpassError as exc:
-                log_failure(call, name if isinstance(name, str) else name.model, exc)
+                log_failure(call, asked.model if isinstance(asked, InferRequest) else asked, exc)
                 raise
 
         return wrapper
@@ -243,16 +245,13 @@ class DataPlane:
         return self.control
 
 
-def _check_deadline(request: InferRequest, now_ns: int) -> None:
-    """A request whose deadline (its own, or the `timeout` parameter) has passed is not computed."""
-    deadlines = [d for d in (request.deadline_ns, _after(timeout_ns(request.parameters), now_ns)) if d is not None]
+def _check_deadline(request: InferRequest, start_ns: int) -> None:
+    """A request whose deadline (its own, or the `timeout` parameter counted from start_ns, when the
+    data plane took it) has passed is not computed."""
+    timeout = timeout_ns(request.parameters)
+    deadlines = [d for d in (request.deadline_ns, None if timeout is None else start_ns + timeout) if d is not None]
     if deadlines and time.monotonic_ns() >= min(deadlines):
         raise ForwardpassError("the request's deadline passed before it was computed", Kind.DEADLINE)
-
-
-def _after(ns: int | None, start_ns: int) -> int | None:
-    # perf_counter and monotonic share no epoch: measure the timeout from monotonic's "now"
-    return None if ns is None else time.monotonic_ns() - (time.monotonic_ns() - start_ns) + ns
 
 
 def _little_endian(array, dtype):

@@ -17,6 +17,7 @@ from forwardpass.errors import InputError
 from forwardpass.runtime import PROVIDERS
 
 from .cgroup import available_cpus
+from .hosts import address
 
 MODES = ("none", "poll", "explicit")  # Triton's --model-control-mode
 HANDLER_THREADS = 2  # gRPC handler threads per worker by default (docs/speed.md: contention)
@@ -65,7 +66,9 @@ class ServeOptions:
         False, "leave out a model that cannot load (reported not ready) instead of failing start-up"
     )
     max_message_mb: float = option(
-        64.0, "largest request or answer, in MiB; larger requests get RESOURCE_EXHAUSTED", type=float
+        64.0,
+        "largest request or answer, in MiB; a larger one is refused (gRPC RESOURCE_EXHAUSTED, HTTP 413)",
+        type=float,
     )
     max_model_mb: float = option(
         256.0,
@@ -96,7 +99,9 @@ class ServeOptions:
         action="store_false",
     )
     max_concurrent_rpcs: int = option(
-        256, "calls a worker takes at once; beyond it RESOURCE_EXHAUSTED, never an unbounded queue", type=int
+        256,
+        "calls a worker takes at once; beyond it gRPC RESOURCE_EXHAUSTED, HTTP 503, never an unbounded queue",
+        type=int,
     )
     model_control_mode: str = option(
         "none",
@@ -226,3 +231,8 @@ def from_arguments(args: argparse.Namespace) -> ServeOptions:
     values = {f.name: getattr(args, f.name) for f in fields(ServeOptions) if "help" in f.metadata}
     values["load_models"] = tuple(values["load_models"])
     return ServeOptions(**values)
+
+
+# A server started with no flags: what the client and the CLI's other commands assume unless told.
+DEFAULTS = ServeOptions()
+DEFAULT_GRPC_ADDRESS = address(DEFAULTS.host, DEFAULTS.grpc_port)
