@@ -118,7 +118,10 @@ class ServeOptions:
         0, "serve Prometheus metrics (Triton's names, summed over workers) on this port; 0: off", type=int
     )
     metrics_host: str = option("127.0.0.1", "address of the metrics endpoint")
-    log_requests: bool = option(False, "a structured log line per successful request too (failures always get one)")
+    log_requests: bool = option(
+        False, "an access log: one structured line per request from either door (door, call, model, version, "
+        "status, rows, microseconds, id); a failure gets its own line either way",
+    )  # fmt: skip
     tls_cert: Path | None = option(None, "PEM certificate chain: serve over TLS (with --tls-key)", type=Path)
     tls_key: Path | None = option(None, "PEM private key of --tls-cert", type=Path)
     tls_client_ca: Path | None = option(
