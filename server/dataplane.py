@@ -89,7 +89,7 @@ def log_event(level: int, event: str, **fields) -> None:
 class Access:
     """One request's line in the access log (--log-requests), the same from both front doors: the door
     starts it, the data plane adds what only it knows (an inference's id, rows and the version that
-    answered), and the door writes it with the status it answered, once the answer is handed over."""
+    answered), and the door writes it with the status it answers, once the answer is made (before it is sent)."""
 
     door: str  # "http" or "grpc"
     call: str  # the HTTP method and path, or the RPC

@@ -148,21 +148,19 @@ class RestApp:
                 status, headers, body = await self._answer(scope, receive)
             finally:
                 self.in_flight -= 1
+        if access is not None:  # once the answer is made, as the gRPC door's: a slow reader's pace is not ours
+            access.write(str(status))
         headers = [*headers, (b"content-length", str(len(body)).encode())]
-        try:
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            # In chunks: uvicorn waits for a slow reader between them, so the socket's buffer holds a
-            # chunk or two of a large answer, not all of it, and the answer itself is not copied.
-            if len(body) <= SEND_CHUNK:
-                await send({"type": "http.response.body", "body": body})
-                return
-            view = memoryview(body)
-            for start in range(0, len(body), SEND_CHUNK):
-                end = start + SEND_CHUNK
-                await send({"type": "http.response.body", "body": view[start:end], "more_body": end < len(body)})
-        finally:
-            if access is not None:
-                access.write(str(status))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        # In chunks: uvicorn waits for a slow reader between them, so the socket's buffer holds a
+        # chunk or two of a large answer, not all of it, and the answer itself is not copied.
+        if len(body) <= SEND_CHUNK:
+            await send({"type": "http.response.body", "body": body})
+            return
+        view = memoryview(body)
+        for start in range(0, len(body), SEND_CHUNK):
+            end = start + SEND_CHUNK
+            await send({"type": "http.response.body", "body": view[start:end], "more_body": end < len(body)})
 
     def _access(self, scope) -> Access:
         """The request's access-log record (--log-requests), with the model and version its path names,
