@@ -116,7 +116,7 @@ protos: $(STAMP)
 # downloaded here for BASE's own Python (deploy/image/wheelhouse.sh) and installed with --no-index,
 # so the build reaches no network. GPU=1: onnxruntime-gpu on a CUDA base with Python, tagged -gpu.
 IMAGE ?= forwardpass
-VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' forwardpass/__init__.py)
 ifeq ($(GPU),1)
 BASE ?= forwardpass-cuda-base
 IMAGE_EXTRA := gpu

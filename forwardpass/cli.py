@@ -33,18 +33,19 @@ from forwardpass.builder.readback import read_file
 from forwardpass.builder.spec import NetworkSpec, activation_names, parse_activations
 from forwardpass.builder.trained import import_trained
 from forwardpass.builder.tritonconfig import DEFAULT_MAX_BATCH_SIZE
+from forwardpass.server.options import DEFAULT_GRPC_ADDRESS, DEFAULTS
 
 from .arrays import read_array, write_array
 from .credentials import read_token
 from .dtypes import DTYPES as ALL_DTYPES
 from .errors import ForwardpassError, InputError
+from .layout import WEIGHTS_FILE
 from .runtime import PROVIDERS, Runtime
 from .tolerance import TOLERANCES
 from .verify import DEFAULT_BATCHES, Verification, intended_weights, verify
 
 DEFAULT_SIZES = (3, 4, 1)
-DEFAULT_REPOSITORY = "models"
-DEMO_WEIGHTS = "models/mlp_3_4_1/1/weights.npz"
+DEMO_WEIGHTS = DEFAULTS.model_repository / "mlp_3_4_1" / "1" / WEIGHTS_FILE
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -127,7 +128,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--expose-hidden", action="store_true", help="also output every Z[l] and every A[l] but the last (which is y)"
     )
     build.add_argument("--name", help="model name (default mlp_<sizes>)")
-    build.add_argument("--repository", type=Path, default=Path(DEFAULT_REPOSITORY), help="model repository folder")
+    build.add_argument("--repository", type=Path, default=DEFAULTS.model_repository, help="model repository folder")
     build.add_argument(
         "--version", dest="model_version", type=int, help="version to write (default: the next one; 1 in a new folder)"
     )
@@ -187,10 +188,10 @@ def make_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve",
-        help="serve a model repository over gRPC (Open Inference Protocol)",
+        help="serve a model repository over gRPC and HTTP/REST (Open Inference Protocol)",
         formatter_class=fmt,
-        description="Serve every model in a Triton-layout repository over "
-        "gRPC, speaking KServe V2 / Triton's GRPCInferenceService. Stops gracefully on SIGTERM.",
+        description="Serve every model in a Triton-layout repository over gRPC and HTTP/REST, speaking "
+        "KServe V2 as Triton does (GRPCInferenceService and the V2 REST routes). Stops gracefully on SIGTERM.",
     )
     from forwardpass.server.options import add_arguments
 
@@ -206,7 +207,9 @@ def make_parser() -> argparse.ArgumentParser:
         "larger than the message limit goes in several requests.",
     )
     infer.add_argument(
-        "--url", default="127.0.0.1:8001", help="server address: HOST:PORT for gRPC, http(s)://HOST:PORT for HTTP/REST"
+        "--url",
+        default=DEFAULT_GRPC_ADDRESS,
+        help="server address: HOST:PORT for gRPC, http(s)://HOST:PORT for HTTP/REST",
     )
     infer.add_argument("--model", required=True, help="model name")
     infer.add_argument("--model-version", default="", help="version (default: the server's latest)")
@@ -228,7 +231,7 @@ def make_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="build the 3-4-1 network and print onnxruntime beside the oracle", formatter_class=fmt
     )
-    demo.add_argument("--weights", type=Path, default=Path(DEMO_WEIGHTS), help="weights .npz (seeded he if absent)")
+    demo.add_argument("--weights", type=Path, default=DEMO_WEIGHTS, help="weights .npz (seeded he if absent)")
     demo.add_argument("--batch", type=int, default=5, help="examples to run")
     _provider_args(demo)
     demo.set_defaults(handler=cmd_demo)

@@ -29,13 +29,13 @@ from google.protobuf import json_format
 
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
+from forwardpass.server.hosts import address
+from forwardpass.server.options import DEFAULT_GRPC_ADDRESS, DEFAULTS
 
 from .credentials import read_pem
 from .dtypes import BY_DATATYPE
 from .errors import ForwardpassError, Kind
 
-DEFAULT_URL = "127.0.0.1:8001"
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20  # the server's default limit
 ENVELOPE_BYTES = 64 * 1024  # room for the message around the raw bytes
 JSON_VALUE_BYTES = 32  # the longest float64 repr (24 characters) and its comma, rounded up
 COMPACT = (",", ":")  # json.dumps separators without spaces: a JSON batch is mostly separators and digits
@@ -79,9 +79,9 @@ class Client:
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str = DEFAULT_GRPC_ADDRESS,
         timeout: float | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_message_bytes: int = DEFAULTS.max_message_bytes,  # the server's default limit
         tls: bool = False,
         tls_ca: str | os.PathLike | None = None,
         tls_cert: str | os.PathLike | None = None,
@@ -306,8 +306,7 @@ class _Http:
             if not exc.line.startswith("\x00"):
                 raise ForwardpassError(f"cannot reach {self.url}: {exc!r:.200}", Kind.UNAVAILABLE) from None
             # An HTTP/2 frame (a frame's length starts with a zero byte) where a status line should be: gRPC.
-            host = f"[{self._host}]" if ":" in self._host else self._host
-            grpc_address = f"{host}:{self._port or (443 if self._context else 80)}"
+            grpc_address = address(self._host, self._port or (443 if self._context else 80))
             raise WrongProtocol(
                 f"{self.url} answers HTTP/2, not HTTP/1.x: it is a gRPC port; use {grpc_address}", grpc_address
             ) from None

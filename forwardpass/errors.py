@@ -1,7 +1,7 @@
 """Errors that name the problem, each with a neutral kind.
 
-Code below the server and the CLI raises these; the gRPC layer maps a kind to a status and the
-CLI maps it to an exit code, so the model layer never imports gRPC.
+Code below the server and the CLI raises these; each front door maps a kind to its status (a gRPC
+code, an HTTP status) and the CLI maps it to an exit code, so nothing below them imports a transport.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""The gRPC inference server (Open Inference Protocol, KServe V2): built on the runtime."""
+"""The inference server (Open Inference Protocol, KServe V2) over gRPC and HTTP/REST: built on the runtime."""

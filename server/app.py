@@ -1,14 +1,15 @@
-"""One gRPC server's lifecycle, as grpc's own examples have it: build, add services, bind, start;
-on stop, take no new calls and finish those in flight within a grace period. `workers.py` runs
-one of these per worker process.
+"""One worker process's server: its two front doors, gRPC and HTTP/REST, over one data plane and
+one model repository. The lifecycle is grpc's own examples': build, add services, bind, start; on
+stop, take no new calls and finish those in flight within a grace period. `workers.py` runs one of
+these per worker process.
 
 The server answers live at once and ready only once every model has loaded (a worker joining others
-loads first, then binds). Health (grpc.health.v1, overall and per model) and reflection (so grpcurl
-needs no .proto) ride along.
+loads first, then binds). On the gRPC door, health (grpc.health.v1, overall and per model) and
+reflection (so grpcurl needs no .proto) ride along; the HTTP door has its own health routes (rest.py).
 
-It is grpc's asyncio server, on an event loop in a thread of its own: a call whose message is slow
-to come, or never comes, waits on the loop and holds no thread, so it cannot keep health or other
-callers waiting (with a thread per call being received, 2 such calls froze a worker's gRPC door).
+The gRPC door is grpc's asyncio server, on an event loop in a thread of its own: a call whose message
+is slow to come, or never comes, waits on the loop and holds no thread, so it cannot keep health or
+other callers waiting (with a thread per call being received, 2 such calls froze a worker's gRPC door).
 The handler threads (--threads) run what computes or may wait (server/servicer.py).
 """
 
@@ -33,6 +34,7 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from .config import asks_for_batching
 from .control import ModelControl
 from .dataplane import DataPlane
+from .hosts import address, bare, family
 from .httpd import HttpServer, bind
 from .memory import keep_freed_memory
 from .metrics import SharedCounters, serve_metrics
@@ -49,7 +51,7 @@ SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
 class Server:
-    """One gRPC server over one model repository."""
+    """One worker's front doors (gRPC and HTTP/REST) over one model repository."""
 
     def __init__(self, options: ServeOptions, counters: SharedCounters | None = None, worker: int = 0) -> None:
         self.options, self.counters, self.worker = options, counters, worker
@@ -245,21 +247,15 @@ def handler_threads(options: ServeOptions) -> int:
     return BATCHING_THREADS if asks_for_batching(options.model_repository) else HANDLER_THREADS
 
 
-def address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-
-
 def check_port_free(host: str, port: int, what: str) -> None:
     """Fail clearly if the port is taken. grpcio binds with SO_REUSEPORT, so a second server would
     otherwise share a busy port silently; a plain probe socket without it finds the listener."""
     if port == 0:
         return
-    bare = host.strip("[]")
-    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
+    with socket.socket(family(host), socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from a last run is no listener
         try:
-            probe.bind((bare, port))
+            probe.bind((bare(host), port))
         except OSError as exc:
             reason = "it is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
             raise ForwardpassError(

@@ -1,10 +1,10 @@
 """What every request means, whatever door it came through: the data plane under gRPC and HTTP.
 
 Plain values in, plain values out. It owns the model lookup and readiness, checking an inference
-request once (server/inference.py), the deadline, the call into the model, timing, statistics and
-the one log line per failed request; and it answers health, metadata, config, statistics, the
-repository index, load and unload. It imports no transport: a front door converts its wire format
-to these calls and maps a ForwardpassError's kind to its own status.
+request once (server/inference.py), the deadline, the call into the model, timing, statistics, the
+one log line per failed request and the access log's line (--log-requests); and it answers health,
+metadata, config, statistics, the repository index, load and unload. It imports no transport: a
+front door converts its wire format to these calls and maps a ForwardpassError's kind to its own status.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from forwardpass import __version__
+from forwardpass.builder.tritonconfig import PLATFORM
 from forwardpass.dtypes import BY_DATATYPE
 from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.layout import check_model_name, shown
@@ -27,7 +29,7 @@ from forwardpass.protos.model_config_pb2 import ModelConfig
 
 from .control import ModelControl
 from .inference import InferRequest, InferResponse, OutputTensor, check_answer_size, timeout_ns, validate
-from .model import PLATFORM, ServedModel, Tensor
+from .model import ServedModel, Tensor
 from .repository import Repository
 from .stats import Statistics
 
@@ -83,6 +85,35 @@ def log_event(level: int, event: str, **fields) -> None:
     log.log(level, "%s", json.dumps({"event": event, **fields}, sort_keys=True))
 
 
+@dataclass
+class Access:
+    """One request's line in the access log (--log-requests), the same from both front doors: the door
+    starts it, the data plane adds what only it knows (an inference's id, rows and the version that
+    answered), and the door writes it with the status it answers, once the answer is made (before it is sent)."""
+
+    door: str  # "http" or "grpc"
+    call: str  # the HTTP method and path, or the RPC
+    model: str = ""  # as the call names it
+    version: str = ""  # as the call names it; an inference's, the version that answered
+    id: str = ""  # an inference's request id
+    rows: int | None = None  # an inference's batch, once checked
+    # Where tracing puts the request's trace id once it is built (none yet): the line leaves it out while empty.
+    trace_id: str = ""
+    start_ns: int = field(default_factory=time.monotonic_ns)
+
+    def write(self, status: str) -> None:
+        """The line: the door's own status (an HTTP status, a gRPC code) and the microseconds taken."""
+        us = (time.monotonic_ns() - self.start_ns) // 1000
+        trace = {"trace_id": self.trace_id} if self.trace_id else {}
+        log_event(logging.INFO, "request", door=self.door, call=self.call, model=self.model, version=self.version,
+                  status=status, rows=self.rows, us=us, id=self.id, **trace)  # fmt: skip
+
+
+# The access record of the request being answered, while --log-requests is on (None otherwise): its door
+# sets it, and hands it on with the request's context to the thread an inference runs on.
+ACCESS: ContextVar[Access | None] = ContextVar("access", default=None)
+
+
 def log_failure(call: str, model: str, exc: ForwardpassError) -> None:
     """The one line per failed request; a front door calls it for errors raised before the data plane."""
     if not getattr(exc, "logged", False):
@@ -91,15 +122,16 @@ def log_failure(call: str, model: str, exc: ForwardpassError) -> None:
 
 
 def _logged(call: str) -> Callable:
-    """Log a failed call once, with the model it named."""
+    """Log a failed call once, with the model it asked for: its first argument, a model's name or an
+    InferRequest."""
 
     def decorate(method: Callable) -> Callable:
         @functools.wraps(method)
-        def wrapper(self, name: str = "", *args, **kwargs):
+        def wrapper(self, asked: str | InferRequest = "", *args, **kwargs):
             try:
-                return method(self, name, *args, **kwargs)
+                return method(self, asked, *args, **kwargs)
             except ForwardpassError as exc:
-                log_failure(call, name if isinstance(name, str) else name.model, exc)
+                log_failure(call, asked.model if isinstance(asked, InferRequest) else asked, exc)
                 raise
 
         return wrapper
@@ -190,6 +222,9 @@ class DataPlane:
     def infer(self, request: InferRequest) -> InferResponse:
         """Check the request once, run it, and count it."""
         start = time.monotonic_ns()
+        access = ACCESS.get() if self.log_requests else None
+        if access is not None:
+            access.model, access.version, access.id = request.model, request.version, request.id
         model = self.model(request.model, request.version)
         try:
             x, rows, names = validate(request, model)
@@ -207,9 +242,8 @@ class DataPlane:
             raise
         done = time.monotonic_ns()
         model.stats.record_success(rows, checked - start, computed - checked, done - computed)
-        if self.log_requests:
-            log_event(logging.INFO, "request", model=model.name, version=str(model.version), rows=rows,
-                      id=request.id, status="OK", us=(done - start) // 1000)  # fmt: skip
+        if access is not None:
+            access.version, access.rows = str(model.version), rows
         return InferResponse(model.name, str(model.version), request.id, answer)
 
     # The repository.
@@ -243,16 +277,13 @@ class DataPlane:
         return self.control
 
 
-def _check_deadline(request: InferRequest, now_ns: int) -> None:
-    """A request whose deadline (its own, or the `timeout` parameter) has passed is not computed."""
-    deadlines = [d for d in (request.deadline_ns, _after(timeout_ns(request.parameters), now_ns)) if d is not None]
+def _check_deadline(request: InferRequest, start_ns: int) -> None:
+    """A request whose deadline (its own, or the `timeout` parameter counted from start_ns, when the
+    data plane took it) has passed is not computed."""
+    timeout = timeout_ns(request.parameters)
+    deadlines = [d for d in (request.deadline_ns, None if timeout is None else start_ns + timeout) if d is not None]
     if deadlines and time.monotonic_ns() >= min(deadlines):
         raise ForwardpassError("the request's deadline passed before it was computed", Kind.DEADLINE)
-
-
-def _after(ns: int | None, start_ns: int) -> int | None:
-    # perf_counter and monotonic share no epoch: measure the timeout from monotonic's "now"
-    return None if ns is None else time.monotonic_ns() - (time.monotonic_ns() - start_ns) + ns
 
 
 def _little_endian(array, dtype):

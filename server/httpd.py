@@ -20,6 +20,7 @@ import time
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .hosts import bare, family
 from .options import ServeOptions
 from .rest import READ_TIMEOUT, RestApp, _error
 
@@ -87,11 +88,10 @@ class _TimedProtocol(HttpToolsProtocol):
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket shared with sibling workers (SO_REUSEPORT)."""
-    bare = host.strip("[]")
-    sock = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(family(host), socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((bare, port))
+    sock.bind((bare(host), port))
     sock.listen(1024)
     return sock
 

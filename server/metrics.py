@@ -89,6 +89,7 @@ def label_value(text: str) -> str:
 
 def serve_metrics(counters: SharedCounters, host: str, port: int) -> ThreadingHTTPServer:
     """Serve GET /metrics from a daemon thread; the port is shared with the sibling workers."""
+    from .hosts import bare, family
 
     class Handler(BaseHTTPRequestHandler):
         timeout = METRICS_TIMEOUT  # on every read and write of the connection
@@ -109,7 +110,7 @@ def serve_metrics(counters: SharedCounters, host: str, port: int) -> ThreadingHT
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        address_family = family(host)
 
         slots = threading.BoundedSemaphore(METRICS_THREADS)
 
@@ -133,6 +134,6 @@ def serve_metrics(counters: SharedCounters, host: str, port: int) -> ThreadingHT
             finally:
                 self.slots.release()
 
-    server = Server((host.strip("[]"), port), Handler)
+    server = Server((bare(host), port), Handler)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

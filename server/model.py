@@ -17,8 +17,6 @@ from forwardpass.runtime import Runtime
 from .batching import Batcher
 from .stats import Statistics
 
-PLATFORM = "onnxruntime_onnx"
-
 
 @dataclass(frozen=True)
 class Tensor:

@@ -17,6 +17,7 @@ from forwardpass.errors import InputError
 from forwardpass.runtime import PROVIDERS
 
 from .cgroup import available_cpus, memory_limit
+from .hosts import address
 
 MODES = ("none", "poll", "explicit")  # Triton's --model-control-mode
 HANDLER_THREADS = 2  # gRPC handler threads per worker by default (docs/speed.md: contention)
@@ -75,7 +76,9 @@ class ServeOptions:
         False, "leave out a model that cannot load (reported not ready) instead of failing start-up"
     )
     max_message_mb: float = option(
-        64.0, "largest request or answer, in MiB; larger requests get RESOURCE_EXHAUSTED", type=float
+        64.0,
+        "largest request or answer, in MiB; a larger one is refused (gRPC RESOURCE_EXHAUSTED, HTTP 413)",
+        type=float,
     )
     max_model_mb: float = option(
         256.0,
@@ -106,7 +109,9 @@ class ServeOptions:
         action="store_false",
     )
     max_concurrent_rpcs: int = option(
-        256, "calls a worker takes at once; beyond it RESOURCE_EXHAUSTED, never an unbounded queue", type=int
+        256,
+        "calls a worker takes at once; beyond it gRPC RESOURCE_EXHAUSTED, HTTP 503, never an unbounded queue",
+        type=int,
     )
     model_control_mode: str = option(
         "none",
@@ -123,7 +128,10 @@ class ServeOptions:
         0, "serve Prometheus metrics (Triton's names, summed over workers) on this port; 0: off", type=int
     )
     metrics_host: str = option("127.0.0.1", "address of the metrics endpoint")
-    log_requests: bool = option(False, "a structured log line per successful request too (failures always get one)")
+    log_requests: bool = option(
+        False, "an access log: one structured line per request from either door (door, call, model, version, "
+        "status, rows, microseconds, id); a failure gets its own line either way",
+    )  # fmt: skip
     tls_cert: Path | None = option(None, "PEM certificate chain: serve over TLS (with --tls-key)", type=Path)
     tls_key: Path | None = option(None, "PEM private key of --tls-cert", type=Path)
     tls_client_ca: Path | None = option(
@@ -275,3 +283,8 @@ def from_arguments(args: argparse.Namespace) -> ServeOptions:
         if f.metadata.get("action") == "append":  # repeatable flags: argparse's list, as the dataclass's tuple
             values[f.name] = tuple(values[f.name])
     return ServeOptions(**values)
+
+
+# A server started with no flags: what the client and the CLI's other commands assume unless told.
+DEFAULTS = ServeOptions()
+DEFAULT_GRPC_ADDRESS = address(DEFAULTS.host, DEFAULTS.grpc_port)

@@ -26,7 +26,7 @@ from forwardpass.web import FOLDER, LICENSE, ORT_FILES, PAGE_FILES, how_to_get, 
 
 from . import restcodec
 from .dataplane import DataPlane
-from .network import NetworkViews
+from .pagenumerics import NetworkViews
 from .rest import Call, RestApp, _model, _model_routes, _optional_json
 
 log = logging.getLogger(__name__)

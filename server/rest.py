@@ -25,7 +25,7 @@ from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.layout import shown
 
 from . import restcodec
-from .dataplane import INLINE_BYTES, LOGGED_CHARS, DataPlane, log_failure
+from .dataplane import ACCESS, INLINE_BYTES, LOGGED_CHARS, Access, DataPlane, log_failure
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ class RestApp:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
+        access = self._access(scope) if self.plane.log_requests else None
         health = scope["path"] in OPEN_PATHS
         if health:
             # Probes are never counted in flight nor read a body: slow clients filling the worker must
@@ -164,6 +165,8 @@ class RestApp:
                 self.in_flight -= 1
         if self.cors:
             headers = [*headers, *self._cors_headers(scope["headers"])]
+        if access is not None:  # once the answer is made, as the gRPC door's: a slow reader's pace is not ours
+            access.write(str(status))
         headers = [*headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         # In chunks: uvicorn waits for a slow reader between them, so the socket's buffer holds a
@@ -176,8 +179,22 @@ class RestApp:
             end = start + SEND_CHUNK
             await send({"type": "http.response.body", "body": view[start:end], "more_body": end < len(body)})
 
+    def _access(self, scope) -> Access:
+        """The request's access-log record (--log-requests), with the model and version its path names,
+        set for the data plane to fill in (each request runs in a task, and so a context, of its own)."""
+        method, path = scope["method"], _path(scope)
+        access = Access("http", f"{method} {path}")
+        if path.startswith("/v2/"):  # every V2 route that captures anything captures a model, then a version
+            try:
+                arguments = self._route(method, path)[1]
+            except HttpError:
+                arguments = []
+            access.model, access.version = (*arguments, "", "")[:2]
+        ACCESS.set(access)
+        return access
+
     async def _answer(self, scope, receive, counted: bool = True) -> tuple[int, list, bytes]:
-        path = scope["raw_path"].decode("latin-1").split("?", 1)[0]
+        path = _path(scope)
         held = [0]  # body bytes this call holds against the worker's budget, given back below
         try:
             if counted and self.in_flight > self.max_in_flight:
@@ -396,8 +413,9 @@ class RestApp:
         name, version = _model(call)
         if len(call.body) < INLINE_BYTES and not self.plane.batches(name, version):
             return self._infer(call, name, version)
-        # A large body is checked, parsed, run and written on a thread: the loop keeps answering.
-        return await asyncio.get_running_loop().run_in_executor(None, self._infer, call, name, version)
+        # A large body is checked, parsed, run and written on a thread: the loop keeps answering. The
+        # thread runs in this request's context, where the data plane finds its access record.
+        return await asyncio.to_thread(self._infer, call, name, version)
 
     def _infer(self, call: Call, name: str, version: str):
         header = call.headers.get(restcodec.HEADER_LENGTH)
@@ -513,6 +531,11 @@ ROUTES = [
     *_model_routes((), ("GET",), RestApp.model_metadata),
 ]
 ORIGIN_CHECKED = frozenset({RestApp.load, RestApp.unload})  # and the page's routes that hand out W and b
+
+
+def _path(scope) -> str:
+    """The request's path as it came, before percent-decoding, without its query."""
+    return scope["raw_path"].decode("latin-1").split("?", 1)[0]
 
 
 def _model(call: Call) -> tuple[str, str]:

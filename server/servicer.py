@@ -6,13 +6,15 @@ A call waiting for its message holds no thread: the loop receives it. What answe
 (health, metadata, config, statistics, the index, a small inference to a model that does not batch)
 runs on the loop, as the HTTP door's does; what computes or may wait (a large inference, one that
 waits for its batch, a load or unload) runs on the worker's handler threads, so the loop keeps
-answering.
+answering. With --log-requests, each RPC is registered wrapped to write its access-log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
+from collections.abc import Callable
 from concurrent.futures import Executor
 
 import grpc
@@ -21,7 +23,7 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
 from . import codec
-from .dataplane import INLINE_BYTES, DataPlane
+from .dataplane import ACCESS, INLINE_BYTES, Access, DataPlane
 from .errors import parsing, rpc
 
 WORKER_METADATA = "forwardpass-worker-pid"
@@ -36,7 +38,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.max_answer = max_answer  # --max-message-mb: larger answers are not computed
 
     async def _on_thread(self, function, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.threads, function, *args)
+        # In this call's context, as asyncio.to_thread runs a function: the data plane finds the
+        # call's access record there (--log-requests).
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self.threads, context.run, function, *args)
 
     @rpc
     async def ServerLive(self, request, context):
@@ -97,9 +102,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
     """The service's RPCs as the generated add_GRPCInferenceServiceServicer_to_server registers them,
     but with a request deserializer that hands a message that does not parse to the RPC (errors.parsing)."""
+
+    def answer(name: str) -> Callable:
+        method = getattr(servicer, name)
+        return _accessed(method, name) if servicer.plane.log_requests else method
+
     handlers = {
         method.name: grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
+            answer(method.name),
             request_deserializer=parsing(getattr(pb, method.input_type.name)),
             response_serializer=getattr(pb, method.output_type.name).SerializeToString,
         )
@@ -107,3 +117,39 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)
+
+
+def _accessed(answer: Callable, name: str) -> Callable:
+    """An RPC that writes its access-log line (--log-requests) with the status it ended with; without
+    the flag no RPC is wrapped, so the log costs nothing."""
+
+    async def logged(request, context: grpc.aio.ServicerContext):
+        access = Access("grpc", name, *_named(request))
+        token = ACCESS.set(access)
+        status = "CANCELLED"  # unless it answers or aborts: the client left, or its deadline passed
+        try:
+            response = await answer(request, context)
+            status = "OK"
+            return response
+        except Exception:  # an abort (errors.rpc turns every failure into one): the code it sent
+            status = _code_name(context.code())
+            raise
+        finally:
+            ACCESS.reset(token)
+            access.write(status)
+
+    return logged
+
+
+def _named(request) -> tuple[str, str, str]:
+    """The model, version and id a request message names; empty where its kind has no such field."""
+    model = getattr(request, "model_name", "") or getattr(request, "name", "")
+    version = getattr(request, "model_version", "") or getattr(request, "version", "")
+    return model, version, getattr(request, "id", "")
+
+
+def _code_name(code) -> str:
+    """A status code's name, whether grpc gives it as a StatusCode or as its number."""
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")

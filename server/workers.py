@@ -32,6 +32,7 @@ from forwardpass.layout import model_folders
 
 from .app import Server, check_port_free
 from .control import write_wanted
+from .hosts import bare, family
 from .metrics import SharedCounters, model_versions
 from .options import ServeOptions
 
@@ -97,21 +98,19 @@ def exposure_warnings(options: ServeOptions) -> list[str]:
 
 def is_loopback(host: str) -> bool:
     """Whether host names this machine only (127.0.0.0/8, ::1, localhost)."""
-    bare = host.strip("[]")
-    if bare == "localhost":
+    if bare(host) == "localhost":
         return True
     try:
-        return ipaddress.ip_address(bare).is_loopback
+        return ipaddress.ip_address(bare(host)).is_loopback
     except ValueError:  # a host name: it may resolve anywhere
         return False
 
 
 def reserve_port(host: str) -> socket.socket:
     """A bound, not listening, SO_REUSEPORT socket on a free port: workers can bind it, others cannot."""
-    bare = host.strip("[]")
-    sock = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(family(host), socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((bare, 0))
+    sock.bind((bare(host), 0))
     return sock
 
 

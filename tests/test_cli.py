@@ -198,6 +198,14 @@ def test_help_shows_defaults():
     assert "(default: rows)" in out and "(default: 17)" in out and "(default: 1048576)" in out
 
 
+def test_infer_by_default_reaches_a_server_started_without_flags():
+    serve = " ".join(run_cli("serve", "--help").stdout.split())
+    infer = " ".join(run_cli("infer", "--help").stdout.split())
+    host = re.search(r"--host HOST address to listen on \(default: (\S+)\)", serve)[1]
+    port = re.search(r"--port GRPC_PORT gRPC port [^(]*\(Triton's default\)[^(]*\(default: (\d+)\)", serve)[1]
+    assert f"HTTP/REST (default: {host}:{port})" in infer, infer
+
+
 @pytest.fixture(scope="module")
 def committed_models_server():
     server = ServerProcess(ROOT / "models", "--workers", "1")

@@ -33,6 +33,8 @@ def test_wheel_puts_everything_under_forwardpass(tmp_path):
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "forwardpass = forwardpass.cli:main" in entry_points
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    version = (ROOT / "forwardpass" / "__init__.py").read_text().split('__version__ = "', 1)[1].split('"')[0]
+    assert f"\nVersion: {version}\n" in metadata  # pyproject reads it from forwardpass.__version__, its one place
     assert "Provides-Extra: cpu" in metadata and "Provides-Extra: gpu" in metadata
     ort = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: onnxruntime")]
     assert len(ort) == 2 and all("extra ==" in line for line in ort), ort  # never a hard dependency
