@@ -15,7 +15,8 @@ The table is bounded, and says so:
   model and go with it, a version loaded again after every worker dropped it starts from zero; one
   that some worker kept serving (poll mode's workers rescan at their own moments) keeps counting.
   If every slot is taken, a further version still serves, with a warning: its statistics are then
-  its worker's own and /metrics leaves it out.
+  its worker's own and /metrics leaves it out. A request that a worker finishes after it dropped the
+  version is not counted (the version is gone from that worker's statistics).
 - batch_stats (per onnxruntime run, by the rows in the run): each worker's row keeps BATCH_SIZES
   distinct sizes, the first it runs; runs of any other size go to one overflow entry, reported with
   batch_size 0 (no run has 0 rows). Exact sizes whatever max_batch_size is (a client that always
@@ -256,14 +257,19 @@ class StatisticsTable:
                 return
             with self._across():
                 for key in [key for key, (_, stats) in self._attached.items() if versions.get(key) is not stats]:
-                    self._attached.pop(key)[1]._detach()
+                    slot, stats = self._attached.pop(key)
+                    stats._detach()  # first: once it lets go, nothing of this worker's writes there
+                    if slot >= 0:
+                        self.held[slot, worker] = False
+                self._free()  # before attaching: a version that replaces another may take its slot
                 for key, stats in versions.items():
                     if self._attached.get(key, (-1, None))[0] < 0:
                         self._attach(worker, key, stats)
+                # Only now, so that a restarted worker found its predecessor's slots: what that one
+                # held and this one does not serve is given back.
                 self.held[:, worker] = False
-                mine = [slot for slot, _ in self._attached.values() if slot >= 0]
-                self.held[mine, worker] = True
-                self.keys[~self.held.any(axis=1)] = b""  # a version no worker serves frees its slot
+                self.held[[slot for slot, _ in self._attached.values() if slot >= 0], worker] = True
+                self._free()
                 self._fresh = False
 
     def versions(self) -> list[tuple[str, str, Totals]]:
@@ -275,6 +281,9 @@ class StatisticsTable:
                     model, version = key.decode("utf-8", "replace").rsplit("/", 1)
                     found.append((model, version, totals(self.counters[:, slot])))
         return sorted(found, key=lambda f: (f[0], len(f[1]), f[1]))
+
+    def _free(self) -> None:
+        self.keys[~self.held.any(axis=1)] = b""  # a version no worker serves frees its slot
 
     def _attach(self, worker: int, key: tuple[str, str], stats: Statistics) -> None:
         name = "/".join(key).encode("utf-8", "surrogateescape")
@@ -294,6 +303,7 @@ class StatisticsTable:
             slot = int(free[0])
             self.counters[:, slot] = 0  # no worker writes here: each detached before it let go
             self.keys[slot] = name
+        self.held[slot, worker] = True
         start = (worker * self.slots + slot) * FIELDS
         stats._attach(self._words[start : start + FIELDS], self.counters[:, slot])
         self._attached[key] = (slot, stats)
