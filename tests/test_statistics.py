@@ -222,6 +222,16 @@ def test_batch_stats_keep_the_first_sizes_apart_and_the_rest_in_one_entry():
     assert sum(b.compute_infer.count for b in totals.batch_stats) == totals.execution_count == len(sizes) + 2
 
 
+def test_counting_imports_no_metrics_endpoint():
+    """The data plane counts through server/stats.py alone; the /metrics endpoint (http.server) reads it."""
+    code = (
+        "import sys, forwardpass.server.dataplane\n"
+        "print(sorted({'http.server', 'forwardpass.server.metrics'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
 # perf_analyzer: a few hundred requests a run, so that 10 runs per door take seconds.
 PERF_RUNS = 10
 # Any 3 windows will do: the test is of the counts, not of a steady rate on a shared machine.
