@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 
 import grpc
@@ -147,8 +146,8 @@ def test_a_version_loaded_again_starts_from_zero_and_the_others_keep_counting(tm
             while f"nv_inference_count/{MODEL}" in scrape(port) and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert f"nv_inference_count/{MODEL}" not in scrape(port)  # gone from /metrics with the version
-            with pytest.raises(urllib.error.HTTPError):
-                http_statistics(server.http_url)
+            with urllib.request.urlopen(f"{server.http_url}/v2/models/{MODEL}/stats", timeout=10) as answer:
+                assert json.loads(answer.read())["model_stats"] == []  # no version served, none counted
             stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name=MODEL), timeout=30)
             assert ready_everywhere(server, MODEL, True)
         answers = [grpc_statistics(server.url)[1] for _ in range(ASKED)] + [http_statistics(server.http_url)]
@@ -232,13 +231,10 @@ def test_counting_imports_no_metrics_endpoint():
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
-# perf_analyzer: a few hundred requests a run, so that 10 runs per door take seconds.
+# perf_analyzer: windows of 250 ms (a few thousand requests a run), so that 10 runs per door take
+# seconds. Any 3 windows will do: the test is of the counts, not of a steady rate on a shared machine.
 PERF_RUNS = 10
-# Any 3 windows will do: the test is of the counts, not of a steady rate on a shared machine.
-PERF_ARGS = (
-    "--concurrency-range 2 --measurement-mode count_windows --measurement-request-count 100 "
-    "--stability-percentage 1000 --max-trials 3"
-).split()
+PERF_ARGS = "--concurrency-range 2 --measurement-interval 250 --stability-percentage 1000 --max-trials 3".split()
 
 
 def perf_analyzer_command() -> tuple[list[str], dict[str, str]]:
@@ -274,6 +270,8 @@ def test_perf_analyzer_reads_the_servers_statistics_from_either_worker(two_worke
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         results.append(counts(run.stdout))
     for client, served in results:
-        # The windows' edges cut a request in flight (2 at a time) either side: at most 2 per edge of
-        # 3 windows. Counts from one worker alone would miss about half.
-        assert abs(client - served) <= 2 * 3 * 2, results
+        # The client counts the requests that ended within its windows, the server those between its
+        # statistics reads, which come a few milliseconds after each window's edges: the two differ
+        # by the requests of those milliseconds (at most 1.1 % where measured). One worker's counts
+        # alone would miss about half, or count another window's.
+        assert abs(client - served) <= client * 0.1, results
