@@ -2,18 +2,16 @@
 
 import json
 import os
-import shutil
 import signal
 import time
 
 import grpc
 import numpy as np
-import pytest
 
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
-from harness import ROOT, ServerProcess, answering_worker, assert_one_error_line, free_port, run_cli, scrape
+from harness import answering_worker, assert_one_error_line, run_cli, scrape
 
 
 def infer(url: str, model: str, rows: int) -> str:
@@ -42,17 +40,8 @@ def successes_per_worker(url: str) -> dict[str, int]:
     return seen
 
 
-@pytest.fixture
-def measured(tmp_path):
-    shutil.copytree(ROOT / "models", tmp_path / "models")
-    port = free_port()
-    server = ServerProcess(tmp_path / "models", "--workers", "2", "--metrics-port", str(port))
-    yield server, port
-    server.stop()
-
-
-def test_metrics_count_every_worker_and_survive_a_restart(measured):
-    server, port = measured
+def test_metrics_count_every_worker_and_survive_a_restart(two_workers):
+    server, port = two_workers
     codes = [infer(server.url, "mlp_3_4_1", 3) for _ in range(20)]
     codes += [infer(server.url, "mlp_3_4_1", 0) for _ in range(4)]  # empty batches: failures
     assert codes.count("OK") == 20 and codes.count("INVALID_ARGUMENT") == 4
@@ -76,8 +65,8 @@ def test_metrics_count_every_worker_and_survive_a_restart(measured):
     assert set(successes_per_worker(server.url).values()) == {20}
 
 
-def test_a_failed_request_is_one_structured_line(measured):
-    server, _ = measured
+def test_a_failed_request_is_one_structured_line(two_workers):
+    server, _ = two_workers
     assert infer(server.url, "nope", 1) == "NOT_FOUND"
     time.sleep(0.2)
     lines = [line for line in server.output().splitlines() if '"event": "failed"' in line]

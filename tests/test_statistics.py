@@ -78,15 +78,6 @@ def http_statistics(http_url: str, model: str = MODEL) -> dict:
     return {key: stats[key] for key in keys}
 
 
-@pytest.fixture
-def two_workers(tmp_path):
-    shutil.copytree(ROOT / "models", tmp_path / "models")
-    port = free_port()
-    server = ServerProcess(tmp_path / "models", "--workers", "2", "--metrics-port", str(port))
-    yield server, port
-    assert server.stop() == 0
-
-
 def test_every_worker_answers_with_the_servers_counts(two_workers):
     server, port = two_workers
     calls = 40
