@@ -9,8 +9,8 @@ Debian's libb64-0d and libcudart.so.12 from the nvidia-cuda-runtime-cu12 wheel (
 wheels go in a virtualenv of their own (bench/peers, "perf_analyzer"), since the test extra needs a
 newer tritonclient.
 
-One connection carries all of perf_analyzer's calls, so with several workers one worker answers
-them all, and the statistics it reads are that worker's: the same requests the client counted.
+With several workers, the statistics it reads are the server's whichever worker answers (they are
+summed over workers, server/stats.py): the same requests the client counted.
 """
 
 from __future__ import annotations

@@ -390,26 +390,15 @@ def _ms(text: str) -> float:
     return float(text)
 
 
-def worker_statistics(port: int, workers: int) -> dict:
-    """ModelStatistics summed over every worker: one connection per try until each pid has answered."""
-    seen: dict[str, pb.ModelStatistics] = {}
-    for _ in range(20 * workers):
-        with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
-            stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            _, call = stub.ServerMetadata.with_call(pb.ServerMetadataRequest(), timeout=10)
-            pid = dict(call.trailing_metadata()).get("forwardpass-worker-pid")
-            seen[pid] = stub.ModelStatistics(pb.ModelStatisticsRequest(name="mlp_3_4_1"), timeout=10).model_stats[0]
-        if len(seen) >= workers:
-            break
-    stats = list(seen.values())
-    total = {"workers_seen": len(stats)}
-    for name in ("inference_count", "execution_count"):
-        total[name] = sum(getattr(s, name) for s in stats)
+def server_statistics(port: int) -> dict:
+    """ModelStatistics of the model: the server's totals, whichever worker answers."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="mlp_3_4_1"), timeout=10).model_stats[0]
+    total = {name: getattr(stats, name) for name in ("inference_count", "execution_count")}
     for name in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
-        total[name] = {
-            "count": sum(getattr(s.inference_stats, name).count for s in stats),
-            "ns": sum(getattr(s.inference_stats, name).ns for s in stats),
-        }
+        duration = getattr(stats.inference_stats, name)
+        total[name] = {"count": duration.count, "ns": duration.ns}
     return total
 
 
@@ -421,7 +410,7 @@ class ServeBench(Bench):
         extras: dict = {"profile": self._profile(forwardpass_command(1, plain))}
         extras["batching"] = {}
         for workers in sorted({1, self.workers}):
-            extras["batching"][workers] = self._batching(forwardpass_command(workers, batched), workers)
+            extras["batching"][workers] = self._batching(forwardpass_command(workers, batched))
         extras["h2load"] = self._h2load(plain, batched)
         extras["perf_analyzer"] = self._perf_analyzer(plain)
         return extras
@@ -454,20 +443,20 @@ class ServeBench(Bench):
             "in_process_paced_compute_infer_us": perf_analyzer.in_process_compute_infer_us(plain, 1000, 3, 0.0005),
         }
 
-    def _counted_cell(self, command: list[str], workers: int, concurrency: int) -> tuple[dict, dict, dict]:
-        """A batch-1 cell on a server of its own, with the workers' statistics before and after."""
+    def _counted_cell(self, command: list[str], concurrency: int) -> tuple[dict, dict, dict]:
+        """A batch-1 cell on a server of its own, with the server's statistics before and after."""
         port, process = serve(command)
         try:
-            before = worker_statistics(port, workers)
+            before = server_statistics(port)
             cell = self._cell(port, process, concurrency, 1)
-            after = worker_statistics(port, workers)
+            after = server_statistics(port)
         finally:
             peers.stop(process)
         return before, cell, after
 
     def _profile(self, command: list[str]) -> dict:
         """One request end to end at concurrency 1: decode / infer / encode on the server, the rest gRPC."""
-        before, cell, after = self._counted_cell(command, 1, 1)
+        before, cell, after = self._counted_cell(command, 1)
         count = after["success"]["count"] - before["success"]["count"]
 
         def avg_us(name: str) -> float:
@@ -482,15 +471,14 @@ class ServeBench(Bench):
         split["p50_us"] = cell["p50_ms"] * 1000
         return split
 
-    def _batching(self, command: list[str], workers: int) -> dict:
-        before, cell, after = self._counted_cell(command, workers, 64)
+    def _batching(self, command: list[str]) -> dict:
+        before, cell, after = self._counted_cell(command, 64)
         requests = after["success"]["count"] - before["success"]["count"]
         runs = after["execution_count"] - before["execution_count"]
         return {
             "requests": requests,
             "onnxruntime_runs": runs,
             "runs_per_request": runs / max(requests, 1),
-            "workers_seen": after["workers_seen"],
             "req_per_s": cell["req_per_s"],
         }
 
@@ -512,10 +500,10 @@ class ServeBench(Bench):
                     # h2load counts HTTP/2 answers; the gRPC status rides in trailers it does not read,
                     # so forwardpass's own success counter says how many calls really succeeded.
                     counted = "forwardpass" in name
-                    before = worker_statistics(port, n) if counted else None
+                    before = server_statistics(port) if counted else None
                     result = h2load(port, 1, connections, streams, seconds, self.work)
                     if counted:
-                        after = worker_statistics(port, n)
+                        after = server_statistics(port)
                         result["grpc_failed"] = after["fail"]["count"] - before["fail"]["count"]
                     rows.append({"target": name, **result})
             finally:

@@ -37,13 +37,14 @@ from .dataplane import DataPlane
 from .hosts import address, bare, family
 from .httpd import HttpServer, bind
 from .memory import keep_freed_memory
-from .metrics import SharedCounters, serve_metrics
+from .metrics import serve_metrics
 from .options import BATCHING_THREADS, HANDLER_THREADS, ServeOptions
 from .page import Page
 from .repository import Repository
 from .rest import BodyLimits, RestApp
 from .security import GuardedHealth, TokenAuth, server_credentials
 from .servicer import InferenceServicer, add_to_server
+from .stats import StatisticsTable, table_slots
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,10 @@ SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 class Server:
     """One worker's front doors (gRPC and HTTP/REST) over one model repository."""
 
-    def __init__(self, options: ServeOptions, counters: SharedCounters | None = None, worker: int = 0) -> None:
-        self.options, self.counters, self.worker = options, counters, worker
+    def __init__(self, options: ServeOptions, statistics: StatisticsTable | None = None, worker: int = 0) -> None:
+        self.options, self.worker = options, worker
+        # The workers' shared table, or one of its own for a server run without the supervisor.
+        self.statistics = statistics or StatisticsTable(table_slots(options.model_repository), 1)
         keep_freed_memory()  # large requests reuse freed blocks (server/memory.py)
         self.repository = Repository(
             options.model_repository,
@@ -126,9 +129,9 @@ class Server:
         except ForwardpassError:
             self.stop(0)
             raise
-        self._attach_metrics()
-        if self.counters is not None:
-            serve_metrics(self.counters, self.options.metrics_host, self.options.metrics_port)
+        self._serve_statistics()
+        if self.options.metrics_port:
+            serve_metrics(self.statistics, self.options.metrics_host, self.options.metrics_port)
         self.plane.loaded = True
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         if self.options.model_control_mode == "poll":
@@ -175,18 +178,15 @@ class Server:
         self.http.start()
 
     def _models_changed(self) -> None:
-        """After a load, unload or rescan: metrics rows for new versions, and health per model."""
-        self._attach_metrics()
+        """After a load, unload or rescan: statistics slots for the versions served now, and health per model."""
+        self._serve_statistics()
         if self.plane.ready():
             self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
-    def _attach_metrics(self) -> None:
-        if self.counters is None:
-            return
-        for entry in self.repository.models.values():
-            for version, model in entry.versions.items():
-                if model.stats.shared is None:  # a version beyond the spare slots has none: no metrics
-                    model.stats.shared = self.counters.row(self.worker, model.name, str(version))
+    def _serve_statistics(self) -> None:
+        served = self.repository.models.values()
+        versions = {(m.name, str(v)): m.stats for entry in served for v, m in entry.versions.items()}
+        self.statistics.serve(self.worker, versions)
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let those in flight finish within `grace` seconds, then close."""

@@ -114,11 +114,13 @@ class Batcher:
                 self.arrived.wait(remaining / 1e9)
 
     def _run(self, batch: list[Pending]) -> None:
-        start = time.monotonic_ns()
+        start = joined = computed = time.monotonic_ns()
         try:
             names = tuple(dict.fromkeys(name for p in batch for name in p.outputs))  # union, in order
             x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch], axis=self.axis)
+            joined = time.monotonic_ns()
             outputs = self.runtime.run_trusted(x, names)  # each x was checked by the data plane
+            computed = time.monotonic_ns()
             first = 0
             for pending in batch:  # each caller's own rows: views, no copies
                 rows = slice(first, first + pending.rows)
@@ -128,4 +130,7 @@ class Batcher:
         except Exception as exc:  # every caller of the batch hears of it; the batcher goes on
             for pending in batch:
                 pending.error = exc
-        self.stats.record_execution([start - pending.enqueued_ns for pending in batch])
+        queued = [start - pending.enqueued_ns for pending in batch]
+        done = time.monotonic_ns()
+        rows = sum(pending.rows for pending in batch)
+        self.stats.record_execution(rows, queued, joined - start, computed - joined, done - computed)

@@ -14,6 +14,7 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from .dataplane import IndexEntry, ModelMetadata, VersionStatistics
 from .inference import InferInput, InferRequest, InferResponse, RequestedOutput
 from .model import Tensor
+from .stats import Duration
 
 CONTENT_FIELDS = [f.name for f in pb.InferTensorContents.DESCRIPTOR.fields]
 
@@ -109,10 +110,21 @@ def _statistics(row: VersionStatistics) -> pb.ModelStatistics:
         last_inference=s.last_inference_ms,
         inference_count=s.inference_count,
         execution_count=s.execution_count,
-        inference_stats=pb.InferStatistics(
-            **{name: pb.StatisticDuration(count=d.count, ns=d.ns) for name, d in s.durations().items()}
-        ),
+        inference_stats=pb.InferStatistics(**{name: _duration(d) for name, d in s.durations().items()}),
+        batch_stats=[
+            pb.InferBatchStatistics(
+                batch_size=b.batch_size,
+                compute_input=_duration(b.compute_input),
+                compute_infer=_duration(b.compute_infer),
+                compute_output=_duration(b.compute_output),
+            )
+            for b in s.batch_stats
+        ],
     )
+
+
+def _duration(d: Duration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=d.count, ns=d.ns)
 
 
 def repository_index(rows: list[IndexEntry]) -> pb.RepositoryIndexResponse:

@@ -31,7 +31,7 @@ from .control import ModelControl
 from .inference import InferRequest, InferResponse, OutputTensor, check_answer_size, timeout_ns, validate
 from .model import ServedModel, Tensor
 from .repository import Repository
-from .stats import Statistics
+from .stats import Totals
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,11 @@ class ModelMetadata:
 
 @dataclass(frozen=True)
 class VersionStatistics:
-    """One loaded version's counters."""
+    """One loaded version's counters, summed over every worker."""
 
     name: str
     version: str
-    stats: Statistics
+    stats: Totals
 
 
 @dataclass(frozen=True)

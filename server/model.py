@@ -6,6 +6,7 @@ calls `infer`, which runs onnxruntime directly or through the dynamic batcher.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +70,7 @@ class ServedModel:
         """Run x, already checked by the data plane, through the dynamic batcher when the config has one."""
         if self.batcher is not None:
             return self.batcher.infer(x, rows, outputs)
+        start = time.monotonic_ns()
         result = self.runtime.run_trusted(x, outputs)
-        self.stats.record_execution()
+        self.stats.record_execution(rows, infer_ns=time.monotonic_ns() - start)
         return result

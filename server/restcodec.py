@@ -31,6 +31,7 @@ from forwardpass.errors import ForwardpassError
 from .dataplane import IndexEntry, ModelMetadata, VersionStatistics
 from .inference import BINARY_DATA_SIZE, InferInput, InferRequest, InferResponse, RequestedOutput
 from .model import Tensor
+from .stats import Duration
 
 HEADER_LENGTH = "inference-header-content-length"
 NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
@@ -273,7 +274,7 @@ def _tensor(tensor: Tensor) -> dict:
 
 
 def model_statistics(rows: list[VersionStatistics]) -> dict:
-    """GET .../stats: each version's counters (no batch or memory figures are kept)."""
+    """GET .../stats: each version's counters, summed over every worker (no memory figures are kept)."""
     return {"model_stats": [_statistics(row) for row in rows]}
 
 
@@ -285,10 +286,22 @@ def _statistics(row: VersionStatistics) -> dict:
         "last_inference": s.last_inference_ms,
         "inference_count": s.inference_count,
         "execution_count": s.execution_count,
-        "inference_stats": {name: {"count": d.count, "ns": d.ns} for name, d in s.durations().items()},
-        "batch_stats": [],
+        "inference_stats": {name: _duration(d) for name, d in s.durations().items()},
+        "batch_stats": [
+            {
+                "batch_size": b.batch_size,
+                "compute_input": _duration(b.compute_input),
+                "compute_infer": _duration(b.compute_infer),
+                "compute_output": _duration(b.compute_output),
+            }
+            for b in s.batch_stats
+        ],
         "memory_usage": [],
     }
+
+
+def _duration(d: Duration) -> dict:
+    return {"count": d.count, "ns": d.ns}
 
 
 def repository_index(rows: list[IndexEntry]) -> list[dict]:

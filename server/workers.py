@@ -33,8 +33,8 @@ from forwardpass.layout import model_folders
 from .app import Server, check_port_free
 from .control import write_wanted
 from .hosts import bare, family
-from .metrics import SharedCounters, model_versions
 from .options import ServeOptions
+from .stats import StatisticsTable, table_slots
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,10 @@ def serve(options: ServeOptions) -> int:
         check_port_free(options.host, options.http_port, "HTTP")
     for warning in exposure_warnings(options):
         log.warning("%s", warning)
-    counters = None
     if options.metrics_port:
         check_port_free(options.metrics_host, options.metrics_port, "metrics")
-        if options.model_repository.is_dir():  # otherwise start-up says what is wrong with it
-            slots, present = model_versions(options.model_repository)
-            counters = SharedCounters(slots, options.workers, present)
+    # Before the fork, so that every worker counts into it and reads it (server/stats.py).
+    statistics = StatisticsTable(table_slots(options.model_repository), options.workers)
     wanted_dir = None
     if options.model_control_mode == "explicit":  # the loaded set every worker applies
         wanted_dir = tempfile.TemporaryDirectory(prefix="forwardpass-models-")
@@ -76,7 +74,7 @@ def serve(options: ServeOptions) -> int:
             reservations.append(reserve_port(options.host))
             options = replace(options, **{name: reservations[-1].getsockname()[1]})
     try:
-        return Supervisor(options, reservations, counters).run()
+        return Supervisor(options, reservations, statistics).run()
     finally:
         for reservation in reservations:
             reservation.close()
@@ -146,9 +144,12 @@ class Supervisor:
     """Forks, watches and restarts the workers; stops them all on a signal."""
 
     def __init__(
-        self, options: ServeOptions, reservations: list[socket.socket] = (), counters: SharedCounters | None = None
+        self,
+        options: ServeOptions,
+        reservations: list[socket.socket] = (),
+        statistics: StatisticsTable | None = None,
     ) -> None:
-        self.options, self.reservations, self.counters = options, reservations, counters
+        self.options, self.reservations, self.statistics = options, reservations, statistics
         self.workers: dict[int, Worker] = {}
         self.stopping = False
         self.announced = False  # the stop is logged once, by the main loop (see _on_signal)
@@ -215,7 +216,7 @@ class Supervisor:
             os.close(read_end)
             for reservation in self.reservations:
                 reservation.close()
-            os._exit(run_worker(self.options, write_end, self.counters, index, joining))
+            os._exit(run_worker(self.options, write_end, self.statistics, index, joining))
         os.close(write_end)
         self.workers[pid] = Worker(index, pid)
         if self.stopping:  # the signal came between the check and the fork: this one stops too
@@ -254,7 +255,7 @@ class Supervisor:
 def run_worker(
     options: ServeOptions,
     ready_fd: int,
-    counters: SharedCounters | None = None,
+    statistics: StatisticsTable | None = None,
     index: int = 0,
     join_ready: bool = False,
 ) -> int:
@@ -267,7 +268,7 @@ def run_worker(
     die_with_parent()
     with os.fdopen(ready_fd, "w") as ready:
         try:
-            server = Server(options, counters, index)
+            server = Server(options, statistics, index)
             server.start(join_ready)
         except ForwardpassError as exc:
             ready.write(f"error {exc}\n")

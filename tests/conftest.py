@@ -1,10 +1,11 @@
 """Fixtures shared by the test modules: a served repository and a server on a loopback port."""
 
 import os
+import shutil
 
 import pytest
 
-from harness import ServerProcess, make_pki, served_repository, served_repository_apart
+from harness import ROOT, ServerProcess, free_port, make_pki, served_repository, served_repository_apart
 
 # tritonclient, kserve and our stubs all define the protobuf package `inference`, and one process can
 # hold only one of them: the tritonclient tests and the kserve tests each run in a pytest process of
@@ -34,6 +35,16 @@ def repository(tmp_path_factory):
 def server(repository):
     process = ServerProcess(repository, "--skip-bad-models", "--max-message-mb", "16")
     yield process
+    assert process.stop() == 0, process.output()
+
+
+@pytest.fixture
+def two_workers(tmp_path):
+    """A server of the committed models with 2 workers and a metrics port, and that port."""
+    shutil.copytree(ROOT / "models", tmp_path / "models")
+    port = free_port()
+    process = ServerProcess(tmp_path / "models", "--workers", "2", "--metrics-port", str(port))
+    yield process, port
     assert process.stop() == 0, process.output()
 
 

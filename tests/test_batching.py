@@ -50,6 +50,9 @@ def test_concurrent_callers_each_get_their_own_rows(setup):
     snapshot = stats.snapshot()
     assert snapshot.queue.count == 48
     assert snapshot.execution_count < 48  # merged: fewer onnxruntime calls than requests
+    assert sum(b.compute_infer.count for b in snapshot.batch_stats) == snapshot.execution_count  # one per run
+    if all(b.batch_size for b in snapshot.batch_stats):  # no overflow entry: the sizes add up to the rows
+        assert sum(b.batch_size * b.compute_infer.count for b in snapshot.batch_stats) == sum(sizes)
 
 
 def test_different_outputs_in_one_batch(setup):

@@ -298,6 +298,10 @@ def assert_stats_entry(entry: dict) -> None:
     for key in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
         counts = entry["inference_stats"][key]
         assert type(counts["count"]) is int and type(counts["ns"]) is int, (key, entry)
+    for batch in entry["batch_stats"]:  # Triton's InferBatchStatistics: one per batch size run
+        assert type(batch["batch_size"]) is int, entry
+        for key in ("compute_input", "compute_infer", "compute_output"):
+            assert type(batch[key]["count"]) is int and type(batch[key]["ns"]) is int, (key, entry)
 
 
 def test_statistics_have_integer_counts(server):
@@ -337,6 +341,8 @@ def test_statistics_count_rows_runs_and_failures(limited):
     assert after["inference_stats"]["success"]["count"] == before["inference_stats"]["success"]["count"] + 1
     assert after["inference_stats"]["fail"]["count"] == before["inference_stats"]["fail"]["count"] + 1
     assert after["last_inference"] > 0
+    runs = {b["batch_size"]: b["compute_infer"]["count"] for b in after["batch_stats"]}
+    assert runs[5] == {b["batch_size"]: b["compute_infer"]["count"] for b in before["batch_stats"]}.get(5, 0) + 1
 
 
 @pytest.mark.parametrize("body", [None, b"{}", b'{"ready": false}'])

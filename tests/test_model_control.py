@@ -259,6 +259,15 @@ def test_a_version_dropped_in_is_counted_in_the_metrics(repository):
 
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         assert 'nv_inference_request_success{model="m",version="2"} 10' in body
+        deadline = time.monotonic() + 10  # both workers rescan and drop version 1: it leaves the metrics
+        while 'model="m",version="1"' in body and time.monotonic() < deadline:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'model="m",version="1"' not in body
+        for _ in range(8):  # every worker: version 2's own count, nothing of version 1's
+            channel, s = stub(server.url)
+            with channel:
+                stats = s.ModelStatistics(pb.ModelStatisticsRequest(name="m"), timeout=10).model_stats
+            assert [(v.version, v.inference_stats.success.count) for v in stats] == [("2", 10)]
     finally:
         assert server.stop() == 0
 

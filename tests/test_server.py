@@ -137,6 +137,11 @@ def test_statistics_count_rows_and_runs(stub):
     assert after.inference_stats.success.count == before.inference_stats.success.count + 1
     assert after.inference_stats.compute_infer.ns > before.inference_stats.compute_infer.ns
     assert after.last_inference > 0
+
+    def runs_of_5_rows(stats):
+        return sum(b.compute_infer.count for b in stats.batch_stats if b.batch_size == 5)
+
+    assert runs_of_5_rows(after) == runs_of_5_rows(before) + 1
     every = stub.ModelStatistics(pb.ModelStatisticsRequest()).model_stats
     assert {(s.name, s.version) for s in every} >= {("versions", "1"), ("versions", "2"), ("mlp_3_4_1", "1")}
 
