@@ -155,7 +155,7 @@ class Server:
         except OSError as exc:
             where = address(self.options.host, self.options.http_port)
             raise ForwardpassError(f"cannot listen on {where} (HTTP): {exc.strerror}", Kind.UNAVAILABLE) from None
-        page = Page(self.plane, self.options.ort_web_dir) if self.options.page else None
+        page = Page(self.plane, self.options.ort_web_dir, self.options.swagger_ui_dir) if self.options.page else None
         app = RestApp(
             self.plane, self.options.max_message_bytes, self.options.max_concurrent_rpcs, self.options.auth_token, page,
             self.options.host, self.options.allowed_origins, self.options.allowed_hosts,
