@@ -197,7 +197,8 @@ SCHEMAS = {
 
 # What each error status means here (server/rest.py raises them; Triton's statuses).
 ERRORS = {
-    400: "bad input: the request, its body or a path segment (a model name or version no folder could have)",
+    400: "bad input: the request, its body, or its path (not percent-encoded UTF-8, or a model name or version no "
+    "folder could have)",
     401: "a missing or wrong `Authorization: Bearer <token>` header (--auth-token-file)",
     403: "a foreign Origin may not load or unload models or read weights (--allowed-origins)",
     404: "no such model, version or file",
@@ -207,15 +208,19 @@ ERRORS = {
     421: "a Host that is not this machine's, on a server bound to loopback (--allowed-hosts)",
     431: "the request line and headers are above 64 KiB",
     500: "a bug: the server keeps serving and logs it",
-    501: "not supported here (load and unload need --model-control-mode explicit)",
+    501: "not supported here (load and unload need --model-control-mode explicit; the page, a network read back)",
     503: "not ready, stopping, or more requests in flight than --max-concurrent-rpcs; retry",
     504: "the request's timeout passed before it was computed",
 }
-ERROR_RESPONSES = {f"Error{status}": _answer(why, "Error") for status, why in ERRORS.items()}
-ERROR_RESPONSES["Error401"]["headers"] = {"WWW-Authenticate": {"schema": STRING, "description": "Bearer"}}
-EVERY_CALL = (421, 431, 500)  # the Host check, the head's size, a bug
+CHALLENGE = {"WWW-Authenticate": {"schema": STRING, "description": "Bearer"}}
+ERROR_RESPONSES = {
+    f"Error{status}": _answer(why, "Error", headers=CHALLENGE if status == 401 else None)
+    for status, why in ERRORS.items()
+}
+EVERY_CALL = (400, 421, 431, 500)  # a path not percent-encoded UTF-8, the Host check, the head's size, a bug
 BODY = (400, 408, 413, 415)  # reading and inflating a body
 MODEL = (400, 404)  # a model path: its name and version
+NETWORK = (*MODEL, 501)  # the page's model routes: a model loaded without its network read back
 
 
 @dataclass(frozen=True)
@@ -341,19 +346,19 @@ OPERATIONS = {
         "One of onnxruntime-web's files", "page", _static(PAGE_JS, "application/wasm", PLAIN), (404,)
     ),
     "GET /v2/models/{model_name}/network": Operation(
-        "The network, described and drawn", "page", {200: _answer("the network", "Network")}, MODEL
+        "The network, described and drawn", "page", {200: _answer("the network", "Network")}, NETWORK
     ),
     "GET /v2/models/{model_name}/network/model.onnx": Operation(
         "The network with every Z[l] and A[l] as outputs",
         "page",
         {200: _answer("the ONNX file", STRING, BINARY)},
-        MODEL,
+        NETWORK,
     ),
     "POST /v2/models/{model_name}/network/oracle": Operation(
         "The float64 oracle for one x",
         "page",
         {200: _answer("Z[l], A[l] and their bounds", "Oracle")},
-        (*BODY, 404),
+        (*BODY, 404, 501),
         {"content": {JSON: {"schema": _ref("OracleRequest")}}},
     ),
     "GET /docs": Operation("This document, browsable (Swagger UI)", "docs", _static(HTML)),
