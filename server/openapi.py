@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 
@@ -148,7 +148,7 @@ SCHEMAS = {
                 "parameters": _object(
                     {
                         "binary_data_output": {**BOOLEAN, "description": "every output as binary data"},
-                        "timeout": {**INTEGER, "description": "microseconds the request may wait and run"},
+                        "timeout": {**INTEGER, "minimum": 0, "description": "microseconds it may take; 0: no limit"},
                     },
                     closed=False,
                 ),
@@ -232,7 +232,7 @@ class Operation:
     answers: dict[int, dict]
     errors: tuple[int, ...] = ()
     body: dict | None = None
-    parameters: tuple[dict, ...] = field(default=())
+    parameters: tuple[dict, ...] = ()  # header parameters
     probe: bool = False  # a health probe: never counted in flight, so never 503 for that
 
 
