@@ -2,7 +2,8 @@
 described fails here), validates as OpenAPI 3.1 (openapi-spec-validator), and a live server conforms
 to it: schemathesis sends generated requests to every operation, the model name pinned to a served
 model, and checks that no answer is a 5xx and that each status, content type, header and JSON body is
-one the document gives. Load and unload run on a throwaway repository in explicit mode. Then /docs in
+one the document gives (and fails a document the server does not match). Load and unload run on a
+throwaway repository in explicit mode. Then /docs in
 a real browser (Swagger UI, fetched by `make web`), under its own Content-Security-Policy.
 """
 
@@ -145,9 +146,10 @@ def test_with_a_token_the_document_needs_none_and_says_which_operations_do(repos
 # A live server against its document
 
 
-def schemathesis(server: ServerProcess, folder: Path, *only: str) -> None:
-    """Run schemathesis over the server's document (its operations matching `only`, else all), bounded in
-    examples and time, and fail with its report unless every check passed."""
+def schemathesis(server: ServerProcess, folder: Path, *only: str, document: dict | None = None) -> tuple[int, str]:
+    """Run schemathesis on the server over its document (or the one given), on the operations whose path
+    matches one of `only` (else all), bounded in examples and time: its exit status and report. Every
+    operation chosen must have been tested."""
     pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install -e '.[test]')")
     config = folder / "schemathesis.toml"
     # Every model path names the served model's version 1, and each file route a file it serves;
@@ -157,27 +159,41 @@ def schemathesis(server: ServerProcess, folder: Path, *only: str) -> None:
         + "".join(f'[[operations]]\ninclude-name = "GET {path}"\nparameters = {{ file = "{name}" }}\n'
                   for path, name in FILES.items())
     )  # fmt: skip
+    location = server.http_url + openapi.PATH
+    if document is not None:
+        location = str(folder / "openapi.json")
+        Path(location).write_text(json.dumps(document))
     command = [
-        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run", server.http_url + openapi.PATH,
-        "--checks", ",".join(CHECKS), "--phases", "examples,coverage,fuzzing", "--max-examples", str(EXAMPLES),
-        "--seed", "19", "--workers", "1", "--request-timeout", "10", "--no-color",
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run", location,
+        "--url", server.http_url, "--checks", ",".join(CHECKS), "--phases", "examples,coverage,fuzzing",
+        "--max-examples", str(EXAMPLES), "--seed", "19", "--workers", "1", "--request-timeout", "10", "--no-color",
         *(f"--include-path-regex={pattern}" for pattern in only),
     ]  # fmt: skip
     start = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, timeout=SCHEMATHESIS_TIMEOUT, cwd=folder)
     report = f"{done.stdout}\n{done.stderr}\n(schemathesis took {time.monotonic() - start:.1f} s)"
-    assert done.returncode == 0, report
-    document = json.loads(fetch(server.http_url + openapi.PATH)[2])
-    chosen = [o for o in operations(document) if not only or any(re.search(p, o.split()[1]) for p in only)]
+    served = json.loads(fetch(server.http_url + openapi.PATH)[2])
+    chosen = [o for o in operations(served) if not only or any(re.search(p, o.split()[1]) for p in only)]
     assert re.search(rf"Tested: {len(chosen)}\b", done.stdout), report  # every operation chosen, none skipped
     assert fetch(server.http_url + "/v2/health/live")[0] == 200  # and the server still answers
+    return done.returncode, report
 
 
 def test_the_live_server_conforms_to_its_document(served, tmp_path):
     # Load and unload last and alone: an unloaded model is 503 (not ready), which the check for
     # server errors counts as one.
-    schemathesis(served, tmp_path, r"^/(?!v2/repository/models/)")
-    schemathesis(served, tmp_path, r"^/v2/repository/models/")
+    for only in (r"^/(?!v2/repository/models/)", r"^/v2/repository/models/"):
+        status, report = schemathesis(served, tmp_path, only)
+        assert status == 0, report
+
+
+def test_schemathesis_fails_an_answer_the_document_does_not_allow(served, tmp_path):
+    document = json.loads(fetch(served.http_url + openapi.PATH)[2])
+    metadata = document["components"]["schemas"]["ServerMetadata"]
+    del metadata["properties"]["extensions"]  # the server writes it; a closed schema without it refuses it
+    metadata["required"].remove("extensions")
+    status, report = schemathesis(served, tmp_path, "^/v2$", document=document)
+    assert status != 0 and "Response violates schema" in report, report
 
 
 # The page at /docs
