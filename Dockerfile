@@ -8,13 +8,14 @@ ARG EXTRA=cpu
 ARG WHEELHOUSE=build/wheelhouse-cpu
 COPY ${WHEELHOUSE} /wheelhouse
 # pip leaves the venv once it has installed: the server never installs anything at run time. The
-# page's onnxruntime-web, when make brought it (make web), goes where the server looks first without
-# a flag: ort/ in the installed page folder.
+# page's onnxruntime-web and /docs's Swagger UI, when make brought them (make web), go where the server
+# looks first without a flag: ort/ and docs/swagger-ui/ in the installed page folder.
 RUN python3 -m venv /opt/forwardpass \
     && /opt/forwardpass/bin/pip install --no-index --no-cache-dir --find-links /wheelhouse "forwardpass[${EXTRA}]" \
     && /opt/forwardpass/bin/pip uninstall --yes --quiet pip \
-    && if [ -d /wheelhouse/onnxruntime-web ]; then cp -r /wheelhouse/onnxruntime-web \
-        "$(/opt/forwardpass/bin/python -c 'import forwardpass.web as web; print(web.FOLDER)')/ort"; fi
+    && web="$(/opt/forwardpass/bin/python -c 'import forwardpass.web as web; print(web.FOLDER)')" \
+    && if [ -d /wheelhouse/onnxruntime-web ]; then cp -r /wheelhouse/onnxruntime-web "$web/ort"; fi \
+    && if [ -d /wheelhouse/swagger-ui ]; then cp -r /wheelhouse/swagger-ui "$web/docs/swagger-ui"; fi
 
 FROM ${BASE}
 COPY --from=build /opt/forwardpass /opt/forwardpass

@@ -15,7 +15,7 @@ LOWEST_STAMP := $(LOWEST_VENV)/.installed
 FP ?= $(PY) -m forwardpass
 MODEL_REPO ?= models
 # What the installed package is built from: a change reinstalls it (non-editable, as users get it).
-PACKAGE_FILES := pyproject.toml $(wildcard forwardpass/*.py builder/*.py server/*.py protos/*.py protos/*.proto web/*.*)
+PACKAGE_FILES := pyproject.toml $(wildcard forwardpass/*.py builder/*.py server/*.py protos/*.py protos/*.proto web/*.* web/docs/*.*)
 
 .PHONY: run demo test lint models protos bench bench-tools clean image test-image pod-limits web web-if-npm browser
 
@@ -41,15 +41,17 @@ $(LOWEST_STAMP): $(PACKAGE_FILES) $(STAMP)
 # Poll mode, rescanning every second: a model built into models/ while this serves is served within about 2 s.
 run: $(RUN_STAMP) web-if-npm
 	$(RUN_VENV)/bin/forwardpass serve --model-repository $(MODEL_REPO) --model-control-mode poll \
-		--repository-poll-secs 1 $(if $(wildcard $(WEB)),--ort-web-dir web/ort)
+		--repository-poll-secs 1 $(if $(wildcard $(WEB)),--ort-web-dir web/ort --swagger-ui-dir web/docs/swagger-ui)
 
 # onnxruntime-web for the page at / (14 MB, never committed): npm ci from web/package-lock.json,
-# keeping its wasm backend and licence in web/ort/. make run does it when npm is there; without
-# npm the page still shows the server's answers and says how to get it.
+# keeping its wasm backend and licence in web/ort/; and Swagger UI for /docs (swagger-ui-dist, 1.5 MB)
+# from web/docs/package-lock.json into web/docs/swagger-ui/. make run does it when npm is there;
+# without npm the page still shows the server's answers, /docs links the document, and both say how.
 WEB := web/ort/.installed
-$(WEB): web/package.json web/package-lock.json | $(RUN_STAMP)
-	$(RUN_VENV)/bin/forwardpass web-runtime --dir web/ort
-	touch $(WEB)
+SWAGGER_UI := web/docs/swagger-ui/.installed
+$(WEB): web/package.json web/package-lock.json web/docs/package.json web/docs/package-lock.json | $(RUN_STAMP)
+	$(RUN_VENV)/bin/forwardpass web-runtime --dir web/ort --swagger-ui-dir web/docs/swagger-ui
+	touch $(WEB) $(SWAGGER_UI)
 
 web: $(WEB)
 
@@ -132,8 +134,10 @@ image: $(STAMP) web-if-npm
 	docker image inspect $(BASE) >/dev/null 2>&1 || $(if $(filter forwardpass-cuda-base,$(BASE)),\
 		docker build --file deploy/image/cuda-base.Dockerfile --tag $(BASE) deploy/image,docker pull $(BASE))
 	PY=$(PY) deploy/image/wheelhouse.sh $(BASE) $(IMAGE_EXTRA) build/wheelhouse-$(IMAGE_EXTRA)
-	@# the page's onnxruntime-web (make web) travels beside the wheels; without it the page shows server answers
+	@# the page's onnxruntime-web and /docs's Swagger UI (make web) travel beside the wheels; without them the
+	@# page shows server answers and /docs links the document
 	if [ -f $(WEB) ]; then cp -r web/ort build/wheelhouse-$(IMAGE_EXTRA)/onnxruntime-web; fi
+	if [ -f $(SWAGGER_UI) ]; then cp -r web/docs/swagger-ui build/wheelhouse-$(IMAGE_EXTRA)/swagger-ui; fi
 	docker build --build-arg BASE=$(BASE) --build-arg EXTRA=$(IMAGE_EXTRA) \
 		--build-arg WHEELHOUSE=build/wheelhouse-$(IMAGE_EXTRA) \
 		--tag $(IMAGE):$(VERSION)$(IMAGE_TAG) --tag $(IMAGE):latest$(IMAGE_TAG) .

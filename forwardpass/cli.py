@@ -238,12 +238,14 @@ def make_parser() -> argparse.ArgumentParser:
 
     web = sub.add_parser(
         "web-runtime",
-        help="fetch onnxruntime-web for the page `serve` shows at / (needs npm)",
+        help="fetch onnxruntime-web for the page `serve` shows at /, and Swagger UI for /docs (needs npm)",
         formatter_class=fmt,
         description="Install the onnxruntime-web version forwardpass pins (its npm lock file, integrity "
-        "checked) and keep the three files of its wasm backend and its licence, where `serve` finds them.",
+        "checked) and keep the three files of its wasm backend and its licence, where `serve` finds them; "
+        "then Swagger UI (swagger-ui-dist, pinned the same way) for the page at /docs.",
     )
-    web.add_argument("--dir", type=Path, help="where to put them (default: the user's cache folder)")
+    web.add_argument("--dir", type=Path, help="where to put onnxruntime-web (default: the user's cache folder)")
+    web.add_argument("--swagger-ui-dir", type=Path, help="where to put Swagger UI (default: the user's cache folder)")
     web.set_defaults(handler=cmd_web_runtime)
     return parser
 
@@ -374,10 +376,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_web_runtime(args: argparse.Namespace) -> int:
-    """forwardpass web-runtime: onnxruntime-web's wasm backend for the page."""
-    from forwardpass.web import ORT_VERSION, install
+    """forwardpass web-runtime: onnxruntime-web's wasm backend for the page, and Swagger UI for /docs."""
+    from forwardpass.web import ORT, SWAGGER, install
 
-    print(f"onnxruntime-web {ORT_VERSION}: {install(args.dir)}")
+    for fetched, where in ((ORT, args.dir), (SWAGGER, args.swagger_ui_dir)):
+        print(f"{fetched.package} {fetched.version}: {install(where, fetched)}")
     return 0
 
 

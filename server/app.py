@@ -167,7 +167,7 @@ class Server:
         except OSError as exc:
             where = address(self.options.host, self.options.http_port)
             raise ForwardpassError(f"cannot listen on {where} (HTTP): {exc.strerror}", Kind.UNAVAILABLE) from None
-        page = Page(self.plane, self.options.ort_web_dir) if self.options.page else None
+        page = Page(self.plane, self.options.ort_web_dir, self.options.swagger_ui_dir) if self.options.page else None
         options = self.options
         limits = BodyLimits(options.http_body_timeout, options.http_min_body_rate, options.http_body_budget)
         app = RestApp(

@@ -65,6 +65,10 @@ class ServeOptions:
         None, "folder with onnxruntime-web's wasm backend for the page (default: `make web`'s, "
         "then `forwardpass web-runtime`'s)", type=Path,
     )  # fmt: skip
+    swagger_ui_dir: Path | None = option(
+        None, "folder with Swagger UI's files for the page at /docs (default: `make web`'s, "
+        "then `forwardpass web-runtime`'s)", type=Path,
+    )  # fmt: skip
     provider: str = option(
         "auto",
         "execution provider for every model whose config.pbtxt does not ask for one "

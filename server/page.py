@@ -1,6 +1,7 @@
-"""The page on the HTTP port: `/` and its static files, and the three routes it asks about a model.
+"""The page on the HTTP port: `/` and its static files, the three routes it asks about a model, and
+/docs, which browses the OpenAPI document (server/openapi.py) with Swagger UI.
 
-`/` and `/static/...` hold no model data and need no token, so a browser can load the page and
+`/`, `/docs` and `/static/...` hold no model data and need no token, so a browser can load the page and
 then ask for the token once; every /v2 path, the page's routes included, needs it (RestApp checks).
 The three network routes hand out a model's weights: a foreign Origin gets 403 there (RestApp checks).
 The page's own routes, beside the V2 ones for each model version:
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from forwardpass.web import FOLDER, LICENSE, ORT_FILES, PAGE_FILES, how_to_get, ort_folder
+from forwardpass.web import DOCS, FOLDER, LICENSE, ORT_FILES, PAGE_FILES, SWAGGER, how_to_get, ort_folder
 
 from . import restcodec
 from .dataplane import DataPlane
@@ -42,19 +43,26 @@ CONTENT_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".wasm": "application/wasm",  # WebAssembly.instantiateStreaming insists on it
 }
+# /docs runs no wasm; Swagger UI's stylesheet draws its icons as data: SVG images.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 PLAIN = "text/plain; charset=utf-8"  # the licence
-PAGE_HEADERS = [
-    (b"content-security-policy", CSP.encode()),
+COMMON_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-cache"),  # revalidate: a new forwardpass must not meet an old page.js
 ]
+PAGE_HEADERS = [(b"content-security-policy", CSP.encode()), *COMMON_HEADERS]
+DOCS_HEADERS = [(b"content-security-policy", DOCS_CSP.encode()), *COMMON_HEADERS]
+DOCS_FILES = ("index.html", "docs.js")  # ours, committed; Swagger UI's files are fetched (SWAGGER)
 
 
 class Page:
     """The page's files and its model routes, over one data plane."""
 
-    def __init__(self, plane: DataPlane, ort_dir: Path | None = None) -> None:
+    def __init__(self, plane: DataPlane, ort_dir: Path | None = None, swagger_dir: Path | None = None) -> None:
         self.network = NetworkViews(plane)
         self.ort = ort_folder(ort_dir)
         self.files = {name: FOLDER / name for name in PAGE_FILES}
@@ -72,11 +80,17 @@ class Page:
             # npm's own dist folder (--ort-web-dir) has no licence file: ours is the same text
             licence = self.ort / LICENSE
             self.files[f"ort/{LICENSE}"] = licence if licence.is_file() else FOLDER / "onnxruntime-web.LICENSE"
+        self.files |= {f"docs/{name}": DOCS / name for name in DOCS_FILES}
+        swagger = ort_folder(swagger_dir, SWAGGER)
+        if swagger is None:
+            log.info("Swagger UI is not installed for /docs (forwardpass web-runtime); it shows how to get it")
+        else:
+            self.files |= {f"docs/{name}": swagger / name for name in (*SWAGGER.files, LICENSE)}
 
     @staticmethod
     def public(path: str) -> bool:
-        """Whether a path is the page or one of its files, which need no token."""
-        return path == "/" or path.startswith("/static/")
+        """Whether a path is the page, /docs or one of their files, which need no token."""
+        return path in ("/", "/docs") or path.startswith("/static/")
 
 
 Answer = tuple[int, list, bytes]  # status, headers, body: what every route returns
@@ -95,7 +109,7 @@ async def _file(page: Page, name: str, call: Call) -> Answer:
     headers = [
         (b"content-type", CONTENT_TYPES.get(path.suffix, PLAIN).encode()),
         (b"etag", etag.encode()),
-        *PAGE_HEADERS,
+        *(DOCS_HEADERS if name.startswith("docs/") else PAGE_HEADERS),
     ]
     if call.headers.get("if-none-match") == etag:
         return 304, headers, b""
@@ -118,6 +132,16 @@ async def static(app: RestApp, call: Call) -> Answer:
 async def ort_file(app: RestApp, call: Call) -> Answer:
     """One of onnxruntime-web's files, or how to get them."""
     return await _file(app.page, f"ort/{call.segments[0]}", call)
+
+
+async def docs(app: RestApp, call: Call) -> Answer:
+    """The page at /docs: Swagger UI over GET /openapi.json."""
+    return await _file(app.page, "docs/index.html", call)
+
+
+async def docs_file(app: RestApp, call: Call) -> Answer:
+    """One of /docs's files: ours, or Swagger UI's (a 404 when not fetched, which the page explains)."""
+    return await _file(app.page, f"docs/{call.segments[0]}", call)
 
 
 async def describe(app: RestApp, call: Call) -> Answer:
@@ -151,6 +175,8 @@ ROUTES = [
     (("GET",), ("",), index),
     (("GET",), ("static", None), static),
     (("GET",), ("static", "ort", None), ort_file),
+    (("GET",), ("docs",), docs),
+    (("GET",), ("static", "docs", None), docs_file),
     *_model_routes(("network",), ("GET",), describe),
     *_model_routes(("network", "model.onnx"), ("GET",), hidden_model),
     *_model_routes(("network", "oracle"), ("POST",), oracle),

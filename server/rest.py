@@ -24,7 +24,7 @@ from forwardpass.credentials import carries_bearer
 from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.layout import shown
 
-from . import restcodec
+from . import openapi, restcodec
 from .dataplane import ACCESS, INLINE_BYTES, LOGGED_CHARS, Access, DataPlane, log_failure
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ class RestApp:
         self.hosts = frozenset(hosts) if loopback_name(bound) else None
         self.in_flight = 0
         self.draining = False  # set on SIGTERM: health still answers (not ready), new calls get 503
+        self.openapi: bytes | None = None  # GET /openapi.json's document of self.routes, built on first call
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -231,8 +232,13 @@ class RestApp:
         finally:
             self.body_bytes -= held[0]
 
+    def needs_token(self, path: str) -> bool:
+        """Whether a path asks for the bearer token: all but the probes, the OpenAPI document and the page's files."""
+        public = path in OPEN_PATHS or path == openapi.PATH or (self.page is not None and self.page.public(path))
+        return self._token is not None and not public
+
     def _authorize(self, path: str, headers: dict[str, str]) -> None:
-        if self._token is None or path in OPEN_PATHS or (self.page is not None and self.page.public(path)):
+        if not self.needs_token(path):
             return
         if not carries_bearer(headers.get("authorization", ""), self._token, "latin-1"):  # as the header came
             raise HttpError(
@@ -529,6 +535,7 @@ ROUTES = [
     *_model_routes(("stats",), ("GET",), RestApp.model_statistics),
     *_model_routes(("infer",), ("POST",), RestApp.infer),
     *_model_routes((), ("GET",), RestApp.model_metadata),
+    *openapi.ROUTES,  # the document of these routes
 ]
 ORIGIN_CHECKED = frozenset({RestApp.load, RestApp.unload})  # and the page's routes that hand out W and b
 

@@ -49,14 +49,17 @@ def need_tool(command: str, package: str) -> str:
 # test run by hand), it is this interpreter's.
 SERVER = os.environ.get("FORWARDPASS_SERVER")
 SERVER_COMMAND = [SERVER] if SERVER else [sys.executable, "-m", "forwardpass"]
-# An installed server does not look in this checkout's web/ for onnxruntime-web: it is told, as make run tells it.
+# An installed server does not look in this checkout's web/ for onnxruntime-web or Swagger UI: it is
+# told, as make run tells it.
 ORT_WEB = ROOT / "web" / "ort"
+SWAGGER_UI = ROOT / "web" / "docs" / "swagger-ui"
 
 
 def serve_command(*args: str) -> list[str]:
     """The command line of `forwardpass serve ARGS` from the server under test."""
-    if SERVER and "--ort-web-dir" not in args and (ORT_WEB / ".installed").is_file():
-        args = (*args, "--ort-web-dir", str(ORT_WEB))
+    for flag, folder in (("--ort-web-dir", ORT_WEB), ("--swagger-ui-dir", SWAGGER_UI)):
+        if SERVER and flag not in args and (folder / ".installed").is_file():
+            args = (*args, flag, str(folder))
     return [*SERVER_COMMAND, "serve", *args]
 
 

@@ -19,7 +19,7 @@ from harness import ROOT, SERVER
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 LOWEST = os.environ.get("FORWARDPASS_LOWEST") == "1"
 # Packages of the test extra that a user's install never pulls in: a server venv holding one is not the runtime set.
-TEST_ONLY = ("pytest", "tritonclient", "kserve", "playwright", "ruff", "grpcio-tools", "hypothesis")
+TEST_ONLY = ("pytest", "tritonclient", "kserve", "playwright", "ruff", "grpcio-tools", "hypothesis", "schemathesis")
 
 pytestmark = pytest.mark.skipif(not SERVER, reason="FORWARDPASS_SERVER is unset: the servers come from the test venv")
 

@@ -27,9 +27,14 @@ def test_wheel_puts_everything_under_forwardpass(tmp_path):
         "web/page.js",
         "web/package-lock.json",
         "web/onnxruntime-web.LICENSE",
+        "web/docs/index.html",  # /docs and the lock pinning Swagger UI, which is fetched
+        "web/docs/docs.js",
+        "web/docs/package-lock.json",
+        "server/openapi.py",
     ):
         assert f"forwardpass/{module}" in names, module
-    assert not [n for n in names if n.endswith(".wasm") or "node_modules" in n]  # fetched, never shipped
+    fetched = [n for n in names if n.endswith((".wasm", "swagger-ui-bundle.js")) or "node_modules" in n]
+    assert not fetched  # fetched, never shipped
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "forwardpass = forwardpass.cli:main" in entry_points
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()

@@ -127,6 +127,16 @@ def test_the_pages_wasm_is_in_the_image(container, docker):
     assert "not installed for the page" not in docker("logs", container.name).stderr
 
 
+def test_the_openapi_document_and_swagger_ui_are_in_the_image(container):
+    """/openapi.json is served whatever --page says; make image puts Swagger UI (make web) in for /docs."""
+    document = json.load(fetch(f"{container.http_url}/openapi.json"))
+    assert document["openapi"] == "3.1.0" and "/v2/models/{model_name}/infer" in document["paths"]
+    if not (ROOT / "web" / "docs" / "swagger-ui" / ".installed").exists():
+        pytest.skip("no Swagger UI here to put in the image (make web needs npm)")
+    bundle = fetch(f"{container.http_url}/static/docs/swagger-ui-bundle.js")
+    assert bundle.headers["content-type"] == "text/javascript; charset=utf-8" and b"SwaggerUIBundle" in bundle.read()
+
+
 def test_onnxruntime_telemetry_is_off(container, docker):
     assert "telemetry" not in docker("logs", container.name).stderr
 
