@@ -89,7 +89,7 @@ $(INTEROP): $(STAMP) interop/package.json interop/package-lock.json
 SERVER_TESTS := tests/test_server.py tests/test_http.py tests/test_http_lifecycle.py tests/test_http_limits.py \
 	tests/test_server_lifecycle.py tests/test_page.py tests/test_security.py tests/test_model_control.py \
 	tests/test_batching.py tests/test_workers.py tests/test_model_load.py tests/test_dependency_sets.py \
-	tests/test_cors.py tests/test_access_log.py
+	tests/test_cors.py tests/test_access_log.py tests/test_openapi.py
 RUN_SERVER := FORWARDPASS_SERVER=$(abspath $(RUN_VENV))/bin/forwardpass
 test: tools $(STAMP) $(INTEROP) $(RUN_STAMP) $(LOWEST_STAMP) lint web-if-npm
 	$(RUN_SERVER) $(PY) -m pytest
