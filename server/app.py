@@ -36,7 +36,7 @@ from .control import ModelControl
 from .dataplane import DataPlane
 from .hosts import address, bare, family
 from .httpd import HttpServer, bind
-from .memory import keep_freed_memory
+from .memory import keep_freed_memory, kept_bytes
 from .metrics import serve_metrics
 from .options import BATCHING_THREADS, HANDLER_THREADS, ServeOptions
 from .page import Page
@@ -58,7 +58,7 @@ class Server:
         self.options, self.worker = options, worker
         # The workers' shared table, or one of its own for a server run without the supervisor.
         self.statistics = statistics or StatisticsTable(table_slots(options.model_repository), 1)
-        keep_freed_memory()  # large requests reuse freed blocks (server/memory.py)
+        keep_freed_memory(kept_bytes(options.workers))  # large requests reuse freed blocks (server/memory.py)
         self.repository = Repository(
             options.model_repository,
             options.provider,
