@@ -58,7 +58,7 @@ class Server:
         self.options, self.worker = options, worker
         # The workers' shared table, or one of its own for a server run without the supervisor.
         self.statistics = statistics or StatisticsTable(table_slots(options.model_repository), 1)
-        keep_freed_memory(kept_bytes(options.workers))  # large requests reuse freed blocks (server/memory.py)
+        keep_freed_memory(*kept_bytes(options.workers))  # large requests reuse freed blocks (server/memory.py)
         self.repository = Repository(
             options.model_repository,
             options.provider,

@@ -8,7 +8,9 @@ request that was about half of a worker's CPU (perf: clear_page, exc_page_fault 
 With both thresholds raised, freed blocks are reused; memory is held up to what the largest
 requests needed at once, no more; under a cgroup memory limit a worker's heaps keep at most an eighth
 of its share (2 workers in a 1 GiB pod: 64 MiB each), since kept memory counts against the limit
-like any other (the pod-limits run held 974 MiB of 1 GiB with 256 MiB kept, docs/reliability.md).
+like any other, and the worker's threads share 2 heaps (arenas) instead of glibc's 8 per core, since
+each heap keeps its own freed memory (the pod-limits run, docs/reliability.md: 956 MiB of 1 GiB at
+the peak with 8 per core, 759 MiB with 2).
 FORWARDPASS_MALLOC=glibc leaves glibc's own thresholds, so that
 the benchmark measures the path before beside this one.
 """
@@ -26,20 +28,25 @@ log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+ARENAS_UNDER_LIMIT = 2  # heaps a worker's threads share under a memory limit
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest on 64-bit: blocks below it come from the heap
 TRIM_THRESHOLD = 256 * 2**20  # free memory a heap keeps before it shrinks
 
 
-def kept_bytes(workers: int) -> int:
-    """Freed memory a worker's heaps keep before they shrink: TRIM_THRESHOLD, or an eighth of the
-    worker's share of the cgroup's memory limit where that is less."""
+def kept_bytes(workers: int) -> tuple[int, int | None]:
+    """Freed memory each of a worker's heaps keeps before it shrinks, and how many heaps its threads
+    share (None: glibc's own count): TRIM_THRESHOLD, or under a cgroup memory limit an eighth of the
+    worker's share where that is less, in ARENAS_UNDER_LIMIT heaps."""
     limit = memory_limit()
-    return TRIM_THRESHOLD if limit is None else min(TRIM_THRESHOLD, limit // (8 * workers))
+    if limit is None:
+        return TRIM_THRESHOLD, None
+    return min(TRIM_THRESHOLD, limit // (8 * workers)), ARENAS_UNDER_LIMIT
 
 
-def keep_freed_memory(kept: int = TRIM_THRESHOLD) -> bool:
-    """Raise glibc's mmap and trim thresholds for this process (the trim threshold to `kept` bytes);
-    False where there is no glibc."""
+def keep_freed_memory(kept: int = TRIM_THRESHOLD, arenas: int | None = None) -> bool:
+    """Raise glibc's mmap and trim thresholds for this process (the trim threshold to `kept` bytes),
+    and cap its heaps at `arenas` when given; False where there is no glibc."""
     if os.environ.get("FORWARDPASS_MALLOC") == "glibc":
         return False
     name = ctypes.util.find_library("c")
@@ -48,5 +55,7 @@ def keep_freed_memory(kept: int = TRIM_THRESHOLD) -> bool:
     except (OSError, AttributeError, TypeError):  # musl, macOS: no mallopt, and none of this applies
         return False
     done = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, kept) == 1
+    if arenas is not None:
+        done = mallopt(M_ARENA_MAX, arenas) == 1 and done
     log.debug("malloc thresholds %s", "raised" if done else "left as they were")
     return done
