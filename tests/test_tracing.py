@@ -248,7 +248,8 @@ def test_a_failed_request_is_traced_with_its_status(traced, receiver, door):
     assert "compute" not in [c.name for c in receiver.children(server, 0)]
 
 
-def test_the_rate_traces_every_rth_and_a_sampled_traceparent_always(traced_env, repository, receiver):
+def test_the_rate_traces_every_rth_and_a_sampled_traceparent_always(traced_env, repository, receiver, monkeypatch):
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # nothing goes out on its own: the stop must send it
     server = ServerProcess(repository, "--workers", "1", "--trace-otlp", receiver.url, "--trace-rate", "3")
     try:
         unsampled_id, _, unsampled = traceparent(sampled=False)
@@ -259,8 +260,8 @@ def test_the_rate_traces_every_rth_and_a_sampled_traceparent_always(traced_env, 
                 sampled_id, _, sampled = traceparent()
                 assert infer(server, door, "mlp_3_4_1", f"rate-s{n}", sampled) in ("OK", "200")
     finally:
-        assert server.stop() == 0  # and the worker flushes what it has not sent yet
-    spans = {_id(s): s for s in receiver.server_spans(5, "rate-")}
+        assert server.stop() == 0  # and the worker sends what it has not sent yet
+    spans = {_id(s): s for s in receiver.spans if s.kind == OtlpSpan.SPAN_KIND_SERVER and _id(s).startswith("rate-")}
     assert sorted(spans) == ["rate-3", "rate-6", "rate-9", "rate-s1", "rate-s4"]
     assert spans["rate-6"].trace_id == unsampled_id  # traced by the count, it still continues the caller's trace
     assert spans["rate-s4"].trace_id == sampled_id
