@@ -45,6 +45,7 @@ from .rest import BodyLimits, RestApp
 from .security import GuardedHealth, TokenAuth, server_credentials
 from .servicer import InferenceServicer, add_to_server
 from .stats import StatisticsTable, table_slots
+from .tracing import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,9 @@ class Server:
         self.control = ModelControl(
             self.repository, options.model_control_mode, options.wanted_file, self._models_changed
         )
-        self.plane = DataPlane(self.repository, self.control, options.log_requests)
+        # Here, in the worker, after the fork: the exporter's thread would not survive one (server/tracing.py).
+        self.tracer = Tracer(options.trace_otlp, options.trace_rate) if options.trace_otlp else None
+        self.plane = DataPlane(self.repository, self.control, options.log_requests, self.tracer is not None)
         self.threads = ThreadPoolExecutor(max_workers=handler_threads(options), thread_name_prefix="rpc")
         self.loop = uvloop.new_event_loop()  # as the HTTP door's; its thread hand-offs measured faster
         self.loop_thread = threading.Thread(target=self.loop.run_forever, name="grpc", daemon=True)
@@ -99,7 +102,7 @@ class Server:
             interceptors=[TokenAuth(options.auth_token)] if options.auth_token else [],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
-        add_to_server(InferenceServicer(self.plane, self.threads, options.max_message_bytes), server)
+        add_to_server(InferenceServicer(self.plane, self.threads, options.max_message_bytes, self.tracer), server)
         guarded = GuardedHealth(options.auth_token, open_services=("", SERVICE))
         health_pb2_grpc.add_HealthServicer_to_server(guarded, server)
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -173,6 +176,7 @@ class Server:
         app = RestApp(
             self.plane, options.max_message_bytes, options.max_concurrent_rpcs, limits, options.auth_token, page,
             options.host, options.allowed_origins, options.allowed_hosts, cors=options.cors_allow_origins,
+            tracer=self.tracer,
         )  # fmt: skip
         self.http = HttpServer(app, sock, self.options)
         self.http.start()
@@ -203,6 +207,8 @@ class Server:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.loop_thread.join()
         self.threads.shutdown(wait=False, cancel_futures=True)  # a call cut off by the grace finishes on its own
+        if self.tracer is not None:  # the worker exits without atexit handlers: send what is left now
+            self.tracer.stop()
 
     def banner(self) -> str:
         """One line: address, models and versions, provider."""

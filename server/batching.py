@@ -26,6 +26,7 @@ import numpy as np
 from forwardpass.runtime import Runtime
 
 from .stats import Statistics
+from .tracing import Trace
 
 
 @dataclass(eq=False)  # identity, not field equality: x is an array
@@ -40,6 +41,7 @@ class Pending:
     lead: bool = False  # set, then woken: form and run the next batch
     result: dict[str, np.ndarray] | None = None
     error: BaseException | None = None
+    trace: Trace | None = None  # a traced request's: the leader notes its queue and compute phases
 
 
 class Batcher:
@@ -62,9 +64,11 @@ class Batcher:
         self.arrived = threading.Condition()  # guards queue and busy; notified on every arrival
         self.busy = False  # a leader is forming or running a batch
 
-    def infer(self, x: np.ndarray, rows: int, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    def infer(
+        self, x: np.ndarray, rows: int, outputs: tuple[str, ...], trace: Trace | None = None
+    ) -> dict[str, np.ndarray]:
         """Queue x (checked by the data plane: dtype, shape, rows) and wait for its own outputs."""
-        pending = Pending(x, rows, outputs)
+        pending = Pending(x, rows, outputs, trace=trace)
         with self.arrived:
             self.queue.append(pending)
             pending.lead = not self.busy
@@ -132,5 +136,9 @@ class Batcher:
                 pending.error = exc
         queued = [start - pending.enqueued_ns for pending in batch]
         done = time.monotonic_ns()
+        for pending in batch:  # before any caller is woken (_lead), so each finds its phases noted
+            if pending.trace is not None:
+                pending.trace.add("queue", pending.enqueued_ns, start)
+                pending.trace.add("compute", start, done)
         rows = sum(pending.rows for pending in batch)
         self.stats.record_execution(rows, queued, joined - start, computed - joined, done - computed)

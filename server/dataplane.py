@@ -32,6 +32,7 @@ from .inference import InferRequest, InferResponse, OutputTensor, check_answer_s
 from .model import ServedModel, Tensor
 from .repository import Repository
 from .stats import Totals
+from .tracing import TRACE
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,15 @@ def _logged(call: str) -> Callable:
 class DataPlane:
     """The server's answers, over one repository and its model control."""
 
-    def __init__(self, repository: Repository, control: ModelControl | None = None, log_requests: bool = False):
+    def __init__(
+        self,
+        repository: Repository,
+        control: ModelControl | None = None,
+        log_requests: bool = False,
+        tracing: bool = False,
+    ):
         self.repository, self.control, self.log_requests = repository, control, log_requests
+        self.tracing = tracing  # --trace-otlp: a traced request's phases are noted (server/tracing.py)
         self.loaded = False  # set once the models have loaded at start-up
         self.stopping = False  # set when the server drains: calls in flight still finish
 
@@ -225,13 +233,16 @@ class DataPlane:
         access = ACCESS.get() if self.log_requests else None
         if access is not None:
             access.model, access.version, access.id = request.model, request.version, request.id
+        trace = TRACE.get() if self.tracing else None
+        if trace is not None:
+            trace.about(request.model, request.version, request.id)
         model = self.model(request.model, request.version)
         try:
             x, rows, names = validate(request, model)
             check_answer_size(request, model, rows, names)
             _check_deadline(request, start)
             checked = time.monotonic_ns()
-            outputs = model.infer(x, rows, names)
+            outputs = model.infer(x, rows, names, trace)
             computed = time.monotonic_ns()
             datatype = BY_DATATYPE[model.input.datatype]
             answer = tuple(
@@ -244,6 +255,9 @@ class DataPlane:
         model.stats.record_success(rows, checked - start, computed - checked, done - computed)
         if access is not None:
             access.version, access.rows = str(model.version), rows
+        if trace is not None:
+            trace.about(model.name, model.version, request.id, rows)
+            trace.checked(checked, computed)
         return InferResponse(model.name, str(model.version), request.id, answer)
 
     # The repository.

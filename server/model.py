@@ -17,6 +17,7 @@ from forwardpass.runtime import Runtime
 
 from .batching import Batcher
 from .stats import Statistics
+from .tracing import Trace
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,17 @@ class ServedModel:
     def dtype(self) -> np.dtype:
         return self.runtime.dtype
 
-    def infer(self, x: np.ndarray, rows: int, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """Run x, already checked by the data plane, through the dynamic batcher when the config has one."""
+    def infer(
+        self, x: np.ndarray, rows: int, outputs: tuple[str, ...], trace: Trace | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run x, already checked by the data plane, through the dynamic batcher when the config has one;
+        a traced request's queue and compute phases are noted on its trace."""
         if self.batcher is not None:
-            return self.batcher.infer(x, rows, outputs)
+            return self.batcher.infer(x, rows, outputs, trace)
         start = time.monotonic_ns()
         result = self.runtime.run_trusted(x, outputs)
-        self.stats.record_execution(rows, infer_ns=time.monotonic_ns() - start)
+        done = time.monotonic_ns()
+        self.stats.record_execution(rows, infer_ns=done - start)
+        if trace is not None:
+            trace.add("compute", start, done)
         return result

@@ -18,6 +18,7 @@ from forwardpass.runtime import PROVIDERS
 
 from .cgroup import available_cpus, memory_limit
 from .hosts import address
+from .tracing import require as require_tracing
 
 MODES = ("none", "poll", "explicit")  # Triton's --model-control-mode
 HANDLER_THREADS = 2  # gRPC handler threads per worker by default (docs/speed.md: contention)
@@ -38,6 +39,7 @@ def _origin(text: str) -> str:
 
 ORIGIN = re.compile(r"https?://[^/?#@\s]+")  # scheme://host[:port], as a browser's Origin header names a page
 GRPC_ARG_MAX = 2**31 - 1  # gRPC channel arguments are C ints
+TRACE_URL = re.compile(r"https?://[^/?#@\s]+(/\S*)?")  # an OTLP/HTTP endpoint: scheme://host[:port][/path]
 
 
 def option(default, help: str, flags: tuple[str, ...] = (), **argparse_options) -> object:
@@ -135,6 +137,15 @@ class ServeOptions:
     log_requests: bool = option(
         False, "an access log: one structured line per request from either door (door, call, model, version, "
         "status, rows, microseconds, id); a failure gets its own line either way",
+    )  # fmt: skip
+    trace_otlp: str | None = option(
+        None, "trace inferences with OpenTelemetry, sending spans over OTLP/HTTP to this URL (a collector's "
+        "traces endpoint, e.g. http://127.0.0.1:4318/v1/traces); needs the extra forwardpass[trace]; off by default",
+        metavar="URL",
+    )  # fmt: skip
+    trace_rate: int = option(
+        1, "--trace-otlp: trace every Rth inference of each worker, as Triton counts its rate (1: all); a request "
+        "whose traceparent carries the sampled flag is traced whatever the count", type=int, metavar="R",
     )  # fmt: skip
     tls_cert: Path | None = option(None, "PEM certificate chain: serve over TLS (with --tls-key)", type=Path)
     tls_key: Path | None = option(None, "PEM private key of --tls-cert", type=Path)
@@ -237,6 +248,14 @@ class ServeOptions:
         for host in self.allowed_hosts:
             if not re.fullmatch(r"[^/?#@:\s]+|\[[0-9a-f:.]+\]", host):
                 raise InputError(f"--allowed-hosts: {host!r} is no host name; write a name or address without a port")
+        if self.trace_rate < 1:
+            raise InputError(f"--trace-rate must be 1 (every inference) or more, got {self.trace_rate}")
+        if self.trace_rate != 1 and not self.trace_otlp:
+            raise InputError("--trace-rate applies to --trace-otlp")
+        if self.trace_otlp is not None:
+            if not TRACE_URL.fullmatch(self.trace_otlp):
+                raise InputError(f"--trace-otlp: {self.trace_otlp!r} is no URL; write http(s)://host[:port]/path")
+            require_tracing()  # fails here, before any worker starts, without the extra
         if self.auth_token_file is not None and self.auth_token is None:
             object.__setattr__(self, "auth_token", read_token(self.auth_token_file))
 

@@ -26,6 +26,7 @@ from forwardpass.layout import shown
 
 from . import openapi, restcodec
 from .dataplane import ACCESS, INLINE_BYTES, LOGGED_CHARS, Access, DataPlane, log_failure
+from .tracing import TRACE, Trace, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,10 @@ class RestApp:
         origins: Collection[str] = (),
         hosts: Collection[str] = (),
         cors: Collection[str] = (),
+        tracer: Tracer | None = None,
     ) -> None:
         self.plane, self.max_body, self.max_in_flight = plane, max_body, max_in_flight
+        self.tracer = tracer  # --trace-otlp: inferences are traced (server/tracing.py)
         self.limits = limits
         # Body bytes buffered by this worker's calls in flight, against limits.budget.
         self.body_bytes = 0
@@ -147,6 +150,7 @@ class RestApp:
         if scope["type"] != "http":
             return
         access = self._access(scope) if self.plane.log_requests else None
+        trace = self._trace(scope, access) if self.tracer is not None else None
         health = scope["path"] in OPEN_PATHS
         if health:
             # Probes are never counted in flight nor read a body: slow clients filling the worker must
@@ -168,6 +172,8 @@ class RestApp:
             headers = [*headers, *self._cors_headers(scope["headers"])]
         if access is not None:  # once the answer is made, as the gRPC door's: a slow reader's pace is not ours
             access.write(str(status))
+        if trace is not None:  # a 5xx is the server's error, by OpenTelemetry's semantic conventions
+            trace.end({"http.response.status_code": status}, status >= 500, str(status))
         headers = [*headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         # In chunks: uvicorn waits for a slow reader between them, so the socket's buffer holds a
@@ -193,6 +199,22 @@ class RestApp:
             access.model, access.version = (*arguments, "", "")[:2]
         ACCESS.set(access)
         return access
+
+    def _trace(self, scope, access: Access | None) -> Trace | None:
+        """An inference's trace, when it is to be traced, set for the data plane to fill in."""
+        method, path = scope["method"], _path(scope)
+        try:
+            route, arguments = self._route(method, path)
+        except HttpError:
+            return None
+        if route is not RestApp.infer:
+            return None
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        template = "/v2/models/{model_name}" + ("/versions/{model_version}" if len(arguments) > 1 else "") + "/infer"
+        attributes = {"http.request.method": method, "url.path": path, "http.route": template}  # semantic conventions
+        trace = self.tracer.begin(headers, f"{method} {template}", attributes, access)
+        TRACE.set(trace)
+        return trace
 
     async def _answer(self, scope, receive, counted: bool = True) -> tuple[int, list, bytes]:
         path = _path(scope)
@@ -424,12 +446,17 @@ class RestApp:
         return await asyncio.to_thread(self._infer, call, name, version)
 
     def _infer(self, call: Call, name: str, version: str):
+        trace = TRACE.get() if self.tracer is not None else None
+        if trace is not None:
+            trace.decoding()
         header = call.headers.get(restcodec.HEADER_LENGTH)
         self._check_values(call.body, header, name, version)
         raw_input = self.plane.model_metadata(name, version).inputs[0] if header == "0" else None
         request = restcodec.infer_request(name, version, call.body, header, raw_input, answer_limit=self.max_body)
         answer = self.plane.infer(request)
         body, split = restcodec.infer_response(answer, request.parameters, request.outputs)
+        if trace is not None:
+            trace.encoded()
         if split is None:
             return 200, JSON, body
         return (

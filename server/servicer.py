@@ -6,7 +6,8 @@ A call waiting for its message holds no thread: the loop receives it. What answe
 (health, metadata, config, statistics, the index, a small inference to a model that does not batch)
 runs on the loop, as the HTTP door's does; what computes or may wait (a large inference, one that
 waits for its batch, a load or unload) runs on the worker's handler threads, so the loop keeps
-answering. With --log-requests, each RPC is registered wrapped to write its access-log line.
+answering. With --log-requests, each RPC is registered wrapped to write its access-log line; with
+--trace-otlp, ModelInfer is wrapped to trace the calls it should (server/tracing.py).
 """
 
 from __future__ import annotations
@@ -25,17 +26,24 @@ from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 from . import codec
 from .dataplane import ACCESS, INLINE_BYTES, Access, DataPlane
 from .errors import parsing, rpc
+from .tracing import TRACE, Tracer
 
 WORKER_METADATA = "forwardpass-worker-pid"
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+TRACED = "ModelInfer"  # only inferences are traced, as in Triton
+# The codes OpenTelemetry's semantic conventions make a gRPC server span's error; the others are the caller's.
+SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Thin RPCs over a DataPlane; `threads` runs the calls that compute or wait."""
 
-    def __init__(self, plane: DataPlane, threads: Executor, max_answer: int | None = None) -> None:
+    def __init__(
+        self, plane: DataPlane, threads: Executor, max_answer: int | None = None, tracer: Tracer | None = None
+    ) -> None:
         self.plane, self.threads = plane, threads
         self.max_answer = max_answer  # --max-message-mb: larger answers are not computed
+        self.tracer = tracer  # --trace-otlp
 
     async def _on_thread(self, function, *args):
         # In this call's context, as asyncio.to_thread runs a function: the data plane finds the
@@ -73,8 +81,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return await self._on_thread(self._infer, request, deadline_ns)
 
     def _infer(self, request: pb.ModelInferRequest, deadline_ns: int | None) -> pb.ModelInferResponse:
+        trace = TRACE.get() if self.tracer is not None else None
+        if trace is not None:
+            trace.decoding()
         plain = codec.infer_request(request, deadline_ns, self.max_answer)
-        return codec.infer_response(self.plane.infer(plain))
+        response = codec.infer_response(self.plane.infer(plain))
+        if trace is not None:
+            trace.encoded()
+        return response
 
     @rpc
     async def ModelConfig(self, request, context):
@@ -105,7 +119,8 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
 
     def answer(name: str) -> Callable:
         method = getattr(servicer, name)
-        return _accessed(method, name) if servicer.plane.log_requests else method
+        logged, tracer = servicer.plane.log_requests, servicer.tracer if name == TRACED else None
+        return _observed(method, name, logged, tracer) if logged or tracer is not None else method
 
     handlers = {
         method.name: grpc.unary_unary_rpc_method_handler(
@@ -119,13 +134,17 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
     server.add_registered_method_handlers(SERVICE.full_name, handlers)
 
 
-def _accessed(answer: Callable, name: str) -> Callable:
-    """An RPC that writes its access-log line (--log-requests) with the status it ended with; without
-    the flag no RPC is wrapped, so the log costs nothing."""
+def _observed(answer: Callable, name: str, logged: bool, tracer: Tracer | None) -> Callable:
+    """An RPC that writes its access-log line (--log-requests) and ends its trace (--trace-otlp), when
+    traced, with the status it ended with; without either flag no RPC is wrapped, so both cost nothing."""
 
-    async def logged(request, context: grpc.aio.ServicerContext):
-        access = Access("grpc", name, *_named(request))
-        token = ACCESS.set(access)
+    async def observed(request, context: grpc.aio.ServicerContext):
+        access = Access("grpc", name, *_named(request)) if logged else None
+        trace = None
+        if tracer is not None:
+            metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+            trace = tracer.begin(metadata, f"{SERVICE.full_name}/{name}", _rpc_attributes(name), access)
+        tokens = ACCESS.set(access), TRACE.set(trace)
         status = "CANCELLED"  # unless it answers or aborts: the client left, or its deadline passed
         try:
             response = await answer(request, context)
@@ -135,10 +154,20 @@ def _accessed(answer: Callable, name: str) -> Callable:
             status = _code_name(context.code())
             raise
         finally:
-            ACCESS.reset(token)
-            access.write(status)
+            ACCESS.reset(tokens[0])
+            TRACE.reset(tokens[1])
+            if access is not None:
+                access.write(status)
+            if trace is not None:
+                code = grpc.StatusCode[status].value[0]
+                trace.end({"rpc.grpc.status_code": code}, status in SERVER_ERRORS, status)
 
-    return logged
+    return observed
+
+
+def _rpc_attributes(name: str) -> dict[str, str]:
+    """A gRPC server span's attributes by OpenTelemetry's semantic conventions."""
+    return {"rpc.system": "grpc", "rpc.service": SERVICE.full_name, "rpc.method": name}
 
 
 def _named(request) -> tuple[str, str, str]:
