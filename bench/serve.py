@@ -7,6 +7,8 @@ gRPC: servers, each started here on loopback and driven by the same load generat
 a closed loop over several connections, the same pre-encoded request for all):
   * bare: a gRPC server on the same stack with the same message sizes that does no inference;
   * forwardpass with 1 and N workers, dynamic batching off and on, and its handler on grpc.aio;
+    forwardpass traced at rate 1 (--trace-otlp to a sink in this process that takes every export; with
+    forwardpass[trace] installed), for what tracing costs beside the untraced worker;
     beside them what the speed work changed, switched back: 8 handler threads (the old default), and
     65,536-row requests through the file's own Gemms (--no-columns-inside), also with glibc's
     malloc thresholds (FORWARDPASS_MALLOC=glibc);
@@ -39,6 +41,7 @@ stops bring it to about 15.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -67,6 +70,7 @@ from procfs import cpu_seconds, machine_busy, machine_cores, process_tree, rss_m
 from report import machine, percentile, progress  # noqa: E402
 from serve_report import BEFORE  # noqa: E402
 from servers import (  # noqa: E402
+    OtlpSink,
     forwardpass_command,
     request_array,
     request_bytes,
@@ -172,6 +176,12 @@ class Bench:
                 [sys.executable, "bench/stacks.py", "aio", "--model-repository", str(plain)],
             ),
         )
+        if importlib.util.find_spec("opentelemetry.sdk") is not None:  # forwardpass[trace]
+            self.sink = OtlpSink()
+            traced = [*forwardpass_command(1, plain), "--trace-otlp", self.sink.url]
+            targets.insert(4, Target("forwardpass, 1 worker, traced (rate 1)", traced, http=True))
+        else:
+            print("the traced cell is left out: it needs pip install 'forwardpass[trace]'", file=sys.stderr)
         if not self.args.no_peers:
             mlserver = {"peer": "mlserver", "http": True, "binary": False}  # MLServer has no binary extension
             targets += [

@@ -3,8 +3,10 @@ line, and starting a server command on a free port until it answers."""
 
 from __future__ import annotations
 
+import http.server
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -86,3 +88,25 @@ def wait_answering(port: int, process: subprocess.Popen, timeout: float) -> None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+
+class OtlpSink:
+    """An OTLP/HTTP endpoint on loopback that takes every export and answers 200 with an empty
+    ExportTraceServiceResponse, as a collector answers: the traced cell pays for making, batching and
+    sending its spans, without a collector (the sink runs in the load generator's process)."""
+
+    def __init__(self) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1/traces"
