@@ -242,7 +242,9 @@ class RestApp:
                 if exc.status == 408:
                     exc.headers.append((b"connection", b"close"))
                 raise
-            return await route(self, Call(scope["method"], arguments, headers, body))
+            call = Call(scope["method"], arguments, headers, body)
+            del body  # the call holds the body alone: a route may let go of it once parsed
+            return await route(self, call)
         except HttpError as exc:
             return exc.status, [*JSON, *exc.headers], _error(str(exc))
         except ForwardpassError as exc:
@@ -453,6 +455,8 @@ class RestApp:
         self._check_values(call.body, header, name, version)
         raw_input = self.plane.model_metadata(name, version).inputs[0] if header == "0" else None
         request = restcodec.infer_request(name, version, call.body, header, raw_input, answer_limit=self.max_body)
+        if header is None:
+            call.body = b""  # parsed into arrays: a large body's bytes are freed before it is computed
         answer = self.plane.infer(request)
         body, split = restcodec.infer_response(answer, request.parameters, request.outputs)
         if trace is not None:

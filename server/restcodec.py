@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 from forwardpass.dtypes import BY_DATATYPE
 from forwardpass.errors import ForwardpassError
 
+from . import jsonslices
 from .dataplane import IndexEntry, ModelMetadata, VersionStatistics
 from .inference import BINARY_DATA_SIZE, InferInput, InferRequest, InferResponse, RequestedOutput
 from .model import Tensor
@@ -104,6 +105,10 @@ def _raw_input(tensor: Tensor, body: bytes) -> InferInput:
 
 
 def _json(data: bytes | memoryview) -> dict:
+    if isinstance(data, (bytes, bytearray)):
+        document = jsonslices.parse(data)  # a large body, a slice at a time; None for a small one
+        if document is not None:
+            return document
     try:
         document = orjson.loads(data)  # refuses nesting deeper than 1,024 levels, and NaN
     except orjson.JSONDecodeError as exc:
@@ -171,6 +176,8 @@ def _input(item: dict, binary: memoryview | bytes, offset: int) -> tuple[InferIn
 
 def _numbers(name: str, data) -> np.ndarray:
     """JSON data (flat or nested, row-major) as a flat array of numbers; anything else is refused."""
+    if isinstance(data, np.ndarray):
+        return data  # cut from a large body by jsonslices, flat and checked there
     try:
         array = np.asarray(data)
     except ValueError:  # ragged nesting
