@@ -30,6 +30,7 @@ from harness import ROOT, build_into
 from numerics import random_spec
 
 browser = test_page.browser  # the one Chromium (a fixture), as test_page.py launches it
+DEPTHS = {"mlp_3_4_1": 2, "softmax_4_8_8_3": 3, "big": 2}
 STALE = "#answers-box, #drawing, #unit, #summary, #layers [data-values]"  # every result the page shows
 
 
@@ -361,6 +362,10 @@ def test_no_edge_crosses_a_label_and_values_have_4_digits(browser, served, name)
         assert not crossed, crossed[:5]
         drawn = {k: v for k, v in visit.cells().items() if k.startswith("drawing-")}
         assert all(significant_digits(v) <= DRAWN_DIGITS for v in drawn.values()), drawn
+        width = visit.page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert width[0] <= width[1], f"at desktop width the page is {width[0]} px wide in {width[1]}"
+        y_hat = visit.page.locator(f'#drawing g[data-box="{DEPTHS[name]}:1"]').bounding_box()  # ŷ_1's values
+        assert y_hat["x"] + y_hat["width"] <= DESKTOP["width"], y_hat
 
 
 @pytest.mark.parametrize("name", ["mlp_3_4_1", "softmax_4_8_8_3", "big"])
