@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+from test_page import PHONE, Visit, browser, serving  # noqa: F401 (browser is a fixture)
 
 from forwardpass.builder.oracle import forward
 from forwardpass.builder.readback import read_file
@@ -19,7 +20,6 @@ from forwardpass.tolerance import TOLERANCES, layer_bounds
 
 from harness import ROOT, build_into
 from numerics import random_spec
-from test_page import PHONE, Visit, browser, serving  # noqa: F401 (browser is a fixture)
 
 GRID = 64
 PIXELS = 512  # the canvas's own resolution
