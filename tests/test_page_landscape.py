@@ -152,6 +152,13 @@ def test_the_heatmap_follows_the_held_inputs_and_marks_x(browser, served, models
         assert again["values"] == moved["values"]
         assert "x1 = -1.5, x2 = 0.2, is the ringed point" in heatmap(visit).get_attribute("aria-label")
 
+        visit.page.get_by_label("x3", exact=True).fill("")  # invalid: the picture stays, marked stale
+        visit.page.locator("#landscape .landscape-figure.stale").wait_for(state="attached")
+        assert "Stale" in visit.page.locator("#landscape-status").inner_text()
+        visit.type_x([-1.5, 0.2, 2.5])
+        visit.page.locator("#landscape .landscape-figure:not(.stale)").wait_for(state="attached")
+        again = drawn(visit, "mlp_3_4_1", moved["drawn"])
+
         visit.page.get_by_label("Vertical axis").select_option(label="x3")
         across = drawn(visit, "mlp_3_4_1", again["drawn"])
         assert (across["horizontal"], across["vertical"]) == ("x1", "x3")

@@ -21,6 +21,9 @@ const CLASSES = [
   [0, 114, 178], [213, 94, 0], [204, 121, 167], [0, 0, 0],
 ];
 const TOKEN_KEY = 'forwardpass.token';
+const NEEDS_ORT =
+  'The landscape is computed in this browser and needs onnxruntime-web, which this server does not have: ' +
+  'run `forwardpass web-runtime` (or `make web` in a checkout) and restart the server.';
 
 const $ = (id) => document.getElementById(id);
 const fmt = (v) => (Number.isFinite(v) ? String(Number(v.toPrecision(4))) : String(v));
@@ -49,6 +52,7 @@ function unitsOf(desc) {
 
 // A softmax output is a class's probability: there the argmax view is offered, and shown first.
 const ARGMAX = 'argmax';
+const modelKey = (desc) => (desc ? `${desc.name}/${desc.version}` : '');
 const classifies = (desc) => desc.activations[desc.activations.length - 1] === 'softmax' && desc.sizes.at(-1) > 1;
 const defaultShown = (desc) => (classifies(desc) ? ARGMAX : `A${desc.sizes.length - 1}-1`);
 
@@ -183,14 +187,22 @@ class Landscape {
   async update() {
     const now = this.page.state();
     if (!now || !now.desc) return;
-    if (now.desc !== this.desc) this.setModel(now.desc);
+    if (modelKey(now.desc) !== modelKey(this.desc)) this.setModel(now.desc);
+    this.desc = now.desc;
     if (now.selected && unitsOf(now.desc).some((u) => u.key === now.selected)) {
       if (now.selected !== this.selected) $('landscape-unit').value = now.selected;
     }
     this.selected = now.selected;
     if (now.desc.sizes[0] < 2) return this.say('The landscape needs two inputs; this model has one.');
-    if (!now.run) return this.say(now.why || 'The landscape is computed in this browser and needs onnxruntime-web, which this server does not have.');
-    if (!now.x) return this.say('The landscape waits for a valid x.');
+    if (!now.run) return this.say(now.why || NEEDS_ORT);
+    // While a field is invalid the picture stays, marked stale, until the input is valid again.
+    const figure = this.section.querySelector('.landscape-figure');
+    figure.classList.toggle('stale', !now.valid || !now.x);
+    if (!now.valid || !now.x) {
+      $('landscape-status').textContent = 'Stale: the landscape waits for a valid input.';
+      this.section.dataset.pending = this.running ? '1' : '0';
+      return;
+    }
     this.x = now.x;
     const key = JSON.stringify([now.version, this.axes(), this.ranges(), now.x.filter((_, i) => !this.axes().includes(i))]);
     if (key === this.runKey && this.out) return this.draw();
@@ -234,7 +246,7 @@ class Landscape {
     const grid = gridOf(now.x, h, v, ranges, now.desc.dtype !== 'float64');
     const m = grid.rows.length;
     const { outputs, ms } = await now.run(grid.rows);
-    if (now.desc !== this.desc) return; // another model was chosen meanwhile
+    if (modelKey(now.desc) !== modelKey(this.desc)) return; // another model was chosen meanwhile
     this.out = { outputs, grid, ms, h, v, ranges, m };
     this.runKey = key;
     this.draw();
@@ -362,15 +374,52 @@ class Landscape {
   }
 }
 
-// The hook page.js offers, reduced to what the landscape reads: the model, x, a selected unit,
-// and run(rows) giving every output of one batch with the time of that one run.
+// The batch of rows as the model's input: rows x n_x in the rows layout, n_x x rows in columns.
+function batchOf(desc, rows) {
+  const n = desc.sizes[0];
+  const m = rows.length;
+  const data = new Array(n * m);
+  rows.forEach((row, k) => row.forEach((value, i) => (data[desc.layout === 'rows' ? k * n + i : i * m + k] = value)));
+  return { data, shape: desc.layout === 'rows' ? [m, n] : [n, m] };
+}
+
+// What the landscape reads of the page, whichever way it gets it:
+//   state()  null before a model is shown, else { desc, x (or null while invalid), valid, selected
+//            (a unit key such as 'A1-2', or null), version (changes with the model, W or b),
+//            run(rows) (a Promise of { outputs, ms }, or null where the browser cannot run), why }
+//   onChange(fn)
+//
+// page.js's hook (window.forwardpassPage): its run(feeds) is the editable graph with the current W
+// and b fed, so an edited weight changes the landscape; its time includes any run queued before.
 function fromHook(hook) {
+  let version = 0;
+  let model = '';
   return {
-    onChange: (fn) => hook.onChange(fn),
+    onChange: (fn) =>
+      hook.onChange((view, reason) => {
+        if (reason === 'weights' || reason === 'model') version += 1;
+        fn();
+      }),
     state() {
       const s = hook.state();
-      if (!s || !s.desc) return null;
-      return { desc: s.desc, x: s.x, selected: s.selected, version: s.version, run: s.run, why: s.why };
+      if (!s || !s.model) return null;
+      const key = `${s.model.name}/${s.model.version}`;
+      if (key !== model) {
+        model = key;
+        version += 1;
+      }
+      const selected = s.selected && s.selected.layer > 0 ? `A${s.selected.layer}-${s.selected.unit}` : null;
+      const run = s.run
+        ? async (rows) => {
+            const { data, shape } = batchOf(s.model, rows);
+            const feeds = { [s.model.input.name]: s.tensor(data, shape) };
+            const start = performance.now();
+            const outputs = await s.run(feeds);
+            return { outputs, ms: performance.now() - start };
+          }
+        : null;
+      const why = s.ort ? 'onnxruntime-web cannot run this model, so there is no landscape.' : NEEDS_ORT;
+      return { desc: s.model, x: s.x, valid: s.valid !== false, selected, version, run, why };
     },
   };
 }
@@ -413,8 +462,7 @@ function pageFromDom() {
       ort = ort || (await import('./ort/ort.wasm.min.mjs'));
     } catch {
       ort = null;
-      current.why = 'The landscape is computed in this browser and needs onnxruntime-web, which this server does not have: ' +
-        'run `forwardpass web-runtime` (or `make web` in a checkout) and restart the server.';
+      current.why = NEEDS_ORT;
     }
     if (ort) {
       try {
@@ -447,13 +495,10 @@ function pageFromDom() {
   async function run(rows) {
     const session = current.session;
     const desc = current.desc;
-    const n = desc.sizes[0];
-    const m = rows.length;
     const float64 = desc.dtype === 'float64';
-    const data = float64 ? new Float64Array(n * m) : new Float32Array(n * m);
-    rows.forEach((row, k) => row.forEach((value, i) => (data[desc.layout === 'rows' ? k * n + i : i * m + k] = value)));
-    const shape = desc.layout === 'rows' ? [m, n] : [n, m];
-    const feeds = { [desc.input.name]: new ort.Tensor(float64 ? 'float64' : 'float32', data, shape) };
+    const { data, shape } = batchOf(desc, rows);
+    const typed = float64 ? Float64Array.from(data) : Float32Array.from(data);
+    const feeds = { [desc.input.name]: new ort.Tensor(float64 ? 'float64' : 'float32', typed, shape) };
     // One run at a time on this session; the time is the run's alone.
     const result = chain.then(async () => {
       const start = performance.now();
@@ -486,6 +531,7 @@ function pageFromDom() {
       current.desc && {
         desc: current.desc,
         x: readX(),
+        valid: readX() !== null,
         selected: current.selected,
         version: current.version,
         run: current.session ? run : null,
