@@ -129,6 +129,11 @@ def test_the_heatmap_is_the_oracles_unit_over_the_plane(browser, served, models,
         for r, c in away_from_the_point(kept):
             want = shade(values[r * GRID + c], reach)
             assert np.all(np.abs(pixel(visit, r, c) - want) <= 1), (r, c, values[r * GRID + c])
+        box = image.bounding_box()  # the pointer over cell (10, 50) reads its value out
+        image.hover(position={"x": box["width"] * 50.5 / GRID, "y": box["height"] * 10.5 / GRID})
+        probe = visit.page.locator("#landscape-probe").inner_text()
+        assert probe.startswith(f"x1 = {kept['xs'][50]:.4g}, x2 = {kept['ys'][10]:.4g}: ŷ1 = "), probe
+        assert float(probe.split()[-1]) == pytest.approx(values[10 * GRID + 50], rel=1e-3)
         status = visit.page.locator("#landscape-status").inner_text()
         assert re.search(r"64 × 64 = 4,096 rows in one onnxruntime-web run: [0-9.]+ ms", status), status
         assert not visit.errors and not visit.console, (visit.errors, visit.console)

@@ -78,6 +78,7 @@ function build(section) {
           el('span', { id: 'landscape-x-min' }), el('span', { id: 'landscape-x-name', class: 'landscape-name' }),
           el('span', { id: 'landscape-x-max' })),
         el('div', { id: 'landscape-scale', class: 'landscape-scale' })),
+      el('p', { id: 'landscape-probe', class: 'landscape-probe' }, '\u00a0'),
       el('figcaption', { id: 'landscape-legend', class: 'landscape-legend' })),
   );
 }
@@ -140,6 +141,8 @@ class Landscape {
     this.canvas = $('landscape-canvas');
     for (const id of ['landscape-h', 'landscape-v']) $(id).addEventListener('change', () => this.axesChanged(id));
     $('landscape-unit').addEventListener('change', () => this.draw());
+    this.canvas.addEventListener('pointermove', (event) => this.probe(event));
+    this.canvas.addEventListener('pointerleave', () => ($('landscape-probe').textContent = '\u00a0'));
     section.dataset.pending = '0';
     section.dataset.drawn = '0';
     page.onChange(() => this.update());
@@ -318,6 +321,22 @@ class Landscape {
     this.drawn += 1;
     this.section.dataset.model = `${desc.name}/${desc.version}`; // tests wait for it
     this.section.dataset.drawn = String(this.drawn);
+  }
+
+  // Under the pointer (or a finger): the cell's two inputs and the value drawn there.
+  probe(event) {
+    const kept = window.forwardpassLandscape;
+    if (!kept || !this.out) return;
+    const box = this.canvas.getBoundingClientRect();
+    const cell = (offset, size) => Math.max(0, Math.min(GRID - 1, Math.floor((offset / size) * GRID)));
+    const c = cell(event.clientX - box.left, box.width);
+    const r = cell(event.clientY - box.top, box.height);
+    const k = r * GRID + c;
+    const at = `${kept.horizontal} = ${fmt(kept.xs[c])}, ${kept.vertical} = ${fmt(kept.ys[r])}`;
+    const unit = unitsOf(this.desc).find((u) => u.key === kept.unit);
+    $('landscape-probe').textContent = kept.classes
+      ? `${at}: class ${kept.classes[k]} (ŷ${kept.classes[k]} largest)`
+      : `${at}: ${unit.name} = ${fmt(kept.values[k])}`;
   }
 
   paint(image, h, v, ranges) {
