@@ -21,6 +21,7 @@ const CLASSES = [
   [0, 114, 178], [213, 94, 0], [204, 121, 167], [0, 0, 0],
 ];
 const TOKEN_KEY = 'forwardpass.token';
+const PROBE_HINT = 'Point at the heatmap to read its value there.';
 const NEEDS_ORT =
   'The landscape is computed in this browser and needs onnxruntime-web, which this server does not have: ' +
   'run `forwardpass web-runtime` (or `make web` in a checkout) and restart the server.';
@@ -78,7 +79,7 @@ function build(section) {
           el('span', { id: 'landscape-x-min' }), el('span', { id: 'landscape-x-name', class: 'landscape-name' }),
           el('span', { id: 'landscape-x-max' })),
         el('div', { id: 'landscape-scale', class: 'landscape-scale' })),
-      el('p', { id: 'landscape-probe', class: 'landscape-probe' }, '\u00a0'),
+      el('p', { id: 'landscape-probe', class: 'landscape-probe' }, PROBE_HINT),
       el('figcaption', { id: 'landscape-legend', class: 'landscape-legend' })),
   );
 }
@@ -142,7 +143,7 @@ class Landscape {
     for (const id of ['landscape-h', 'landscape-v']) $(id).addEventListener('change', () => this.axesChanged(id));
     $('landscape-unit').addEventListener('change', () => this.draw());
     this.canvas.addEventListener('pointermove', (event) => this.probe(event));
-    this.canvas.addEventListener('pointerleave', () => ($('landscape-probe').textContent = '\u00a0'));
+    this.canvas.addEventListener('pointerleave', () => ($('landscape-probe').textContent = PROBE_HINT));
     section.dataset.pending = '0';
     section.dataset.drawn = '0';
     page.onChange(() => this.update());
