@@ -15,7 +15,7 @@ from test_page import PHONE, Visit, browser, serving  # noqa: F401 (browser is a
 
 from forwardpass.builder.oracle import forward
 from forwardpass.builder.readback import read_file
-from forwardpass.builder.spec import Activation
+from forwardpass.builder.spec import Activation, NetworkSpec
 from forwardpass.tolerance import TOLERANCES, layer_bounds
 
 from harness import ROOT, build_into
@@ -66,17 +66,19 @@ def grid_rows(kept: dict, n: int) -> np.ndarray:
     return X
 
 
-def oracle_grid(models, name: str, kept: dict):
-    """The read-back model, the oracle's forward pass over the page's rows, and its bounds."""
+def oracle_grid(models, name: str, kept: dict, spec: NetworkSpec | None = None):
+    """The read-back model, the oracle's forward pass over the page's rows (with the served weights,
+    or the spec given), and its bounds."""
     back = read_file(models / name / "1" / "model.onnx")
-    X = grid_rows(kept, back.spec.sizes[0])
-    passed = forward(back.spec, X)
-    err_Z, err_A = layer_bounds(back.spec, X, TOLERANCES[back.dtype].unit, passed)
+    spec = spec or back.spec
+    X = grid_rows(kept, spec.sizes[0])
+    passed = forward(spec, X)
+    err_Z, err_A = layer_bounds(spec, X, TOLERANCES[back.dtype].unit, passed)
     return back, passed, err_Z, err_A
 
 
-def assert_unit_is_the_oracles(models, name: str, kept: dict) -> None:
-    back, passed, err_Z, err_A = oracle_grid(models, name, kept)
+def assert_unit_is_the_oracles(models, name: str, kept: dict, spec: NetworkSpec | None = None) -> None:
+    back, passed, err_Z, err_A = oracle_grid(models, name, kept, spec)
     l, i = kept["layer"], kept["index"] - 1
     want, bound = (passed.Z, err_Z) if kept["kind"] == "Z" else (passed.A, err_A)
     got = np.asarray(kept["values"], dtype=np.float64)
@@ -169,6 +171,29 @@ def test_the_heatmap_follows_the_held_inputs_and_marks_x(browser, served, models
         assert (across["horizontal"], across["vertical"]) == ("x1", "x3")
         assert_unit_is_the_oracles(models, "mlp_3_4_1", across)
         assert heatmap(visit).get_attribute("aria-label").startswith("heatmap of ŷ1 over x1 and x3")
+
+
+def test_edited_weights_redraw_the_landscape_as_the_oracle_computes_them(browser, served, models):  # noqa: F811
+    with Visit(browser, served) as visit:
+        visit.choose("mlp_3_4_1")
+        first = drawn(visit, "mlp_3_4_1")
+        visit.page.get_by_role("spinbutton", name="W[1][1,1]").fill("2.5")
+        weighted = drawn(visit, "mlp_3_4_1", first["drawn"])
+        visit.page.get_by_role("spinbutton", name="b[1][2]").fill("-0.75")
+        biased = drawn(visit, "mlp_3_4_1", weighted["drawn"])
+        back = read_file(models / "mlp_3_4_1" / "1" / "model.onnx").spec
+        W1, b1 = back.weights[0].copy(), back.biases[0].copy()
+        W1[0, 0] = 2.5
+        assert weighted["values"] != first["values"]
+        edited = NetworkSpec(back.sizes, back.activations, (W1, *back.weights[1:]), (b1, *back.biases[1:]))
+        assert_unit_is_the_oracles(models, "mlp_3_4_1", weighted, edited)
+        b1[1] = -0.75
+        edited = NetworkSpec(back.sizes, back.activations, (W1, *back.weights[1:]), (b1, *back.biases[1:]))
+        assert biased["values"] != weighted["values"]
+        assert_unit_is_the_oracles(models, "mlp_3_4_1", biased, edited)
+        visit.page.get_by_role("button", name="Reset").click()
+        reset = drawn(visit, "mlp_3_4_1", biased["drawn"])
+        assert reset["values"] == first["values"]
 
 
 def test_a_selected_unit_shows_its_own_heatmap(browser, served, models):  # noqa: F811
