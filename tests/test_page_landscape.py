@@ -206,7 +206,8 @@ def test_a_selected_unit_shows_its_own_heatmap(browser, served, models):  # noqa
         assert_unit_is_the_oracles(models, "mlp_3_4_1", hidden)
         assert heatmap(visit).get_attribute("aria-label").startswith("heatmap of z[1]_3 over x1 and x2")
         visit.page.locator("#landscape").screenshot(path="/tmp/i20d-z13-desktop.png")
-        visit.page.locator('#drawing circle[data-unit="1:2"]').dispatch_event("click")  # selected in the drawing
+        visit.page.locator('#drawing circle[data-unit="1:2"]').focus()  # a unit selected in the drawing, by key
+        visit.page.keyboard.press("Enter")
         chosen = drawn(visit, "mlp_3_4_1", hidden["drawn"])
         assert (chosen["kind"], chosen["layer"], chosen["index"]) == ("A", 1, 2)
         assert visit.page.get_by_label("Unit shown").input_value() == "A1-2"

@@ -4,8 +4,8 @@
 // page's own graph (every Z[l] and A[l] is one of its outputs, so one run serves every unit); the
 // values drawn are kept in window.forwardpassLandscape for anyone to check against the oracle.
 //
-// It reads the page through window.forwardpassPage (page.js's hook: onChange(fn) and state()), and
-// where that is missing it watches the page's own DOM instead (pageFromDom below).
+// It reads the page through page.js's hooks (window.forwardpassPage: onChange(fn) and state()), and
+// runs the page's graph: the editable one with the current W and b, so an edited weight redraws it.
 
 const GRID = 64; // cells per side: 64 x 64 = 4,096 rows in one run
 const PIXELS = 512; // the canvas's own resolution; CSS scales it
@@ -20,7 +20,6 @@ const CLASSES = [
   [230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66],
   [0, 114, 178], [213, 94, 0], [204, 121, 167], [0, 0, 0],
 ];
-const TOKEN_KEY = 'forwardpass.token';
 const PROBE_HINT = 'Point at the heatmap to read its value there.';
 const NEEDS_ORT =
   'The landscape is computed in this browser and needs onnxruntime-web, which this server does not have: ' +
@@ -121,7 +120,7 @@ function unitValues(tensor, desc, unit, m) {
 }
 
 function argmaxOf(outputs, k, m) {
-  return Uint8Array.from({ length: m }, (_, row) => {
+  return Uint32Array.from({ length: m }, (_, row) => {
     let best = 0;
     for (let c = 1; c < k; c++) if (outputs[c][row] > outputs[best][row]) best = c;
     return best;
@@ -403,14 +402,12 @@ function batchOf(desc, rows) {
   return { data, shape: desc.layout === 'rows' ? [m, n] : [n, m] };
 }
 
-// What the landscape reads of the page, whichever way it gets it:
-//   state()  null before a model is shown, else { desc, x (or null while invalid), valid, selected
-//            (a unit key such as 'A1-2', or null), version (changes with the model, W or b),
-//            run(rows) (a Promise of { outputs, ms }, or null where the browser cannot run), why }
+// page.js's hooks as the landscape reads them:
+//   state()  null before a model is shown, else { desc, x (the last valid one), valid, selected (a
+//            unit key such as 'A1-2', or null), version (changes with the model, W or b), run(rows)
+//            (a Promise of { outputs, ms }, or null where the browser cannot run), why (if not) }
 //   onChange(fn)
-//
-// page.js's hook (window.forwardpassPage): its run(feeds) is the editable graph with the current W
-// and b fed, so an edited weight changes the landscape; its time includes any run queued before.
+// The time of a run includes any of the page's own runs queued before it (page.js runs one at a time).
 function fromHook(hook) {
   let version = 0;
   let model = '';
@@ -444,123 +441,5 @@ function fromHook(hook) {
   };
 }
 
-// Without the hook: the page's DOM. A model is shown when body[data-shown] changes (page.js sets it),
-// x is read from its fields, a unit is selected by a click on the drawing; the model's graph with
-// its hidden outputs is fetched once more and run in its own onnxruntime-web session.
-function pageFromDom() {
-  const listeners = [];
-  const changed = () => listeners.forEach((fn) => fn());
-  const current = { desc: null, session: null, why: '', selected: null, version: 0 };
-  let ort = null;
-  let chain = Promise.resolve();
-  let tickets = 0; // a quicker second model wins over a slower first one
-
-  async function api(path) {
-    const token = sessionStorage.getItem(TOKEN_KEY);
-    const response = await fetch(path, token ? { headers: { Authorization: `Bearer ${token}` } } : {});
-    if (!response.ok) throw new Error(`HTTP ${response.status} for ${path}`);
-    return response;
-  }
-
-  async function shown() {
-    const [name, version] = (() => {
-      const text = document.body.dataset.shown || '';
-      const cut = text.lastIndexOf('/');
-      return [text.slice(0, cut), text.slice(cut + 1)];
-    })();
-    if (!name) return;
-    const ticket = ++tickets;
-    const path = `/v2/models/${encodeURIComponent(name)}/versions/${encodeURIComponent(version)}/network`;
-    const old = current.session;
-    current.session = null;
-    if (old) chain = chain.then(() => old.release());
-    current.desc = null;
-    current.why = '';
-    const desc = await (await api(path)).json();
-    if (ticket !== tickets) return;
-    try {
-      ort = ort || (await import('./ort/ort.wasm.min.mjs'));
-    } catch {
-      ort = null;
-      current.why = NEEDS_ORT;
-    }
-    if (ort) {
-      try {
-        const bytes = new Uint8Array(await (await api(`${path}/model.onnx`)).arrayBuffer());
-        const session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'] });
-        if (ticket !== tickets) {
-          await session.release();
-          return;
-        }
-        current.session = session;
-      } catch (error) {
-        current.why = `onnxruntime-web cannot run this model, so there is no landscape: ${error.message || error}`;
-      }
-    }
-    current.desc = desc;
-    current.version += 1;
-    changed();
-  }
-
-  function readX() {
-    const x = [];
-    for (let i = 1; i <= current.desc.sizes[0]; i++) {
-      const field = $(`x${i}`);
-      if (!field || field.value.trim() === '' || !Number.isFinite(Number(field.value))) return null;
-      x.push(Number(field.value));
-    }
-    return x;
-  }
-
-  async function run(rows) {
-    const session = current.session;
-    const desc = current.desc;
-    const float64 = desc.dtype === 'float64';
-    const { data, shape } = batchOf(desc, rows);
-    const typed = float64 ? Float64Array.from(data) : Float32Array.from(data);
-    const feeds = { [desc.input.name]: new ort.Tensor(float64 ? 'float64' : 'float32', typed, shape) };
-    // One run at a time on this session; the time is the run's alone.
-    const result = chain.then(async () => {
-      const start = performance.now();
-      const outputs = await session.run(feeds);
-      return { outputs, ms: performance.now() - start };
-    });
-    chain = result.catch(() => undefined);
-    return result;
-  }
-
-  new MutationObserver(() => shown().catch((error) => {
-    current.why = `The landscape could not load the model: ${error.message || error}`;
-    changed();
-  })).observe(document.body, { attributes: true, attributeFilter: ['data-shown'] });
-  document.addEventListener('input', (event) => {
-    if (event.target.closest && event.target.closest('#inputs')) changed();
-  });
-  document.addEventListener('click', (event) => {
-    const circle = event.target.closest && event.target.closest('#drawing circle[data-unit]');
-    if (!circle) return;
-    const [l, i] = circle.dataset.unit.split(':');
-    if (l === '0') return;
-    current.selected = `A${l}-${i}`;
-    changed();
-  });
-
-  return {
-    onChange: (fn) => listeners.push(fn),
-    state: () =>
-      current.desc && {
-        desc: current.desc,
-        x: readX(),
-        valid: readX() !== null,
-        selected: current.selected,
-        version: current.version,
-        run: current.session ? run : null,
-        why: current.why,
-      },
-  };
-}
-
 const section = $('landscape');
-if (section) {
-  new Landscape(window.forwardpassPage ? fromHook(window.forwardpassPage) : pageFromDom(), section);
-}
+if (section && window.forwardpassPage) new Landscape(fromHook(window.forwardpassPage), section);
