@@ -166,6 +166,12 @@ def test_the_heatmap_follows_the_held_inputs_and_marks_x(browser, served, models
         visit.page.locator("#landscape .landscape-figure:not(.stale)").wait_for(state="attached")
         again = drawn(visit, "mlp_3_4_1", moved["drawn"])
 
+        visit.type_x([7.0, 0.2, 2.5])  # beyond the slider: it widens, and the axis with it
+        wide = drawn(visit, "mlp_3_4_1", again["drawn"])
+        assert visit.page.locator("#landscape-x-max").inner_text() == "7" and wide["xs"][-1] > 6.9
+        assert_unit_is_the_oracles(models, "mlp_3_4_1", wide)
+        again = wide
+
         visit.page.get_by_label("Vertical axis").select_option(label="x3")
         across = drawn(visit, "mlp_3_4_1", again["drawn"])
         assert (across["horizontal"], across["vertical"]) == ("x1", "x3")
