@@ -160,10 +160,11 @@ def test_the_heatmap_follows_the_held_inputs_and_marks_x(browser, served, models
         assert "x1 = -1.5, x2 = 0.2, is the ringed point" in heatmap(visit).get_attribute("aria-label")
 
         visit.page.get_by_label("x3", exact=True).fill("")  # invalid: the picture stays, marked stale
-        visit.page.locator("#landscape .landscape-figure.stale").wait_for(state="attached")
+        visit.page.locator("#landscape-result.stale").wait_for(state="attached")
         assert "Stale" in visit.page.locator("#landscape-status").inner_text()
+        visit.page.locator("#landscape").screenshot(path="/tmp/i20d-stale-desktop.png")
         visit.type_x([-1.5, 0.2, 2.5])
-        visit.page.locator("#landscape .landscape-figure:not(.stale)").wait_for(state="attached")
+        visit.page.locator("#landscape-result:not(.stale)").wait_for(state="attached")
         again = drawn(visit, "mlp_3_4_1", moved["drawn"])
 
         visit.type_x([7.0, 0.2, 2.5])  # beyond the slider: it widens, and the axis with it

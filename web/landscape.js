@@ -68,7 +68,7 @@ function build(section) {
     el('div', { class: 'landscape-picks' },
       axis('landscape-h', 'Horizontal axis'), axis('landscape-v', 'Vertical axis'), axis('landscape-unit', 'Unit shown')),
     el('p', { id: 'landscape-status', class: 'note', role: 'status' }),
-    el('figure', { class: 'landscape-figure' },
+    el('div', { id: 'landscape-result' }, el('figure', { class: 'landscape-figure' },
       el('div', { class: 'landscape-plot' },
         el('div', { class: 'landscape-y', 'aria-hidden': 'true' },
           el('span', { id: 'landscape-y-max' }), el('span', { id: 'landscape-y-name', class: 'landscape-name' }),
@@ -79,7 +79,7 @@ function build(section) {
           el('span', { id: 'landscape-x-max' })),
         el('div', { id: 'landscape-scale', class: 'landscape-scale' })),
       el('p', { id: 'landscape-probe', class: 'landscape-probe' }, PROBE_HINT),
-      el('figcaption', { id: 'landscape-legend', class: 'landscape-legend' })),
+      el('figcaption', { id: 'landscape-legend', class: 'landscape-legend' }))),
   );
 }
 
@@ -198,9 +198,9 @@ class Landscape {
     this.selected = now.selected;
     if (now.desc.sizes[0] < 2) return this.say('The landscape needs two inputs; this model has one.');
     if (!now.run) return this.say(now.why || NEEDS_ORT);
-    // While a field is invalid the picture stays, marked stale, until the input is valid again.
-    const figure = this.section.querySelector('.landscape-figure');
-    figure.classList.toggle('stale', !now.valid || !now.x);
+    // While a field is invalid the picture stays, marked stale as the page marks its results
+    // (class "stale": dimmed under a line that says so), until the input is valid again.
+    $('landscape-result').classList.toggle('stale', !now.valid || !now.x);
     if (!now.valid || !now.x) {
       $('landscape-status').textContent = 'Stale: the landscape waits for a valid input.';
       this.section.dataset.pending = this.running ? '1' : '0';
