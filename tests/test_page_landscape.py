@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
-from test_page import PHONE, Visit, browser, serving  # noqa: F401 (browser is a fixture)
+from test_page import PHONE, Visit, browser, fetch, serving  # noqa: F401 (browser is a fixture)
 
 from forwardpass.builder.oracle import forward
 from forwardpass.builder.readback import read_file
@@ -45,6 +45,15 @@ def models(tmp_path_factory):
 def served(models):
     with serving(models) as process:
         yield process
+
+
+def test_the_landscapes_files_are_served_as_the_pages_are(served):
+    for path, kind in (("/static/landscape.js", "text/javascript"), ("/static/landscape.css", "text/css")):
+        status, headers, body = fetch(served, path)
+        assert status == 200 and headers["Content-Type"].startswith(kind) and body, (path, status)
+        assert "default-src 'none'" in headers["Content-Security-Policy"]
+    status, _, page = fetch(served, "/")
+    assert b'src="/static/landscape.js"' in page and b'<section id="landscape"' in page
 
 
 def drawn(visit: Visit, name: str, before: str = "") -> dict:
