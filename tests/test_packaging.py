@@ -25,7 +25,6 @@ def test_wheel_puts_everything_under_forwardpass(tmp_path):
         "cli.py",
         "web/index.html",  # the page, its lock file pinning onnxruntime-web, and that one's licence
         "web/page.js",
-        "web/landscape.js",
         "web/package-lock.json",
         "web/onnxruntime-web.LICENSE",
         "web/docs/index.html",  # /docs and the lock pinning Swagger UI, which is fetched
