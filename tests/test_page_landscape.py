@@ -145,6 +145,14 @@ def test_the_heatmap_is_the_oracles_unit_over_the_plane(browser, served, models,
         probe = visit.page.locator("#landscape-probe").inner_text()
         assert probe.startswith(f"x1 = {kept['xs'][50]:.4g}, x2 = {kept['ys'][10]:.4g}: ŷ1 = "), probe
         assert float(probe.split()[-1]) == pytest.approx(values[10 * GRID + 50], rel=1e-3)
+        visit.page.mouse.move(0, 0)  # away: no cell read out
+        image.focus()  # the keyboard moves a cursor from the current x's cell (x1 = 0.1, x2 = 0.2)
+        visit.page.keyboard.press("ArrowRight")
+        visit.page.keyboard.press("ArrowUp")
+        c, r = int((0.1 + 3) / 6 * GRID) + 1, GRID - 1 - int((0.2 + 3) / 6 * GRID) - 1
+        probe = visit.page.locator("#landscape-probe").inner_text()
+        assert probe.startswith(f"x1 = {kept['xs'][c]:.4g}, x2 = {kept['ys'][r]:.4g}: ŷ1 = "), probe
+        assert float(probe.split()[-1]) == pytest.approx(values[r * GRID + c], rel=1e-3)
         status = visit.page.locator("#landscape-status").inner_text()
         assert re.search(r"64 × 64 = 4,096 rows in one onnxruntime-web run: [0-9.]+ ms", status), status
         assert not visit.errors and not visit.console, (visit.errors, visit.console)

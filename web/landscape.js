@@ -20,7 +20,8 @@ const CLASSES = [
   [230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66],
   [0, 114, 178], [213, 94, 0], [204, 121, 167], [0, 0, 0],
 ];
-const PROBE_HINT = 'Point at the heatmap to read its value there.';
+const PROBE_HINT = 'Point at the heatmap, or focus it and use the arrow keys, to read its value there.';
+const STEPS = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] };
 const NEEDS_ORT =
   'The landscape is computed in this browser and needs onnxruntime-web, which this server does not have: ' +
   'run `forwardpass web-runtime` (or `make web` in a checkout) and restart the server.';
@@ -67,18 +68,20 @@ function build(section) {
       'one row of a single batch through onnxruntime-web. Pick the unit here, or select one in the drawing.'),
     el('div', { class: 'landscape-picks' },
       axis('landscape-h', 'Horizontal axis'), axis('landscape-v', 'Vertical axis'), axis('landscape-unit', 'Unit shown')),
-    el('p', { id: 'landscape-status', class: 'note', role: 'status' }),
+    el('p', { id: 'landscape-status', class: 'note' }), // no live region: it changes with every step of a slider
     el('div', { id: 'landscape-result' }, el('figure', { class: 'landscape-figure' },
       el('div', { class: 'landscape-plot' },
         el('div', { class: 'landscape-y', 'aria-hidden': 'true' },
           el('span', { id: 'landscape-y-max' }), el('span', { id: 'landscape-y-name', class: 'landscape-name' }),
           el('span', { id: 'landscape-y-min' })),
-        el('canvas', { id: 'landscape-canvas', role: 'img', width: String(PIXELS), height: String(PIXELS), 'aria-label': 'heatmap' }),
+        el('canvas', {
+          id: 'landscape-canvas', role: 'img', tabindex: '0', width: String(PIXELS), height: String(PIXELS), 'aria-label': 'heatmap',
+        }),
         el('div', { class: 'landscape-x', 'aria-hidden': 'true' },
           el('span', { id: 'landscape-x-min' }), el('span', { id: 'landscape-x-name', class: 'landscape-name' }),
           el('span', { id: 'landscape-x-max' })),
         el('div', { id: 'landscape-scale', class: 'landscape-scale' })),
-      el('p', { id: 'landscape-probe', class: 'landscape-probe' }, PROBE_HINT),
+      el('p', { id: 'landscape-probe', class: 'landscape-probe', 'aria-live': 'polite' }, PROBE_HINT),
       el('figcaption', { id: 'landscape-legend', class: 'landscape-legend' }))),
   );
 }
@@ -141,8 +144,11 @@ class Landscape {
     this.canvas = $('landscape-canvas');
     for (const id of ['landscape-h', 'landscape-v']) $(id).addEventListener('change', () => this.axesChanged(id));
     $('landscape-unit').addEventListener('change', () => this.draw());
-    this.canvas.addEventListener('pointermove', (event) => this.probe(event));
-    this.canvas.addEventListener('pointerleave', () => ($('landscape-probe').textContent = PROBE_HINT));
+    this.canvas.addEventListener('pointermove', (event) => this.pointAt(event));
+    this.canvas.addEventListener('pointerleave', () => this.probe(null));
+    this.canvas.addEventListener('keydown', (event) => this.step(event));
+    this.canvas.addEventListener('blur', () => this.probe(null));
+    this.cursor = null; // [r, c] of the cell read out, or null
     section.dataset.pending = '0';
     section.dataset.drawn = '0';
     page.onChange(() => this.update());
@@ -153,6 +159,8 @@ class Landscape {
   setModel(desc) {
     this.desc = desc;
     this.out = null;
+    this.image = null;
+    this.cursor = null;
     this.runKey = '';
     const names = Array.from({ length: desc.sizes[0] }, (_, i) => `x${i + 1}`);
     const options = (select, chosen) =>
@@ -259,6 +267,7 @@ class Landscape {
     $('landscape-status').textContent = message;
     this.canvas.setAttribute('aria-label', `heatmap: none. ${message}`);
     this.canvas.getContext('2d').clearRect(0, 0, PIXELS, PIXELS);
+    this.image = null;
     $('landscape-legend').replaceChildren();
     $('landscape-scale').replaceChildren();
     this.section.dataset.pending = '0';
@@ -306,7 +315,7 @@ class Landscape {
     const fixed = this.x.map((value, i) => [i, value]).filter(([i]) => i !== h && i !== v);
     const held = fixed.map(([i, value]) => `x${i + 1} = ${fmt(value)}`).join(', ');
     label += `; ${held ? `${held} held; ` : ''}the current x, ${names[0]} = ${fmt(this.x[h])}, ${names[1]} = ${fmt(this.x[v])}, is the ringed point`;
-    this.paint(image, h, v, ranges);
+    this.image = image;
     this.canvas.setAttribute('aria-label', label);
     $('landscape-x-name').textContent = names[0];
     $('landscape-y-name').textContent = names[1];
@@ -318,19 +327,44 @@ class Landscape {
       `${GRID} × ${GRID} = ${(GRID * GRID).toLocaleString('en')} rows in one onnxruntime-web run: ${Number(ms.toPrecision(2))} ms` +
       (held ? `, with ${held}.` : '.');
     window.forwardpassLandscape = kept;
+    this.probe(this.cursor); // paints, and reads the cell read out before anew
     this.drawn += 1;
     this.section.dataset.model = `${desc.name}/${desc.version}`; // tests wait for it
     this.section.dataset.drawn = String(this.drawn);
   }
 
-  // Under the pointer (or a finger): the cell's two inputs and the value drawn there.
-  probe(event) {
-    const kept = window.forwardpassLandscape;
-    if (!kept || !this.out) return;
+  // The cell under the pointer (or a finger).
+  pointAt(event) {
     const box = this.canvas.getBoundingClientRect();
     const cell = (offset, size) => Math.max(0, Math.min(GRID - 1, Math.floor((offset / size) * GRID)));
-    const c = cell(event.clientX - box.left, box.width);
-    const r = cell(event.clientY - box.top, box.height);
+    this.probe([cell(event.clientY - box.top, box.height), cell(event.clientX - box.left, box.width)]);
+  }
+
+  // The arrow keys move a cursor over the cells, from the current x's.
+  step(event) {
+    const move = STEPS[event.key];
+    if (!move || !this.out) return;
+    event.preventDefault();
+    const [r, c] = this.cursor || this.cellOfX();
+    this.probe([Math.max(0, Math.min(GRID - 1, r + move[0])), Math.max(0, Math.min(GRID - 1, c + move[1]))]);
+  }
+
+  cellOfX() {
+    const { h, v, ranges } = this.out;
+    const cell = (value, { min, max }) => Math.max(0, Math.min(GRID - 1, Math.floor(((value - min) / (max - min)) * GRID)));
+    return [GRID - 1 - cell(this.x[v], ranges[v]), cell(this.x[h], ranges[h])];
+  }
+
+  // Read out a cell (its two inputs and the value drawn there) and ring it; null: neither.
+  probe(cell) {
+    const kept = window.forwardpassLandscape;
+    this.cursor = cell;
+    if (this.image && this.out) this.paint();
+    if (!cell || !kept || !this.out) {
+      $('landscape-probe').textContent = PROBE_HINT;
+      return;
+    }
+    const [r, c] = cell;
     const k = r * GRID + c;
     const at = `${kept.horizontal} = ${fmt(kept.xs[c])}, ${kept.vertical} = ${fmt(kept.ys[r])}`;
     const unit = unitsOf(this.desc).find((u) => u.key === kept.unit);
@@ -339,9 +373,11 @@ class Landscape {
       : `${at}: ${unit.name} = ${fmt(kept.values[k])}`;
   }
 
-  paint(image, h, v, ranges) {
+  // The cells, the current x as a ringed point, and the cell read out as a square.
+  paint() {
+    const { h, v, ranges } = this.out;
     const cells = new OffscreenCanvas(GRID, GRID);
-    cells.getContext('2d').putImageData(image, 0, 0);
+    cells.getContext('2d').putImageData(this.image, 0, 0);
     const context = this.canvas.getContext('2d');
     context.imageSmoothingEnabled = false; // one square per grid point: what was computed, no more
     context.drawImage(cells, 0, 0, PIXELS, PIXELS);
@@ -355,6 +391,11 @@ class Landscape {
     context.lineWidth = 5;
     context.strokeStyle = '#111';
     context.stroke();
+    if (this.cursor) {
+      const size = PIXELS / GRID;
+      context.lineWidth = 3;
+      context.strokeRect(this.cursor[1] * size - 1.5, this.cursor[0] * size - 1.5, size + 3, size + 3);
+    }
   }
 
   valueLegend(name, lo, hi, reach) {
