@@ -7,19 +7,15 @@ model's dtype, and its pixels against the colour scale; screenshots go to build/
 from __future__ import annotations
 
 import re
-import shutil
 
 import numpy as np
 import pytest
-from test_page import PHONE, Visit, browser, fetch, serving  # noqa: F401 (browser is a fixture)
+from test_page import PHONE, Visit, browser, fetch, models, served, serving  # noqa: F401 (fixtures)
 
 from forwardpass.builder.oracle import forward
 from forwardpass.builder.readback import read_file
-from forwardpass.builder.spec import Activation, NetworkSpec
+from forwardpass.builder.spec import NetworkSpec
 from forwardpass.tolerance import TOLERANCES, layer_bounds
-
-from harness import ROOT, build_into
-from numerics import random_spec
 
 GRID = 64
 PIXELS = 512  # the canvas's own resolution
@@ -28,26 +24,7 @@ CELL = PIXELS // GRID
 NEGATIVE, ZERO, POSITIVE = np.array([245, 147, 34]), np.array([232, 234, 235]), np.array([8, 119, 189])
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """The committed models, a 4-8-8-3 softmax classifier, a columns-layout and a float64 model."""
-    repository = tmp_path_factory.mktemp("landscape") / "models"
-    shutil.copytree(ROOT / "models", repository)
-    rng = np.random.default_rng(20)
-    relu, tanh, sigmoid = Activation("relu"), Activation("tanh"), Activation("sigmoid")
-    build_into(repository, "softmax_4_8_8_3", random_spec(rng, (4, 8, 8, 3), (relu, tanh, Activation("softmax"))))
-    build_into(repository, "columns", random_spec(rng, (3, 5, 2), (tanh, sigmoid)), layout="columns")
-    build_into(repository, "double", random_spec(rng, (3, 4, 2), (relu, Activation("identity"))), dtype="float64")
-    return repository
-
-
-@pytest.fixture(scope="module")
-def served(models):
-    with serving(models) as process:
-        yield process
-
-
-def test_the_landscapes_files_are_served_as_the_pages_are(served):
+def test_the_landscapes_files_are_served_as_the_pages_are(served):  # noqa: F811
     for path, kind in (("/static/landscape.js", "text/javascript"), ("/static/landscape.css", "text/css")):
         status, headers, body = fetch(served, path)
         assert status == 200 and headers["Content-Type"].startswith(kind) and body, (path, status)
@@ -75,10 +52,10 @@ def grid_rows(kept: dict, n: int) -> np.ndarray:
     return X
 
 
-def oracle_grid(models, name: str, kept: dict, spec: NetworkSpec | None = None):
+def oracle_grid(repository, name: str, kept: dict, spec: NetworkSpec | None = None):
     """The read-back model, the oracle's forward pass over the page's rows (with the served weights,
     or the spec given), and its bounds."""
-    back = read_file(models / name / "1" / "model.onnx")
+    back = read_file(repository / name / "1" / "model.onnx")
     spec = spec or back.spec
     X = grid_rows(kept, spec.sizes[0])
     passed = forward(spec, X)
@@ -86,8 +63,8 @@ def oracle_grid(models, name: str, kept: dict, spec: NetworkSpec | None = None):
     return back, passed, err_Z, err_A
 
 
-def assert_unit_is_the_oracles(models, name: str, kept: dict, spec: NetworkSpec | None = None) -> None:
-    back, passed, err_Z, err_A = oracle_grid(models, name, kept, spec)
+def assert_unit_is_the_oracles(repository, name: str, kept: dict, spec: NetworkSpec | None = None) -> None:
+    back, passed, err_Z, err_A = oracle_grid(repository, name, kept, spec)
     l, i = kept["layer"], kept["index"] - 1
     want, bound = (passed.Z, err_Z) if kept["kind"] == "Z" else (passed.A, err_A)
     got = np.asarray(kept["values"], dtype=np.float64)
