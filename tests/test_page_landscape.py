@@ -22,6 +22,7 @@ PIXELS = 512  # the canvas's own resolution
 CELL = PIXELS // GRID
 # landscape.js's colour scale: orange below zero, grey at zero, blue above, scaled by the largest |value|
 NEGATIVE, ZERO, POSITIVE = np.array([245, 147, 34]), np.array([232, 234, 235]), np.array([8, 119, 189])
+CLASSES = np.array([[230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66]])  # its first class colours
 
 
 def test_the_landscapes_files_are_served_as_the_pages_are(served):  # noqa: F811
@@ -78,9 +79,9 @@ def shade(value: float, reach: float) -> np.ndarray:
     return np.round(ZERO + ((NEGATIVE if t < 0 else POSITIVE) - ZERO) * abs(t))
 
 
-def pixel(visit: Visit, r: int, c: int) -> np.ndarray:
-    """The canvas's colour at the centre of grid cell (r, c)."""
-    x, y = c * CELL + CELL // 2, r * CELL + CELL // 2
+def pixel(visit: Visit, r: float, c: float) -> np.ndarray:
+    """The canvas's colour at the centre of grid cell (r, c), or at any point in cells."""
+    x, y = int((c + 0.5) * CELL), int((r + 0.5) * CELL)
     script = f"[...document.getElementById('landscape-canvas').getContext('2d').getImageData({x}, {y}, 1, 1).data]"
     return np.array(visit.page.evaluate(script)[:3])
 
@@ -117,6 +118,9 @@ def test_the_heatmap_is_the_oracles_unit_over_the_plane(browser, served, models,
         for r, c in away_from_the_point(kept):
             want = shade(values[r * GRID + c], reach)
             assert np.all(np.abs(pixel(visit, r, c) - want) <= 1), (r, c, values[r * GRID + c])
+        # The current x (0.1, 0.2 on axes from -3 to 3) is the ringed point: white at its centre.
+        at = (np.array([3 - 0.2, 0.1 + 3]) / 6 * GRID) - 0.5  # (row, column) in cells
+        assert list(pixel(visit, *at)) == [255, 255, 255]
         box = image.bounding_box()  # the pointer over cell (10, 50) reads its value out
         image.hover(position={"x": box["width"] * 50.5 / GRID, "y": box["height"] * 10.5 / GRID})
         probe = visit.page.locator("#landscape-probe").inner_text()
@@ -232,6 +236,9 @@ def test_a_softmax_model_shows_each_class_and_the_argmax(browser, served, models
         clear = top[-1] - top[-2] > 2 * bound.max(axis=0)  # where rounding cannot swap the first two
         assert clear.sum() > GRID * GRID // 2
         np.testing.assert_array_equal(classes[clear], np.argmax(y, axis=0)[clear])
+        swatches = CLASSES[classes]  # each cell painted in its class's colour
+        for r, c in away_from_the_point(kept):
+            assert list(pixel(visit, r, c)) == list(swatches[r * GRID + c]), (r, c)
         visit.page.locator("#landscape").screenshot(path="/tmp/i20d-softmax-desktop.png")
 
         options = visit.page.locator("#landscape-unit option").all_inner_texts()
