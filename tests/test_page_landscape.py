@@ -269,3 +269,14 @@ def test_without_onnxruntime_web_the_landscape_says_it_needs_it(browser, models,
         status = visit.page.locator("#landscape-status")
         status.filter(has_text="needs onnxruntime-web").wait_for()
         assert heatmap(visit).get_attribute("aria-label").startswith("heatmap: none")
+
+
+def test_a_model_the_browser_cannot_run_has_no_landscape_and_says_why(browser, served):  # noqa: F811
+    with Visit(browser, served) as visit:
+        visit.choose("newest_opset")
+        if visit.cells()["browser-y-1"] == "–":  # onnxruntime-web cannot read its IR version
+            status = visit.page.locator("#landscape-status")
+            status.filter(has_text="onnxruntime-web cannot run this model").wait_for()
+            assert heatmap(visit).get_attribute("aria-label").startswith("heatmap: none")
+        else:  # a newer onnxruntime-web: then it has one
+            assert drawn(visit, "newest_opset")["unit"] == "A2-1"
