@@ -135,10 +135,14 @@ class Landscape {
     this.page = page;
     this.section = section;
     this.desc = null;
-    this.out = null; // the last run's outputs, for every unit
-    this.runKey = '';
+    this.x = null; // the x the picture is for
+    this.selected = null; // the unit last selected on the page
+    this.out = null; // the last run's outputs, for every unit, with its grid
+    this.runKey = ''; // what that run computed: the model's version, the axes, their ranges, the held inputs
+    this.image = null; // the cells painted from it
+    this.cursor = null; // [r, c] of the cell read out, or null
     this.running = false;
-    this.again = false;
+    this.again = false; // a change came during the run: run again after it
     this.drawn = 0;
     build(section);
     this.canvas = $('landscape-canvas');
@@ -148,7 +152,6 @@ class Landscape {
     this.canvas.addEventListener('pointerleave', () => this.probe(null));
     this.canvas.addEventListener('keydown', (event) => this.step(event));
     this.canvas.addEventListener('blur', () => this.probe(null));
-    this.cursor = null; // [r, c] of the cell read out, or null
     section.dataset.pending = '0';
     section.dataset.drawn = '0';
     page.onChange(() => this.update());
