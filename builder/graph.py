@@ -6,6 +6,9 @@ Two layouts:
 In rows, b must be (n_l,): a (n_l, 1) bias passes the checker but broadcasts along the wrong
 axis, a silent error whenever batch == n_l.
 
+With weights_as_inputs, W{l} [n_l, n_{l-1}] and b{l} [n_l, 1] are graph inputs, in the slides'
+shapes in both layouts, instead of stored tensors: rows transposes b{l} to [1, n_l] for its Gemm.
+
 The bytes depend only on the spec and the options: no onnx or forwardpass version goes in them.
 """
 
@@ -61,12 +64,14 @@ ONNX_ATTRIBUTES = {
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """How a spec is written: layout, dtype, opset, and whether Z[l], A[l] become outputs."""
+    """How a spec is written: layout, dtype, opset, whether Z[l], A[l] become outputs, and whether
+    W[l], b[l] become inputs (a graph whose weights its caller feeds: the page's editable network)."""
 
     layout: str = "rows"
     dtype: str = "float32"
     opset: int = DEFAULT_OPSET
     expose_hidden: bool = False
+    weights_as_inputs: bool = False
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -110,7 +115,13 @@ def build_model(
 ) -> onnx.ModelProto:
     """The ONNX model of a spec: one Gemm and one activation node per layer."""
     nodes, initializers = _layers(spec, options, options.input_name, "")
-    model = _model(spec, options, nodes, initializers, name or default_name(spec), _doc(spec, options))
+    inputs = []
+    if options.weights_as_inputs:
+        inputs = [helper.make_tensor_value_info(t.name, DTYPES[options.dtype], _slides_shape(t)) for t in initializers]
+        initializers = []
+        if options.layout == "rows":  # the rows Gemm adds b as a row: b{l} [n_l, 1] -> [1, n_l]
+            nodes = [node for n in nodes for node in _bias_as_row(n)]
+    model = _model(spec, options, nodes, initializers, name or default_name(spec), _doc(spec, options), inputs)
     helper.set_model_props(model, _metadata(spec, options))
     return model
 
@@ -165,11 +176,11 @@ def _layers(
     return nodes, initializers
 
 
-def _model(spec: NetworkSpec, options: ExportOptions, nodes: list, initializers: list, name: str, doc: str):
+def _model(spec: NetworkSpec, options: ExportOptions, nodes: list, initializers: list, name: str, doc: str, inputs=()):
     graph = helper.make_graph(
         nodes,
         name,
-        [_tensor_type(options.input_name, spec.sizes[0], options)],
+        [_tensor_type(options.input_name, spec.sizes[0], options), *inputs],
         [_tensor_type(out, width, options) for out, width in output_widths(spec, options)],
         initializer=initializers,
         doc_string=doc,
@@ -184,6 +195,20 @@ def _model(spec: NetworkSpec, options: ExportOptions, nodes: list, initializers:
 
 def _transpose(source: str, target: str) -> onnx.NodeProto:
     return helper.make_node("Transpose", [source], [target], name=target, perm=[1, 0])
+
+
+def _slides_shape(tensor: onnx.TensorProto) -> list[int]:
+    """W{l}'s shape [n_l, n_{l-1}], or b{l}'s as a column [n_l, 1] whatever the layout stores."""
+    return list(tensor.dims) if tensor.name.startswith("W") else [tensor.dims[0], 1]
+
+
+def _bias_as_row(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """A rows Gemm that reads b{l} as fed, [n_l, 1], through a Transpose to [1, n_l]; other nodes as they are."""
+    if node.op_type != "Gemm":
+        return [node]
+    bias = node.input[2]
+    node.input[2] = f"{bias}_row"
+    return [_transpose(bias, node.input[2]), node]
 
 
 def output_widths(spec: NetworkSpec, options: ExportOptions) -> list[tuple[str, int]]:

@@ -24,6 +24,8 @@ import orjson
 from forwardpass import __version__
 from forwardpass.dtypes import BY_DATATYPE
 
+from .pagenumerics import MAX_EXAMPLES
+
 PATH = "/openapi.json"
 VERSION = "3.1.0"
 # A path segment captured by a pattern (None) is named for the segment before it.
@@ -65,6 +67,11 @@ VALUES = {
     "type": "array",
     "description": "row-major values, flat or nested",
     "items": {"anyOf": [{"type": "number"}, {"type": "array"}, NON_FINITE]},
+}
+NUMBERS = {"type": "array", "items": {"type": "number"}}
+WEIGHTS = {  # as GET .../network lists them, item l - 1 for layer l
+    "W": {"type": "array", "items": {"type": "array", "items": NUMBERS}, "description": "W[l]: n[l] rows of n[l-1]"},
+    "b": {"type": "array", "items": NUMBERS, "description": "b[l]: n[l] numbers"},
 }
 SCHEMAS = {
     "Error": _object({"error": STRING}, ["error"]),
@@ -187,7 +194,26 @@ SCHEMAS = {
         **_object({"name": STRING, "version": STRING, "layout": STRING, "dtype": STRING}, ["name"], closed=False),
         "description": "the network as the page draws it: layers, tensors, tolerance, weights",
     },
-    "OracleRequest": _object({"x": {"type": "array", "items": {"type": "number"}, "description": "one input row"}}),
+    "OracleRequest": {
+        **_object(
+            {
+                "x": {**NUMBERS, "description": "one example: n[0] numbers"},
+                "X": {
+                    "type": "array",
+                    "items": NUMBERS,
+                    "minItems": 1,
+                    "maxItems": MAX_EXAMPLES,
+                    "description": "a batch of m examples, each n[0] numbers; answered as n[l] x m matrices",
+                },
+                **WEIGHTS,
+            }
+        ),
+        "description": "`x` or `X`; `W` and `b` both or neither (the served weights). Shapes are the model's (400).",
+    },
+    "WeightsRequest": {
+        **_object(WEIGHTS, ["W", "b"]),
+        "description": "the weights, in the model's shapes (400 names the layer and shape that is not)",
+    },
     "Oracle": {
         **_object({"layers": {"type": "array"}}, ["layers"], closed=False),
         "description": "the float64 oracle's Z[l], A[l] and their error bounds for x",
@@ -213,6 +239,7 @@ ERRORS = {
     504: "the request's timeout passed before it was computed",
 }
 CHALLENGE = {"WWW-Authenticate": {"schema": STRING, "description": "Bearer"}}
+ATTACHMENT = {"Content-Disposition": {"schema": STRING, "description": "attachment, named <model>-edited-weights.npz"}}
 ERROR_RESPONSES = {
     f"Error{status}": _answer(why, "Error", headers=CHALLENGE if status == 401 else None)
     for status, why in ERRORS.items()
@@ -354,12 +381,25 @@ OPERATIONS = {
         {200: _answer("the ONNX file", STRING, BINARY)},
         NETWORK,
     ),
+    "GET /v2/models/{model_name}/network/editable.onnx": Operation(
+        "That network with W1, b1, ... as inputs",
+        "page",
+        {200: _answer("the ONNX file", STRING, BINARY)},
+        NETWORK,
+    ),
     "POST /v2/models/{model_name}/network/oracle": Operation(
-        "The float64 oracle for one x",
+        "The float64 oracle for one x or a batch X, for the served or the given weights",
         "page",
         {200: _answer("Z[l], A[l] and their bounds", "Oracle")},
         (*BODY, 404, 501),
         {"content": {JSON: {"schema": _ref("OracleRequest")}}},
+    ),
+    "POST /v2/models/{model_name}/network/weights.npz": Operation(
+        "The given weights as the .npz `forwardpass build --weights` reads",
+        "page",
+        {200: _answer("the .npz: W1, b1, ... in the slides' shapes", STRING, BINARY, ATTACHMENT)},
+        (*BODY, 404, 501),
+        {"required": True, "content": {JSON: {"schema": _ref("WeightsRequest")}}},
     ),
     "GET /docs": Operation("This document, browsable (Swagger UI)", "docs", _static(HTML)),
     "GET /static/docs/{file}": Operation(

@@ -1,14 +1,18 @@
-"""The page on the HTTP port: `/` and its static files, the three routes it asks about a model, and
+"""The page on the HTTP port: `/` and its static files, the routes it asks about a model, and
 /docs, which browses the OpenAPI document (server/openapi.py) with Swagger UI.
 
 `/`, `/docs` and `/static/...` hold no model data and need no token, so a browser can load the page and
 then ask for the token once; every /v2 path, the page's routes included, needs it (RestApp checks).
-The three network routes hand out a model's weights: a foreign Origin gets 403 there (RestApp checks).
+The network routes hand out a model's weights: a foreign Origin gets 403 there (RestApp checks).
+Their bodies are small JSON (RestApp's SMALL_BODY, 1 MiB), checked against the model's shapes.
 The page's own routes, beside the V2 ones for each model version:
 
-    GET  /v2/models/{m}[/versions/{v}]/network             the network described and drawn (JSON)
-    GET  /v2/models/{m}[/versions/{v}]/network/model.onnx  the same network with every Z[l], A[l] as outputs
-    POST /v2/models/{m}[/versions/{v}]/network/oracle      {"x": [...]}: the float64 oracle and error bounds
+    GET  /v2/models/{m}[/versions/{v}]/network                the network described and drawn, W and b (JSON)
+    GET  /v2/models/{m}[/versions/{v}]/network/model.onnx     the same network with every Z[l], A[l] as outputs
+    GET  /v2/models/{m}[/versions/{v}]/network/editable.onnx  that one with W1, b1, ... as inputs
+    POST /v2/models/{m}[/versions/{v}]/network/oracle         {"x": [...]} or {"X": [[...], ...]}, and
+                                                              optionally "W", "b": the float64 oracle and bounds
+    POST /v2/models/{m}[/versions/{v}]/network/weights.npz    {"W": ..., "b": ...}: the .npz `build --weights` reads
 
 Every page response carries a Content-Security-Policy that allows only this origin (and
 'wasm-unsafe-eval' for onnxruntime-web's wasm): no CDN, no inline script, no model name run as code.
@@ -18,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import orjson
@@ -56,6 +62,7 @@ COMMON_HEADERS = [
 ]
 PAGE_HEADERS = [(b"content-security-policy", CSP.encode()), *COMMON_HEADERS]
 DOCS_HEADERS = [(b"content-security-policy", DOCS_CSP.encode()), *COMMON_HEADERS]
+BINARY = [(b"content-type", b"application/octet-stream"), (b"cache-control", b"no-store")]
 DOCS_FILES = ("index.html", "docs.js")  # ours, committed; Swagger UI's files are fetched (SWAGGER)
 
 
@@ -152,17 +159,42 @@ async def describe(app: RestApp, call: Call) -> Answer:
 async def hidden_model(app: RestApp, call: Call) -> Answer:
     """The version's network with every Z[l] and A[l] as outputs."""
     data = await asyncio.to_thread(app.page.network.hidden_model, *_model(call))  # built once, maybe large
-    return 200, [(b"content-type", b"application/octet-stream"), (b"cache-control", b"no-store")], data
+    return 200, BINARY, data
+
+
+async def editable_model(app: RestApp, call: Call) -> Answer:
+    """The version's network with every Z[l] and A[l] as outputs and W1, b1, ... as inputs."""
+    data = await asyncio.to_thread(app.page.network.editable_model, *_model(call))  # built once, maybe large
+    return 200, BINARY, data
 
 
 async def oracle(app: RestApp, call: Call) -> Answer:
-    """The float64 oracle's Z[l], A[l] and their bounds for one x; an overflow to infinity (or a NaN)
-    is written as the infer route writes it, "Infinity", "-Infinity" or "NaN", never as null."""
-    document = app.page.network.oracle(*_model(call), _optional_json(call.body).get("x"))
+    """The float64 oracle's Z[l], A[l] and their bounds for one x or a batch X, for the served or the
+    given weights; an overflow to infinity (or a NaN) is written as the infer route writes it,
+    "Infinity", "-Infinity" or "NaN", never as null."""
+    return await asyncio.to_thread(_oracle, app.page.network, *_model(call), call.body)  # 4,096 examples: off the loop
+
+
+def _oracle(network: NetworkViews, name: str, version: str, body: bytes) -> Answer:
+    document = network.oracle(name, version, _optional_json(body))
     for layer in document["layers"]:
         for key, values in layer.items():
             layer[key] = restcodec.json_values(np.asarray(values, dtype=np.float64))
     return _json(document)
+
+
+async def weights_npz(app: RestApp, call: Call) -> Answer:
+    """The given W and b as the .npz `forwardpass build --weights` reads, as a download."""
+    name, version = _model(call)
+    data = await asyncio.to_thread(app.page.network.weights_npz, name, version, _optional_json(call.body))
+    return 200, [*BINARY, (b"content-disposition", _attachment(f"{name}-edited-weights.npz"))], data
+
+
+def _attachment(filename: str) -> bytes:
+    """Content-Disposition for a download named after a model, whatever its folder's name holds
+    (RFC 6266: a plain ASCII name, and the name itself percent-encoded)."""
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}".encode()
 
 
 def _json(document: dict) -> Answer:
@@ -179,6 +211,10 @@ ROUTES = [
     (("GET",), ("static", "docs", None), docs_file),
     *_model_routes(("network",), ("GET",), describe),
     *_model_routes(("network", "model.onnx"), ("GET",), hidden_model),
+    *_model_routes(("network", "editable.onnx"), ("GET",), editable_model),
     *_model_routes(("network", "oracle"), ("POST",), oracle),
+    *_model_routes(("network", "weights.npz"), ("POST",), weights_npz),
 ]
-WEIGHTS = frozenset({describe, hidden_model, oracle})  # the drawing's W values, the file, Z[1] = W x + b
+# The drawing's and the matrices' W values, the files, Z[1] = W x + b. weights.npz sends back only the
+# weights it was sent, but the page's routes answer the same pages: one rule for all of them.
+WEIGHTS = frozenset({describe, hidden_model, editable_model, oracle, weights_npz})
