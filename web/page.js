@@ -4,6 +4,32 @@
 // bound (forwardpass/tolerance.py) judges the other two. Nothing numeric is computed here but the
 // differences shown. Every text from the server (model names, messages) goes in as text, never HTML.
 
+// Hooks for the page's other modules (web/batch.js, web/landscape.js), on window.forwardpassPage:
+//
+//   forwardpassPage.onChange(fn)  calls fn(view, reason) whenever the model, W, b, x or the selected
+//                                 unit changes; reason is 'model', 'weights', 'x', 'unit' or 'invalid'
+//                                 (a field was made invalid). Called at once too if a model is shown.
+//   forwardpassPage.state()       the current view, or null before a model is shown:
+//     model      the GET .../network description (sizes, activations, layout, dtype, input, output...)
+//     path(s)    '/v2/models/{m}/versions/{v}' + s for the shown model version
+//     W          [W[1], ..., W[L]]: W[l] as n[l] rows of n[l-1] numbers (edited or served), so W[l]
+//                is state().W[l - 1]
+//     b          [b[1], ..., b[L]]: b[l] as n[l] numbers
+//     x          the current x, n[0] numbers (the last valid one)
+//     edited     whether W or b differ from the served file's (then the server's V2 answers do not
+//                apply: post W and b with every oracle request)
+//     valid      false while a field of the page (x, W or b) is invalid: x, W and b are then the last
+//                valid ones, and a module marks its results stale (class "stale" gives the look)
+//     selected   {layer, unit} of the selected unit (1-based; layer 0 is x), or null
+//     ort        the onnxruntime-web module, or null where the server has none
+//     run(feeds) a Promise of the editable graph's outputs (name -> ort.Tensor: every Z{l}, A{l} and
+//                the model's output) for feeds holding the input (model.input.name, in the model's
+//                layout) and, unless given, the current W{l} ([n_l, n_{l-1}]) and b{l} ([n_l, 1]);
+//                runs are queued one at a time. null where the browser cannot run the model.
+//     tensor(values, shape)  an ort.Tensor of the model's dtype
+//     post(s, body)          POST JSON to path(s) with the token; a Promise of the parsed answer,
+//                            rejected with an Error carrying the server's message
+
 const TOKEN_KEY = 'forwardpass.token';
 const SLIDER = { min: -3, max: 3, step: 0.01 };
 const VALUE_GAP = 4; // px between a circle and the values written beside it
