@@ -1,0 +1,227 @@
+"""The page's batch view and activation plots (web/batch.js), in a real browser: the CSV batch as the
+slides' X (n_x x m, one example per column), every Z[l] = W[l]X + b[l] and A[l] = g(Z[l]) with its
+shape and b[l]'s broadcast, checked against the NumPy oracle for the batch; the loop "for i = 1 to m"
+and the matrix form giving the same numbers; each layer's g plotted with the current z[l] marked.
+
+It uses test_page.py's repository, server and browser fixtures, imported (hence F811 where a test
+takes one). Screenshots go to build/test-artifacts/page/.
+"""
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_page import (  # noqa: F401 (fixtures)
+    ARTIFACTS,
+    PHONE,
+    Visit,
+    assert_shown_within_bound,
+    browser,
+    models,
+    oracle_of,
+    served,
+    serving,
+)
+
+from forwardpass.builder.oracle import forward
+from forwardpass.builder.readback import read_file
+from forwardpass.tolerance import TOLERANCES, layer_bounds
+
+BATCH = [
+    [0.1, 0.2, 0.3, 0.4],
+    [1.0, -1.0, 0.5, 2.0],
+    [-2.0, 0.0, 2.5, -0.5],
+    [0.3, -1.2, 2.5, 0.05],
+    [3.0, 1.0, -2.0, 0.0],
+]
+
+
+def batch_oracle(models, name: str, examples: list[list[float]]):
+    """(read-back, forward, err_Z, err_A) of the spec's float64 oracle on X, one example per column."""
+    back = read_file(models / name / "1" / "model.onnx")
+    X = np.asarray(examples, dtype=np.float64).T
+    passed = forward(back.spec, X)
+    err_Z, err_A = layer_bounds(back.spec, X, TOLERANCES[back.dtype].unit, passed)
+    return back, passed, err_Z, err_A
+
+
+def show_batch(visit: Visit, examples: list[list[float]]) -> None:
+    """Type a batch into the batch box and wait for the batch view of exactly that many examples."""
+    n, m = len(examples[0]), len(examples)
+    visit.page.get_by_label("CSV rows, one example per row").fill("\n".join(", ".join(map(repr, x)) for x in examples))
+    visit.page.locator(f'[data-matrix="mat-X"][data-shape="{n}x{m}"]').wait_for(state="attached")
+    settle(visit)
+
+
+def section_shot(visit: Visit, name: str) -> None:
+    """Screenshots of the batch view and the plots alone, in parts of at most 1,200 px high, which the
+    full page's makes too small to read."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for section in ("batch-view", "activations"):
+        left, first, width, bottom = visit.page.locator(f"#{section}").evaluate(
+            "e => { const r = e.getBoundingClientRect(); "
+            "return [r.left + scrollX, r.top + scrollY, r.width, r.bottom + scrollY]; }"
+        )
+        top, part = first, 1
+        while top < bottom:
+            height = min(1200, bottom - top)
+            clip = {"x": left, "y": top, "width": width, "height": height}
+            visit.page.screenshot(path=ARTIFACTS / f"{name}-{section}-{part}.png", clip=clip, full_page=True)
+            top, part = top + height, part + 1
+
+
+def settle(visit: Visit) -> None:
+    visit.settle()
+    visit.page.locator('body[data-batch-pending="0"]').wait_for(state="attached", timeout=30_000)
+
+
+@pytest.mark.parametrize("name", ["mlp_3_4_1", "softmax_4_8_8_3", "columns", "double"])
+def test_batch_view_shows_the_slides_matrices_as_the_oracle_computes_them(browser, served, models, name):
+    with Visit(browser, served) as visit:
+        visit.choose(name)
+        back = read_file(models / name / "1" / "model.onnx")
+        n = back.spec.sizes
+        examples = [x[: n[0]] for x in BATCH]
+        m = len(examples)
+        show_batch(visit, examples)
+        back, passed, err_Z, err_A = batch_oracle(models, name, examples)
+        digits = 17 if back.dtype == "float64" else 9
+        cells = visit.cells()
+        page = visit.page
+        for i in range(n[0]):
+            for j in range(m):
+                assert float(cells[f"mat-X-{i + 1}-{j + 1}"]) == examples[j][i]
+        assert page.locator('[data-matrix="mat-X"] caption').inner_text() == f"X = A[0]: n_x × m = {n[0]} × {m}"
+        for l in range(1, back.spec.depth + 1):
+            for kind in ("Z", "A"):
+                box = page.locator(f'[data-matrix="mat-{kind}{l}"]')
+                assert box.get_attribute("data-shape") == f"{n[l]}x{m}"
+                assert box.locator("caption").inner_text() == f"{kind}[{l}]: {n[l]} × m = {n[l]} × {m}"
+            # b[l] drawn over the m columns: the first as it is, the m - 1 copies faded
+            broadcast = page.locator(f'[data-matrix="mat-b{l}"]')
+            assert broadcast.get_attribute("data-shape") == f"{n[l]}x{m}"
+            assert f"b[{l}] broadcast to {n[l]} × {m}" in broadcast.locator("caption").inner_text()
+            assert broadcast.locator("td.copy").count() == n[l] * (m - 1)
+            for i in range(n[l]):
+                for j in range(m):
+                    b = cells[f"mat-b{l}-{i + 1}-{j + 1}"]
+                    assert b == cells[f"mat-b{l}-{i + 1}-1"]  # every column the same b[l]
+                    assert_shown_within_bound(b, back.spec.biases[l - 1][i, 0], 0, digits, "b")
+                    for kind, values, bounds in (("Z", passed.Z, err_Z), ("A", passed.A, err_A)):
+                        key = f"mat-{kind}{l}-{i + 1}-{j + 1}"
+                        assert_shown_within_bound(
+                            cells[key], float(values[l][i, j]), float(bounds[l][i, j]), digits, key
+                        )
+            if n[l] * n[l - 1] <= 256:
+                W = back.spec.weights[l - 1]
+                for i in range(n[l]):
+                    for j in range(n[l - 1]):
+                        assert_shown_within_bound(cells[f"mat-W{l}-{i + 1}-{j + 1}"], W[i, j], 0, digits, "W")
+        # The loop, one onnxruntime-web run per example, gives the matrix form's numbers.
+        loop = page.locator("#batch-loop-diff")
+        assert loop.get_attribute("data-diff") == "0", loop.inner_text()
+        assert f"ran onnxruntime-web {m} times, one column each" in loop.inner_text()
+        assert "for i = 1 to m" in page.locator("#batch-view pre").first.inner_text()
+        assert "within its error bound" in page.locator("#batch-oracle-verdict").inner_text()
+        assert page.locator("#batch-view td.bad").count() == 0
+        assert page.locator("#batch-view-error").is_hidden() and not visit.errors, visit.errors
+        visit.screenshot(f"batch-{name}-desktop")
+        section_shot(visit, f"batch-{name}-desktop")
+
+
+ADVICE = {  # a few words of the slides' advice the plot of each activation gives, hidden or output
+    ("relu", True): "default for hidden layers",
+    ("tanh", True): "usually better than sigmoid",
+    ("sigmoid", True): "advise against it",
+    ("sigmoid", False): "binary output",
+    ("softmax", False): "one probability per class",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "x", "moved"),
+    [("softmax_4_8_8_3", [0.3, -1.2, 2.5, 0.05], 1.75), ("mlp_3_4_1_sigmoid", [1.5, -0.75, 2.25], -2.5)],
+)
+def test_each_layers_g_is_plotted_with_the_current_z_marked(browser, served, models, name, x, moved):
+    with Visit(browser, served) as visit:
+        visit.choose(name)
+        for example in (x, [moved, *x[1:]]):  # and again after x moves
+            visit.type_x(example)
+            settle(visit)
+            back, passed, err_Z, err_A = oracle_of(models, name, example)
+            depth = back.spec.depth
+            for l in range(1, depth + 1):
+                act = back.spec.activations[l - 1].name
+                plot = visit.page.locator(f'#activation-plots svg[data-layer="{l}"]')
+                assert plot.get_attribute("role") == "img"
+                assert plot.get_attribute("aria-label").startswith(f"g[{l}] = {act}, plotted for z from")
+                assert plot.locator("polyline.curve").count() >= 1
+                assert plot.locator("line.axis").count() == 2  # z = 0 and g = 0 both in view
+                marks = plot.locator("circle.mark")
+                assert marks.count() == back.spec.sizes[l]
+                for k in range(back.spec.sizes[l]):
+                    mark = plot.locator(f'circle.mark[data-unit="{l}:{k + 1}"]')
+                    z, a = float(mark.get_attribute("data-z")), float(mark.get_attribute("data-a"))
+                    assert abs(z - passed.Z[l][k, 0]) <= err_Z[l][k, 0], (l, k, z)
+                    assert abs(a - passed.A[l][k, 0]) <= err_A[l][k, 0], (l, k, a)
+                figure = visit.page.locator("#activation-plots figure").nth(l - 1)
+                assert ADVICE[(act, l < depth)] in figure.locator(".advice").inner_text()
+        assert not visit.errors, visit.errors
+        section_shot(visit, f"plots-{name}-desktop")
+
+
+def test_the_batch_view_fits_a_phone_and_scrolls_in_its_own_boxes_by_keyboard(browser, served, models):
+    with Visit(browser, served, PHONE) as visit:
+        visit.choose("softmax_4_8_8_3")
+        examples = [[k / 10, -k / 5, 0.3, 1.0 - k] for k in range(12)]
+        box = visit.page.get_by_label("CSV rows, one example per row")
+        box.focus()
+        visit.page.keyboard.press("Control+A")
+        visit.page.keyboard.type("\n".join(", ".join(map(repr, x)) for x in examples))
+        visit.page.locator('[data-matrix="mat-X"][data-shape="4x12"]').wait_for(state="attached")
+        settle(visit)
+        width = visit.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the page is {width} px wide at phone width"
+        # From the batch box, Tab reaches the batch view's boxes, and the arrow keys scroll one sideways.
+        labels = []
+        for _ in range(8):
+            visit.page.keyboard.press("Tab")
+            labels.append(visit.page.evaluate("document.activeElement.getAttribute('aria-label')"))
+            if labels[-1] == "Z[1] = W[1]X + b[1]":
+                break
+        assert labels[-2:] == ["X", "Z[1] = W[1]X + b[1]"], labels
+        region = visit.page.locator('[aria-label="Z[1] = W[1]X + b[1]"]')
+        assert region.evaluate("r => r.scrollWidth > r.clientWidth")  # wider than the phone: it scrolls
+        visit.page.keyboard.press("ArrowRight")
+        for _ in range(40):  # the browser may scroll smoothly, over a few frames
+            if region.evaluate("r => r.scrollLeft") > 0:
+                break
+            visit.page.wait_for_timeout(50)
+        assert region.evaluate("r => r.scrollLeft") > 0
+        region.evaluate("r => r.scrollTo(0, 0)")
+        back, passed, err_Z, err_A = batch_oracle(models, "softmax_4_8_8_3", examples)
+        cells = visit.cells()
+        for j in range(12):
+            for i in range(3):
+                key = f"mat-A3-{i + 1}-{j + 1}"
+                assert_shown_within_bound(cells[key], float(passed.A[3][i, j]), float(err_A[3][i, j]), 9, key)
+        visit.screenshot("batch-softmax_4_8_8_3-phone")
+        section_shot(visit, "batch-softmax_4_8_8_3-phone")
+
+
+def test_without_onnxruntime_web_the_loop_runs_in_float64_beside_the_oracle(browser, models, tmp_path):
+    with serving(models, "--ort-web-dir", str(tmp_path)) as process, Visit(browser, process) as visit:
+        visit.choose("mlp_3_4_1_sigmoid")
+        examples = [x[:3] for x in BATCH]
+        show_batch(visit, examples)
+        loop = visit.page.locator("#batch-loop-diff")
+        assert "onnxruntime-web is not here: the loop ran in float64" in loop.inner_text()
+        assert float(loop.get_attribute("data-diff")) <= 1e-15
+        _, passed, _, _ = batch_oracle(models, "mlp_3_4_1_sigmoid", examples)
+        cells = visit.cells()
+        for j in range(len(examples)):
+            for i in range(4):
+                key = f"mat-Z1-{i + 1}-{j + 1}"  # the oracle's, shown to 9 digits as for a float32 model
+                assert_shown_within_bound(cells[key], float(passed.Z[1][i, j]), 1e-15, 9, key)
+        assert visit.page.locator('#activation-plots svg[data-layer="2"] circle.mark').count() == 1
