@@ -16,7 +16,12 @@ import numpy as np
 from forwardpass.builder.readback import ReadBack
 from forwardpass.builder.spec import NetworkSpec
 
-COLUMN_GAP, ROW_GAP, RADIUS, MARGIN = 170, 56, 17, 40
+# Beside each unit, on its right, is a box VALUE_WIDTH wide where the served page writes the unit's
+# values; the unit's edges leave from the right of that box and reach the next unit's circle on its
+# left, so no edge ever crosses a value (the page tests it).
+RADIUS, VALUE_GAP, VALUE_WIDTH, EDGE_SPAN = 20, 3, 80, 60
+COLUMN_GAP = RADIUS + VALUE_GAP + VALUE_WIDTH + VALUE_GAP + EDGE_SPAN + RADIUS
+ROW_GAP, MARGIN = 56, 14
 POSITIVE, NEGATIVE = "#1f5fbf", "#c0392b"
 ELIDED_HEAD, ELIDED_TAIL = 8, 2  # the units an elided layer still draws: its first and its last few
 
@@ -46,16 +51,17 @@ def parameter_count(spec: NetworkSpec) -> int:
 
 
 def network_svg(spec: NetworkSpec, max_units: int | None = None) -> str:
-    """The network as an SVG document: units as circles, weights as shaded edges; layers wider than
-    max_units are elided."""
+    """The network as an SVG document: units as circles named as the slides name them (x_i, a[l]_i,
+    ŷ_i), weights as shaded edges; layers wider than max_units are elided."""
     slots = [drawn_units(n, max_units) for n in spec.sizes]
     tallest = max(len(s) for s in slots)
-    width = 2 * MARGIN + COLUMN_GAP * (len(spec.sizes) - 1) + 2 * RADIUS
+    width = 2 * MARGIN + COLUMN_GAP * (len(spec.sizes) - 1) + 2 * RADIUS + VALUE_GAP + VALUE_WIDTH
     height = 2 * MARGIN + ROW_GAP * (tallest - 1) + 2 * RADIUS + 30
     centers = [_column(l, len(s), tallest) for l, s in enumerate(slots)]
     largest = max(float(np.abs(W).max()) for W in spec.weights) or 1.0
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'data-value-width="{VALUE_WIDTH}" data-value-gap="{VALUE_GAP}">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
     ]
     for l, W in enumerate(spec.weights, 1):
@@ -65,10 +71,11 @@ def network_svg(spec: NetworkSpec, max_units: int | None = None) -> str:
                     continue
                 strength = abs(float(W[j, k])) / largest
                 color = POSITIVE if W[j, k] >= 0 else NEGATIVE
+                start = x1 + RADIUS + 2 * VALUE_GAP + VALUE_WIDTH
                 parts.append(
-                    f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{color}" '
-                    f'stroke-width="{0.5 + 3.5 * strength:.2f}" stroke-opacity="{0.15 + 0.85 * strength:.2f}">'
-                    f"<title>W[{l}][{j + 1},{k + 1}] = {W[j, k]:.4g}</title></line>"
+                    f'<line x1="{start:.1f}" y1="{y1:.1f}" x2="{x2 - RADIUS:.1f}" y2="{y2:.1f}" stroke="{color}" '
+                    f'stroke-width="{0.5 + 3.5 * strength:.2f}" stroke-opacity="{0.15 + 0.85 * strength:.2f}" '
+                    f'data-weight="{l}:{j + 1}:{k + 1}"><title>W[{l}][{j + 1},{k + 1}] = {W[j, k]:.4g}</title></line>'
                 )
     for l, (column, units) in enumerate(zip(centers, slots)):
         for (x, y), i in zip(column, units):
@@ -79,20 +86,29 @@ def network_svg(spec: NetworkSpec, max_units: int | None = None) -> str:
                     f'text-anchor="middle">⋮ {left_out} more</text>'
                 )
                 continue
-            label = f"x{i + 1}" if l == 0 else (f"ŷ{i + 1}" if l == spec.depth else f"a{i + 1}")
             parts.append(
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{RADIUS}" fill="white" stroke="black" stroke-width="1.5" '
                 f'data-unit="{l}:{i + 1}"/>'
-                f'<text x="{x:.1f}" y="{y + 4:.1f}" font-family="sans-serif" font-size="12" '
-                f'text-anchor="middle">{escape(label)}</text>'
+                f'<text x="{x:.1f}" y="{y + 4:.1f}" font-family="sans-serif" font-size="13" '
+                f'text-anchor="middle" data-name="{l}:{i + 1}">{_unit_name(l, i + 1, spec.depth)}</text>'
             )
-        caption = "input" if l == 0 else f"layer {l}: {spec.activations[l - 1]}"
+        caption = "input x" if l == 0 else f"layer {l}: {spec.activations[l - 1]}"
         parts.append(
             f'<text x="{column[0][0]:.1f}" y="{height - 12}" font-family="sans-serif" font-size="12" '
             f'text-anchor="middle">{escape(caption)}</text>'
         )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def _unit_name(layer: int, unit: int, depth: int) -> str:
+    """A unit's name as the slides write it, as SVG text: x_i, a^[l]_i, or ŷ_i for the output."""
+    sub = f'<tspan dy="4" font-size="10">{unit}</tspan>'
+    if layer == 0:
+        return f"x{sub}"
+    if layer == depth:
+        return f"ŷ{sub}"
+    return f'a<tspan dy="-6" font-size="10">[{layer}]</tspan><tspan dy="10" font-size="10">{unit}</tspan>'
 
 
 def drawn_units(units: int, max_units: int | None = None) -> list[int | None]:
