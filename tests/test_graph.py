@@ -1,9 +1,11 @@
 """The ONNX graph: one Gemm and one activation per layer, named after the slides, valid, deterministic."""
 
+import dataclasses
 import json
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 
 import forwardpass
@@ -145,3 +147,35 @@ def test_columns_inside_has_the_rows_models_inputs_and_outputs(spec, hidden):
 def test_columns_inside_takes_rows_options_only(spec):
     with pytest.raises(SpecError, match="rows-layout"):
         build_columns_inside(spec, ExportOptions(layout="columns"))
+
+
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_weights_as_inputs_take_the_slides_shapes_and_compute_the_stored_graphs_outputs(spec, layout, dtype):
+    stored = ExportOptions(layout, dtype, expose_hidden=True)
+    options = dataclasses.replace(stored, weights_as_inputs=True)
+    model = build_model(spec, options)
+    check(model)
+    assert serialize(model) == serialize(build_model(spec, options))
+    assert not model.graph.initializer
+    code = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    fed = [(i.name, i.type.tensor_type.elem_type, [d.dim_value for d in i.type.tensor_type.shape.dim])
+           for i in model.graph.input[1:]]  # fmt: skip
+    assert fed == [(f"{k}{l}", code, list(spec.shape_of(f"{k}{l}"))) for l in range(1, spec.depth + 1) for k in "Wb"]
+    assert [o.name for o in model.graph.output] == [o.name for o in build_model(spec, stored).graph.output]
+    weights = {f"{k}{l}": a.astype(dtype) for l in range(1, spec.depth + 1) for k, a in (("W", spec.weights[l - 1]),
+               ("b", spec.biases[l - 1]))}  # fmt: skip
+    # onnxruntime packs a stored W for its Gemm kernel, whose sums for one row in rows layout round
+    # differently from the unpacked kernel's (a last bit of float32): with packing off both graphs run
+    # the same kernel, and must then agree bit for bit.
+    unpacked = onnxruntime.SessionOptions()
+    unpacked.add_session_config_entry("session.disable_prepacking", "1")
+    served = onnxruntime.InferenceSession(
+        serialize(build_model(spec, stored)), unpacked, providers=["CPUExecutionProvider"]
+    )
+    editable = onnxruntime.InferenceSession(serialize(model), providers=["CPUExecutionProvider"])
+    for m in (1, 7, 1000):  # onnxruntime's Gemm takes other paths for one row and for many
+        X = np.random.default_rng(m).standard_normal((m, spec.sizes[0])).astype(dtype)
+        x = {stored.input_name: X if layout == "rows" else np.ascontiguousarray(X.T)}
+        for got, want in zip(editable.run(None, {**x, **weights}), served.run(None, x)):
+            np.testing.assert_array_equal(got, want)  # the same numbers, bit for bit
