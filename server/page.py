@@ -26,7 +26,6 @@ import re
 from pathlib import Path
 from urllib.parse import quote
 
-import numpy as np
 import orjson
 
 from forwardpass.web import DOCS, FOLDER, LICENSE, ORT_FILES, PAGE_FILES, SWAGGER, how_to_get, ort_folder
@@ -178,8 +177,8 @@ async def oracle(app: RestApp, call: Call) -> Answer:
 def _oracle(network: NetworkViews, name: str, version: str, body: bytes) -> Answer:
     document = network.oracle(name, version, _optional_json(body))
     for layer in document["layers"]:
-        for key, values in layer.items():
-            layer[key] = restcodec.json_values(np.asarray(values, dtype=np.float64))
+        for key, values in layer.items():  # a vector, or a matrix row by row
+            layer[key] = [*map(restcodec.json_values, values)] if values.ndim == 2 else restcodec.json_values(values)
     return _json(document)
 
 

@@ -81,26 +81,27 @@ class NetworkViews:
 
     def oracle(self, name: str, version: str, request: dict) -> dict:
         """The float64 oracle's Z[l] and A[l], and each one's error bound at the unit roundoff of the
-        model's dtype, for one example "x" (vectors) or a batch "X" of m examples (n_l x m matrices,
+        model's dtype, for one example "x" (vectors) or a batch "X" of m examples (n_l x m arrays,
         one column per example), with the served weights or the request's "W" and "b"; layer l is
         item l - 1. The bound covers the weights' rounding to the model's dtype, as verify's does."""
         _, back = self._model(name, version)
         spec = edited(back.spec, request)
-        if "X" in request:
-            if "x" in request:
-                raise ForwardpassError("send 'x' (one example) or 'X' (a batch of examples), not both")
-            X, shown = _batch(request["X"], spec.sizes[0]), np.ndarray.tolist
-        else:
-            X, shown = _column(request.get("x"), spec.sizes[0]), lambda column: column[:, 0].tolist()
+        batch = "X" in request
+        if batch and "x" in request:
+            raise ForwardpassError("send 'x' (one example) or 'X' (a batch of examples), not both")
+        X = _batch(request["X"], spec.sizes[0]) if batch else _column(request.get("x"), spec.sizes[0])
         unit = TOLERANCES[back.dtype].unit
         passed = forward(spec, X)
         err_Z, err_A = layer_bounds(spec, X, unit, passed)
+
+        def shown(values: np.ndarray) -> np.ndarray:  # n x m for a batch, a vector for one x
+            return values if batch else values[:, 0]
+
         layers = [
             {"Z": shown(passed.Z[l]), "A": shown(passed.A[l]), "Z_bound": shown(err_Z[l]), "A_bound": shown(err_A[l])}
             for l in range(1, spec.depth + 1)
         ]
-        given = {"X": shown(X)} if "X" in request else {"x": shown(X)}
-        return {"mode": back.dtype, "unit": unit, **given, "layers": layers}
+        return {"mode": back.dtype, "unit": unit, ("X" if batch else "x"): shown(X), "layers": layers}
 
     def weights_npz(self, name: str, version: str, request: dict) -> bytes:
         """The request's "W" and "b", checked against the version's shapes, as the .npz that
@@ -169,13 +170,14 @@ def _batch(X: object, width: int) -> np.ndarray:
     """A list of m examples as the slides' X, (width, m) float64, one column per example."""
     if not isinstance(X, list) or not 1 <= len(X) <= MAX_EXAMPLES:
         raise ForwardpassError(f"'X' must be a list of 1 to {MAX_EXAMPLES} examples, each {width} numbers")
-    return _numbers(X, (len(X), width), "'X'", "one example per row, one number per input unit").T
+    return np.ascontiguousarray(_numbers(X, (len(X), width), "'X'", "one example per row, one number per input unit").T)
 
 
 def _numbers(value: object, shape: tuple[int, ...], what: str, why: str) -> np.ndarray:
     """Nested lists of exactly `shape` (as the JSON gave them) as a float64 array; anything else is
     bad input: `what` must be ... (`why`)."""
-    wanted = f"a list of {shape[0]} numbers" if len(shape) == 1 else f"{shape[0]} rows of {shape[1]} numbers"
+    rows = f"{shape[0]} row{'s' * (shape[0] != 1)}"
+    wanted = f"a list of {shape[0]} numbers" if len(shape) == 1 else f"{rows} of {shape[1]} numbers"
     level = [value]
     for n in shape:
         if not all(isinstance(item, list) and len(item) == n for item in level):

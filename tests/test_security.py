@@ -1,5 +1,6 @@
 """TLS, mutual TLS and bearer tokens, against a real server with certificates made for the test."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -223,13 +224,17 @@ def http_call(server, method: str, path: str, headers: dict, body: bytes | None 
 
 
 def refusal(answer: tuple[int, bytes]) -> tuple[int, str]:
-    import json
-
     return answer[0], json.loads(answer[1]).get("error", "") if answer[0] >= 400 else ""
 
 
 ALLOWED_ORIGIN = "http://allowed.example:8080"
-WEIGHTS = (("GET", "network"), ("GET", "network/model.onnx"), ("POST", "network/oracle"))  # the page's routes
+WEIGHTS = (  # the page's routes
+    ("GET", "network"),
+    ("GET", "network/model.onnx"),
+    ("GET", "network/editable.onnx"),
+    ("POST", "network/oracle"),
+    ("POST", "network/weights.npz"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +247,8 @@ def explicit(repository):
 
 def test_a_foreign_origin_may_not_unload_a_model_nor_read_its_weights(explicit):
     model = "/v2/models/mlp_3_4_1"
-    oracle = b'{"x": [1, 2, 3]}'
+    zeros = {"W": [[[0] * 3] * 4, [[0] * 4]], "b": [[0] * 4, [0]]}  # mlp_3_4_1's shapes, for the oracle and the .npz
+    oracle = json.dumps({"x": [1, 2, 3], **zeros}).encode()
     infer = b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}'
     # A web page's text/plain POST needs no preflight: the browser sends it, with the page's Origin.
     for origin in ("http://evil.example", "null", explicit.http_url.replace("127.0.0.1", "localhost")):
