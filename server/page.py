@@ -151,8 +151,12 @@ async def docs_file(app: RestApp, call: Call) -> Answer:
 
 
 async def describe(app: RestApp, call: Call) -> Answer:
-    """The network of a model version, described and drawn."""
-    return _json(app.page.network.describe(*_model(call)))
+    """The network of a model version, described and drawn, with its weights."""
+    return await asyncio.to_thread(_described, app.page.network, *_model(call))  # every weight: off the loop
+
+
+def _described(network: NetworkViews, name: str, version: str) -> Answer:
+    return _json(network.describe(name, version))
 
 
 async def hidden_model(app: RestApp, call: Call) -> Answer:

@@ -67,7 +67,7 @@ class NetworkViews:
             "max_drawn_units": MAX_DRAWN_UNITS,
             "svg": network_svg(spec, MAX_DRAWN_UNITS),
             # the stored values as read back, in the slides' shapes: W[l] n_l rows of n_{l-1}, b[l] n_l
-            "weights": [{"W": W.tolist(), "b": b[:, 0].tolist()} for W, b in zip(spec.weights, spec.biases)],
+            "weights": [{"W": W, "b": np.ascontiguousarray(b[:, 0])} for W, b in zip(spec.weights, spec.biases)],
         }
 
     def hidden_model(self, name: str, version: str = "") -> bytes:
