@@ -10,6 +10,8 @@ takes one). Screenshots go to build/test-artifacts/page/.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from test_page import (  # noqa: F401 (fixtures)
@@ -225,3 +227,58 @@ def test_without_onnxruntime_web_the_loop_runs_in_float64_beside_the_oracle(brow
                 key = f"mat-Z1-{i + 1}-{j + 1}"  # the oracle's, shown to 9 digits as for a float32 model
                 assert_shown_within_bound(cells[key], float(passed.Z[1][i, j]), 1e-15, 9, key)
         assert visit.page.locator('#activation-plots svg[data-layer="2"] circle.mark').count() == 1
+
+
+def test_edited_weights_give_the_batch_and_the_plots_of_the_oracle_for_them(browser, served, models):
+    name = "columns"  # tanh, sigmoid; the examples in columns
+    with Visit(browser, served) as visit:
+        visit.choose(name)
+        examples = [x[:3] for x in BATCH]
+        show_batch(visit, examples)
+        back = read_file(models / name / "1" / "model.onnx")
+        weights, biases = [W.copy() for W in back.spec.weights], [b.copy() for b in back.spec.biases]
+        for label, value in (("W[1][2,3]", 1.5), ("b[2][1]", -0.25)):
+            visit.page.locator(f'input.param[aria-label="{label}"]').fill(str(value))
+            settle(visit)
+        weights[0][1, 2], biases[1][0, 0] = 1.5, -0.25
+        spec = dataclasses.replace(back.spec, weights=tuple(weights), biases=tuple(biases))
+        X = np.asarray(examples, dtype=np.float64).T
+        passed = forward(spec, X)
+        err_Z, err_A = layer_bounds(spec, X, TOLERANCES[back.dtype].unit, passed)
+        cells = visit.cells()
+        assert cells["mat-W1-2-3"] == "1.50000000" and cells["mat-b2-1-5"] == "-0.250000000"
+        for l in (1, 2):
+            for i in range(spec.sizes[l]):
+                for j in range(len(examples)):
+                    for kind, values, bounds in (("Z", passed.Z, err_Z), ("A", passed.A, err_A)):
+                        key = f"mat-{kind}{l}-{i + 1}-{j + 1}"
+                        assert_shown_within_bound(cells[key], values[l][i, j], bounds[l][i, j], 9, key)
+        assert visit.page.locator("#batch-loop-diff").get_attribute("data-diff") == "0"
+        assert "within its error bound" in visit.page.locator("#batch-oracle-verdict").inner_text()
+        x = [0.1, 0.2, 0.3]  # the page's first x
+        one = forward(spec, np.asarray(x, dtype=np.float64).reshape(3, 1))
+        mark = visit.page.locator('#activation-plots circle.mark[data-unit="2:1"]')
+        assert float(mark.get_attribute("data-z")) == pytest.approx(one.Z[2][0, 0], abs=1e-6)
+        asked = [url for method, url, _ in visit.requests if method == "POST" and url.endswith("/network/oracle")]
+        assert asked and all(url.startswith(visit.origin + "/") for _, url, _ in visit.requests)
+
+
+def test_invalid_input_marks_the_batch_view_and_the_plots_stale(browser, served):
+    with Visit(browser, served) as visit:
+        visit.choose("mlp_3_4_1")
+        box = visit.page.get_by_label("CSV rows, one example per row")
+        box.fill("1, 2, 3\n4, five, 6")
+        visit.page.locator("#batch-view-out.stale").wait_for(state="attached")
+        assert box.get_attribute("aria-invalid") == "true"
+        assert "batch row 2" in visit.page.locator("#batch-view-error").inner_text()
+        show_batch(visit, [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
+        assert box.get_attribute("aria-invalid") is None
+        assert visit.page.locator("#batch-view-out.stale").count() == 0
+        visit.page.get_by_label("x1", exact=True).fill("")
+        visit.page.locator("#activation-plots.stale").wait_for(state="attached")
+        assert visit.page.locator("#batch-view-out.stale").count() == 1
+        visit.page.get_by_label("x1", exact=True).fill("0.5")
+        settle(visit)
+        assert visit.page.locator(".stale").count() == 0
+        mark = visit.page.locator('#activation-plots circle.mark[data-unit="1:1"]')
+        assert mark.get_attribute("data-z") is not None

@@ -44,18 +44,12 @@ const small = (v) => (Number.isFinite(v) ? v.toExponential(2) : String(v));
 const short = (v) => (Number.isFinite(v) ? String(Number(v.toPrecision(4))) : String(v)); // plots: 4 digits
 const sup = (i) => `⁽${String(i).replace(/\d/g, (d) => '⁰¹²³⁴⁵⁶⁷⁸⁹'[d])}⁾`; // the slides' x^(i)
 
-// -- the batch, read from the page's batch box --
+// -- the batch, read from the page's batch box as the page reads it --
 
-function parseBatch(text, n) {
-  const rows = text.split('\n').map((line) => line.trim()).filter((line) => line && !line.startsWith('#'));
-  if (!rows.length) throw new Error('the batch is empty: one example per row, values separated by commas');
-  if (rows.length > MAX_EXAMPLES) throw new Error(`the batch has ${rows.length} rows; the matrix view takes ${MAX_EXAMPLES}`);
-  return rows.map((line, r) => {
-    const values = line.split(/[,;\s]+/).filter(Boolean).map(Number);
-    if (values.length !== n) throw new Error(`batch row ${r + 1} has ${values.length} values; the model takes ${n}`);
-    if (!values.every(Number.isFinite)) throw new Error(`batch row ${r + 1} holds something that is not a number`);
-    return values;
-  });
+function parseBatch(text) {
+  const examples = window.forwardpassPage.parseBatch(text);
+  if (examples.length > MAX_EXAMPLES) throw new Error(`the batch has ${examples.length} rows; the matrix view takes ${MAX_EXAMPLES}`);
+  return examples;
 }
 
 // A matrix is kept as an array of rows: M[i][j] is unit i + 1 of example j + 1, as the slides index.
@@ -117,7 +111,10 @@ function loopInFloat64(s, X) {
 // The float64 oracle for the batch, for the weights shown: n_l × m matrices and their bounds.
 async function oracleFor(s, X) {
   const examples = X[0].map((_, j) => X.map((row) => row[j]));
-  const answer = await s.post('/network/oracle', { X: examples, ...(s.edited ? { W: s.W, b: s.b } : {}) });
+  // Edited weights as the browser computes with them: in the model's dtype.
+  const stored = (v) => (s.model.dtype === 'float32' ? Math.fround(v) : v);
+  const weights = { W: s.W.map((W) => W.map((row) => row.map(stored))), b: s.b.map((b) => b.map(stored)) };
+  const answer = await s.post('/network/oracle', { X: examples, ...(s.edited ? weights : {}) });
   // "Infinity", "-Infinity" and "NaN" come as strings: read them as numbers.
   return answer.layers.map((layer) =>
     Object.fromEntries(Object.entries(layer).map(([key, M]) => [key, M.map((row) => row.map(Number))])),
@@ -422,7 +419,7 @@ function updateBatch(s) {
     let X;
     const box = $('batch');
     try {
-      X = columnsOf(parseBatch(box.value, s.model.sizes[0]));
+      X = columnsOf(parseBatch(box.value));
       box.removeAttribute('aria-invalid');
     } catch (error) {
       box.setAttribute('aria-invalid', 'true');
@@ -457,20 +454,25 @@ function updateBatch(s) {
   });
 }
 
-function changed(s, reason) {
-  if (!s || reason === 'unit') return;
+// The view with its own copy of W and b: the page edits its arrays in place.
+const snapshot = (s) => ({ ...s, W: s.W.map((W) => W.map((row) => [...row])), b: s.b.map((b) => [...b]) });
+
+function changed(shown, reason) {
+  if (!shown || reason === 'unit') return;
+  const s = snapshot(shown);
   if (!s.valid || reason === 'invalid') {
     markStale('activation-plots', true);
     markStale('batch-view-out', true);
     return;
   }
   updatePlots(s).catch((error) => showError(`The activation plots failed: ${error.message || error}`));
-  if (reason !== 'x') updateBatch(s);
+  // The batch does not depend on x, but a batch marked stale meanwhile is brought up to date.
+  if (reason !== 'x' || $('batch-view-out').classList.contains('stale')) updateBatch(s);
 }
 
 function batchChanged() {
   const s = window.forwardpassPage.state();
-  if (s) updateBatch(s);
+  if (s && s.valid) updateBatch(snapshot(s));
 }
 
 function attach(hook) {
