@@ -42,7 +42,6 @@ const digits = (model) => (model.dtype === 'float64' ? 17 : 9);
 const fmtWith = (n) => (v) => (v === undefined || v === null ? '–' : Number.isFinite(v) ? v.toPrecision(n) : String(v));
 const small = (v) => (Number.isFinite(v) ? v.toExponential(2) : String(v));
 const short = (v) => (Number.isFinite(v) ? String(Number(v.toPrecision(4))) : String(v)); // plots: 4 digits
-const sup = (i) => `⁽${String(i).replace(/\d/g, (d) => '⁰¹²³⁴⁵⁶⁷⁸⁹'[d])}⁾`; // the slides' x^(i)
 
 // -- the batch, read from the page's batch box as the page reads it --
 
@@ -250,18 +249,23 @@ function layerParts(s, l, m, shown, outside) {
   ];
 }
 
+// A block of code in which "^(i)" is written as the slides' superscript (i).
+function code(text) {
+  const parts = text.split('^(i)').flatMap((piece, k) => (k ? [el('sup', {}, '(i)'), piece] : [piece]));
+  return el('pre', { class: 'code' }, ...parts);
+}
+
 // The slides' two ways to write the pass, side by side.
 function loopAndMatrixForm(activations) {
-  const i = sup('i');
   const loop = activations.map((g, k) => {
-    const before = k ? `a[${k}]${i}` : `x${i}`;
-    return `    z[${k + 1}]${i} = W[${k + 1}]${before} + b[${k + 1}]\n    a[${k + 1}]${i} = ${g}(z[${k + 1}]${i})`;
+    const before = k ? `a[${k}]^(i)` : 'x^(i)';
+    return `    z[${k + 1}]^(i) = W[${k + 1}]${before} + b[${k + 1}]\n    a[${k + 1}]^(i) = ${g}(z[${k + 1}]^(i))`;
   });
   const vectorized = activations.map((g, k) => `Z[${k + 1}] = W[${k + 1}]${k ? `A[${k}]` : 'X'} + b[${k + 1}]\nA[${k + 1}] = ${g}(Z[${k + 1}])`);
   return el(
     'div', { class: 'loop-vs-matrix' },
-    el('figure', {}, el('figcaption', {}, 'One example at a time'), el('pre', { class: 'code' }, `for i = 1 to m:\n${loop.join('\n')}`)),
-    el('figure', {}, el('figcaption', {}, 'All m at once, examples in columns'), el('pre', { class: 'code' }, vectorized.join('\n'))),
+    el('figure', {}, el('figcaption', {}, 'One example at a time'), code(`for i = 1 to m:\n${loop.join('\n')}`)),
+    el('figure', {}, el('figcaption', {}, 'All m at once, examples in columns'), code(vectorized.join('\n'))),
   );
 }
 
@@ -377,8 +381,8 @@ function renderPlots(s, layers) {
 
 // -- keeping both in step with the page --
 
-function showError(message) {
-  const line = $('batch-view-error');
+function showError(message, where = 'batch-view-error') {
+  const line = $(where);
   line.textContent = message;
   line.hidden = !message;
 }
@@ -465,7 +469,10 @@ function changed(shown, reason) {
     markStale('batch-view-out', true);
     return;
   }
-  updatePlots(s).catch((error) => showError(`The activation plots failed: ${error.message || error}`));
+  updatePlots(s).then(
+    () => showError('', 'activations-error'),
+    (error) => showError(`The activation plots failed: ${error.message || error}`, 'activations-error'),
+  );
   // The batch does not depend on x, but a batch marked stale meanwhile is brought up to date.
   if (reason !== 'x' || $('batch-view-out').classList.contains('stale')) updateBatch(s);
 }
