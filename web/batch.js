@@ -14,9 +14,12 @@
 // It reads the page through window.forwardpassPage (page.js): onChange(fn) and state().
 
 const SVG = 'http://www.w3.org/2000/svg';
+const MATRIX_MAX = 16; // W[l] larger than 16 x 16 is not listed here, as the page summarises it
+const TALL_ROWS = 16; // a matrix of more rows scrolls up and down in its own box
 const SHOWN_COLUMNS = 64; // more examples are computed and checked, and listed in part
 const MAX_EXAMPLES = 4096; // the oracle route's limit on m
 const PLOT = { width: 260, height: 170, left: 38, right: 10, top: 10, bottom: 30, samples: 241 };
+const LISTED = 8; // values written under a plot; the tables list them all
 const TYPING_PAUSE_MS = 300; // recompute once the batch box has been still this long
 
 const $ = (id) => document.getElementById(id);
@@ -181,8 +184,10 @@ function matrix(name, shape, rows, columns, value, { key, fmt, columnHead = (j) 
     ),
   );
   const more = columns > shownColumns ? el('p', { class: 'note' }, `The first ${shownColumns} of ${columns} columns; all are checked.`) : '';
+  // A tall matrix scrolls up and down in a box of its own, which the keyboard can reach.
+  const tall = rows > TALL_ROWS ? { class: 'matrix-box tall', tabindex: '0', role: 'region', 'aria-label': name } : { class: 'matrix-box' };
   return el(
-    'div', { class: 'matrix-box', 'data-matrix': key, 'data-shape': `${rows}x${columns}` },
+    'div', { ...tall, 'data-matrix': key, 'data-shape': `${rows}x${columns}` },
     el('table', { class: 'matrix numbers' }, el('caption', {}, `${name}: ${shape}`), el('thead', {}, el('tr', {}, el('td', {}), ...heads)), el('tbody', {}, ...body)),
     more,
   );
@@ -226,9 +231,9 @@ function layerParts(s, l, m, shown, outside) {
   const [W, b] = [s.W[l - 1], s.b[l - 1]];
   const prev = l === 1 ? 'X' : `A[${l - 1}]`;
   const g = s.model.activations[l - 1];
-  const wBox = n[l] * n[l - 1] <= 256
+  const wBox = n[l] <= MATRIX_MAX && n[l - 1] <= MATRIX_MAX
     ? matrix(`W[${l}]`, `${n[l]} × ${n[l - 1]}`, n[l], n[l - 1], (i, j) => W[i][j], { key: `mat-W${l}`, fmt, columnHead: (j) => String(j + 1) })
-    : el('p', { class: 'matrix-box', 'data-matrix': `mat-W${l}`, 'data-shape': `${n[l]}x${n[l - 1]}` }, `W[${l}]: ${n[l]} × ${n[l - 1]}, too large to list here`);
+    : el('p', { class: 'matrix-box', 'data-matrix': `mat-W${l}`, 'data-shape': `${n[l]}x${n[l - 1]}` }, `W[${l}] (${n[l]} × ${n[l - 1]}: too large to list here; summarised above)`);
   return [
     el('h3', {}, `Layer ${l}: Z[${l}] = W[${l}]${prev} + b[${l}], A[${l}] = ${g}(Z[${l}])`),
     el('p', { class: 'shape' }, `(${n[l]} × ${n[l - 1]})(${n[l - 1]} × ${m}) + (${n[l]} × 1 broadcast to ${n[l]} × ${m}) = ${n[l]} × ${m}. `,
@@ -308,6 +313,10 @@ function niceTicks(lo, hi, count = 4) {
   return ticks;
 }
 
+// A layer's values in a caption: all of a small layer, the first few of a wide one.
+const listed = (values) =>
+  values.length <= LISTED ? `(${values.map(short).join(', ')})` : `(${values.slice(0, LISTED).map(short).join(', ')}, … ${values.length - LISTED} more)`;
+
 function plot(l, g, z, a, hidden) {
   const act = activation(g);
   const finite = z.filter(Number.isFinite);
@@ -362,7 +371,7 @@ function plot(l, g, z, a, hidden) {
     el(
       'figcaption', {},
       el('strong', {}, `Layer ${l}${hidden ? '' : ' (output)'}: g = ${g}. `),
-      `z[${l}] = (${z.map(short).join(', ')}) → ${name} = (${a.map(short).join(', ')}). `,
+      `z[${l}] = ${listed(z)} → ${name} = ${listed(a)}. `,
       act.scalar ? '' : `Each ${name}_k depends on every z; its curve is drawn against z_k with the other z held. `,
       el('span', { class: 'advice', 'data-advice': act.name }, advice(act.name, hidden)),
     ),
