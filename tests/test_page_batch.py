@@ -198,12 +198,14 @@ def test_the_batch_view_fits_a_phone_and_scrolls_in_its_own_boxes_by_keyboard(br
         region = visit.page.locator('[aria-label="Z[1] = W[1]X + b[1]"]')
         assert region.evaluate("r => r.scrollWidth > r.clientWidth")  # wider than the phone: it scrolls
         visit.page.keyboard.press("ArrowRight")
-        for _ in range(40):  # the browser may scroll smoothly, over a few frames
-            if region.evaluate("r => r.scrollLeft") > 0:
+        scrolled = []
+        for _ in range(40):  # the browser scrolls smoothly, over a few frames: until it stops
+            scrolled.append(region.evaluate("r => r.scrollLeft"))
+            if len(scrolled) > 1 and scrolled[-1] == scrolled[-2] > 0:
                 break
             visit.page.wait_for_timeout(50)
-        assert region.evaluate("r => r.scrollLeft") > 0
-        region.evaluate("r => r.scrollTo(0, 0)")
+        assert scrolled[-1] > 0, scrolled
+        region.evaluate("r => r.scrollTo({left: 0, behavior: 'instant'})")  # for the screenshot
         back, passed, err_Z, err_A = batch_oracle(models, "softmax_4_8_8_3", examples)
         cells = visit.cells()
         for j in range(12):
