@@ -48,10 +48,15 @@ def batch_oracle(models, name: str, examples: list[list[float]]):
     return back, passed, err_Z, err_A
 
 
+def fill_batch(visit: Visit, examples: list[list[float]]) -> None:
+    """Type a batch into the batch box as CSV, one example per row."""
+    visit.page.get_by_label("CSV rows, one example per row").fill("\n".join(", ".join(map(repr, x)) for x in examples))
+
+
 def show_batch(visit: Visit, examples: list[list[float]]) -> None:
     """Type a batch into the batch box and wait for the batch view of exactly that many examples."""
     n, m = len(examples[0]), len(examples)
-    visit.page.get_by_label("CSV rows, one example per row").fill("\n".join(", ".join(map(repr, x)) for x in examples))
+    fill_batch(visit, examples)
     visit.page.locator(f'[data-matrix="mat-X"][data-shape="{n}x{m}"]').wait_for(state="attached")
     settle(visit)
 
@@ -286,3 +291,38 @@ def test_invalid_input_marks_the_batch_view_and_the_plots_stale(browser, served)
         assert visit.page.locator(".stale").count() == 0
         mark = visit.page.locator('#activation-plots circle.mark[data-unit="1:1"]')
         assert mark.get_attribute("data-z") is not None
+
+
+def test_an_edit_during_a_long_batch_is_what_the_batch_view_shows(browser, served, models):
+    """A batch of 1,000 examples (1,000 runs for the loop) is still being computed when W changes: the
+    view ends showing the batch for the new W, its loop and matrix form alike, its columns listed in part."""
+    with Visit(browser, served) as visit:
+        visit.choose("mlp_3_4_1")
+        rng = np.random.default_rng(20)
+        examples = np.round(rng.uniform(-3, 3, (1000, 3)), 2).tolist()
+        visit.page.get_by_label("CSV rows, one example per row").fill(
+            "\n".join(", ".join(map(repr, x)) for x in examples)
+        )
+        visit.page.locator('body:not([data-batch-pending="0"])').wait_for(state="attached")
+        visit.page.locator('input.param[aria-label="W[1][1,1]"]').fill("2")
+        visit.page.locator('[data-matrix="mat-W1"] [data-cell="mat-W1-1-1"]', has_text="2.00000000").wait_for()
+        settle(visit)
+        back = read_file(models / "mlp_3_4_1" / "1" / "model.onnx")
+        weights = [W.copy() for W in back.spec.weights]
+        weights[0][0, 0] = 2.0
+        spec = dataclasses.replace(back.spec, weights=tuple(weights))
+        X = np.asarray(examples, dtype=np.float64).T
+        passed = forward(spec, X)
+        err_Z, err_A = layer_bounds(spec, X, TOLERANCES[back.dtype].unit, passed)
+        cells = visit.cells()
+        assert visit.page.locator('[data-matrix="mat-Z1"]').get_attribute("data-shape") == "4x1000"
+        assert "The first 64 of 1000 columns" in visit.page.locator('[data-matrix="mat-Z1"]').inner_text()
+        assert "mat-Z1-1-65" not in cells
+        for j in range(64):
+            for i in range(4):
+                key = f"mat-Z1-{i + 1}-{j + 1}"
+                assert_shown_within_bound(cells[key], passed.Z[1][i, j], err_Z[1][i, j], 9, key)
+            key = f"mat-A2-1-{j + 1}"
+            assert_shown_within_bound(cells[key], passed.A[2][0, j], err_A[2][0, j], 9, key)
+        assert visit.page.locator("#batch-loop-diff").get_attribute("data-diff") == "0"
+        assert "within its error bound" in visit.page.locator("#batch-oracle-verdict").inner_text()

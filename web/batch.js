@@ -85,9 +85,13 @@ async function runOn(s, X) {
 }
 
 // The slides' loop: one example at a time, each a run of its own; the columns put side by side.
-async function loopForm(s, X) {
+// It stops once no longer wanted (newer weights or a newer batch), leaving the runs to the page.
+async function loopForm(s, X, wanted) {
   const perExample = [];
-  for (let j = 0; j < X[0].length; j++) perExample.push(await runOn(s, X.map((row) => [row[j]])));
+  for (let j = 0; j < X[0].length; j++) {
+    if (!wanted()) throw new Error('superseded');
+    perExample.push(await runOn(s, X.map((row) => [row[j]])));
+  }
   const side = (l, kind) => perExample[0][l][kind].map((_, i) => perExample.map((layers) => layers[l][kind][i][0]));
   return perExample[0].map((_, l) => ({ Z: side(l, 'Z'), A: side(l, 'A') }));
 }
@@ -399,7 +403,6 @@ function showError(message, where = 'batch-view-error') {
 // Results that no longer follow the page's inputs keep their look of "stale" (the page's class).
 function markStale(id, stale) {
   $(id).classList.toggle('stale', stale);
-  $(id).toggleAttribute('data-stale', stale);
 }
 
 // Tests and readers wait for body[data-batch-pending="0"]: no plot or batch computation going on.
@@ -443,7 +446,7 @@ function updateBatch(s) {
     const m = X[0].length;
     const [matrix, loop, oracle] = await Promise.allSettled([
       s.run ? runOn(s, X) : Promise.resolve(null),
-      s.run ? loopForm(s, X) : Promise.resolve(loopInFloat64(s, X)),
+      s.run ? loopForm(s, X, () => seq === view.batchSeq) : Promise.resolve(loopInFloat64(s, X)),
       oracleFor(s, X),
     ]);
     if (seq !== view.batchSeq) return; // a newer batch or newer weights are on their way
