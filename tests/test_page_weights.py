@@ -1,7 +1,7 @@
 """The page's routes for weights a student edits, over HTTP against a real server: W and b in
-GET .../network, the network with W and b as inputs (editable.onnx) run by onnxruntime, the oracle
-for given weights and for a batch X, and the .npz that `forwardpass build --weights` reads, built
-with the CLI. Every number is checked against the NumPy oracle within the bound of the model's dtype
+GET .../network, the network with W and b as inputs (editable.onnx) run by onnxruntime and by
+onnxruntime-web in Chromium, the oracle for given weights and for a batch X, and the .npz that
+`forwardpass build --weights` reads, built with the CLI. Every number is checked against the NumPy oracle within the bound of the model's dtype
 (forwardpass/tolerance.py)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime
 import pytest
 from test_http_limits import call
-from test_page import HOSTILE, fetch, serving
+from test_page import HOSTILE, browser, fetch, serving  # noqa: F401 (browser: a fixture)
 
 from forwardpass.builder.graph import build_model, serialize
 from forwardpass.builder.oracle import forward
@@ -282,3 +282,49 @@ def test_the_weight_routes_are_bounded_need_the_token_and_go_with_the_page(model
         for method, route in ROUTES:
             body = json.dumps({"x": [1, 2, 3], **edited}).encode() if method == "POST" else None
             assert fetch(process, f"/v2/models/mlp_3_4_1/{route}", body)[0] == 404, route
+
+
+EDITABLE_IN_THE_BROWSER = """async ([name, inputName, xShape, x, weights, float64]) => {
+  const ort = await import('/static/ort/ort.wasm.min.mjs');
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.wasmPaths = location.origin + '/static/ort/';
+  const bytes = await (await fetch(`/v2/models/${name}/network/editable.onnx`)).arrayBuffer();
+  const session = await ort.InferenceSession.create(new Uint8Array(bytes), { executionProviders: ['wasm'] });
+  const Values = float64 ? Float64Array : Float32Array;
+  const tensor = (values, shape) => new ort.Tensor(float64 ? 'float64' : 'float32', Values.from(values), shape);
+  const feeds = { [inputName]: tensor(x, xShape) };
+  weights.W.forEach((W, i) => { feeds[`W${i + 1}`] = tensor(W.flat(), [W.length, W[0].length]); });
+  weights.b.forEach((b, i) => { feeds[`b${i + 1}`] = tensor(b, [b.length, 1]); });
+  const outputs = Object.entries(await session.run(feeds));
+  return Object.fromEntries(outputs.map(([key, t]) => [key, { data: Array.from(t.data), dims: t.dims }]));
+}"""
+
+
+def test_onnxruntime_web_runs_the_editable_model_within_the_oracles_bound(browser, served, models):  # noqa: F811
+    """The page's runtime takes editable.onnx and the weights it is fed: the served ones, and others."""
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(served.http_url + "/")
+        for name in NAMES:
+            back = read_back(models, name)
+            X = np.random.default_rng(6).standard_normal((back.spec.sizes[0], 3)).astype(back.dtype)
+            fed = X.T if back.layout == "rows" else X
+            network = json.loads(fetch(served, f"/v2/models/{name}/network")[2])["weights"]
+            served_weights = {key: [item[key] for item in network] for key in ("W", "b")}
+            for weights in (served_weights, other_weights(back.spec, seed=7)):
+                arguments = [
+                    name,
+                    back.input_name,
+                    list(fed.shape),
+                    fed.reshape(-1).tolist(),
+                    weights,
+                    back.dtype == "float64",
+                ]
+                outputs = page.evaluate(EDITABLE_IN_THE_BROWSER, arguments)
+                document = {"X": X.T.astype(np.float64).tolist(), **weights}
+                answer = json.loads(post(served, f"/v2/models/{name}/network/oracle", document)[2])
+                shaped = {k: np.reshape(v["data"], v["dims"]) for k, v in outputs.items()}
+                assert_within_answer({k: v.T if back.layout == "rows" else v for k, v in shaped.items()}, answer, back)
+    finally:
+        context.close()
