@@ -85,7 +85,7 @@ class NetworkViews:
         one column per example), with the served weights or the request's "W" and "b"; layer l is
         item l - 1. The bound covers the weights' rounding to the model's dtype, as verify's does."""
         _, back = self._model(name, version)
-        spec = edited(back.spec, request)
+        spec = edited(back.spec, request, back.dtype)
         batch = "X" in request
         if batch and "x" in request:
             raise ForwardpassError("send 'x' (one example) or 'X' (a batch of examples), not both")
@@ -109,7 +109,7 @@ class NetworkViews:
         _, back = self._model(name, version)
         if "W" not in request or "b" not in request:
             raise ForwardpassError("send the weights as 'W' and 'b', one item per layer, as GET .../network lists them")
-        return npz_bytes(edited(back.spec, request))
+        return npz_bytes(edited(back.spec, request, back.dtype))
 
     def _graph(self, name: str, version: str, changes: dict) -> bytes:
         """The version's network rebuilt with the options that wrote it, changed so: the same bytes
@@ -141,10 +141,10 @@ def _with_hidden(back: ReadBack) -> ExportOptions:
     return dataclasses.replace(back.options, **HIDDEN)
 
 
-def edited(spec: NetworkSpec, request: dict) -> NetworkSpec:
+def edited(spec: NetworkSpec, request: dict, dtype: str) -> NetworkSpec:
     """The spec with the request's "W" and "b" (both, or neither for the spec's own), each checked
-    to be the spec's shape: W[l] n_l rows of n_{l-1} numbers, b[l] n_l numbers. Anything else is bad
-    input naming the layer and the shape it needs."""
+    to be the spec's shape, W[l] n_l rows of n_{l-1} numbers and b[l] n_l numbers, of values the
+    model's dtype can hold. Anything else is bad input naming the layer and the shape it needs."""
     if "W" not in request and "b" not in request:
         return spec
     if "W" not in request or "b" not in request:
@@ -158,6 +158,12 @@ def edited(spec: NetworkSpec, request: dict) -> NetworkSpec:
         n, before = spec.sizes[l], spec.sizes[l - 1]
         weights.append(_numbers(W[l - 1], (n, before), f"layer {l}: 'W' item {l}", f"W[{l}] is {n} x {before}"))
         biases.append(_numbers(b[l - 1], (n,), f"layer {l}: 'b' item {l}", f"b[{l}] has {n} units").reshape(n, 1))
+        largest = np.finfo(dtype).max  # beyond it the model's graph would hold an infinity the oracle has not
+        for key, value in (("W", weights[-1]), ("b", biases[-1])):
+            if np.abs(value).max() > largest:
+                raise ForwardpassError(
+                    f"layer {l}: '{key}' item {l} holds a number beyond {dtype}'s range ({largest:.4g})"
+                )
     return NetworkSpec(spec.sizes, spec.activations, tuple(weights), tuple(biases))
 
 

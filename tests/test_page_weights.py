@@ -1,8 +1,8 @@
 """The page's routes for weights a student edits, over HTTP against a real server: W and b in
 GET .../network, the network with W and b as inputs (editable.onnx) run by onnxruntime and by
 onnxruntime-web in Chromium, the oracle for given weights and for a batch X, and the .npz that
-`forwardpass build --weights` reads, built with the CLI. Every number is checked against the NumPy oracle within the bound of the model's dtype
-(forwardpass/tolerance.py)."""
+`forwardpass build --weights` reads, built with the CLI. Every number is checked against the NumPy
+oracle within the bound of the model's dtype (forwardpass/tolerance.py)."""
 
 from __future__ import annotations
 
@@ -206,6 +206,7 @@ W1, W2, B1, B2 = [[1, 2, 3]] * 4, [[1, 2, 3, 4]], [0, 0, 0, 0], [0]  # mlp_3_4_1
         ({"x": [1, 2, 3], "W": [W1, W2], "b": [B1, [[0]]]}, "layer 2: 'b' item 2 must hold finite numbers only"),
         ({"x": [1, 2, 3], "W": [W1, [[1, 2, "3", 4]]], "b": [B1, B2]}, "layer 2: 'W' item 2 must hold finite numbers"),
         ({"x": [1, 2, 3], "W": [W1, [[1, 2, True, 4]]], "b": [B1, B2]}, "finite numbers only"),
+        ({"x": [1, 2, 3], "W": [W1, [[1, 2, 1e39, 4]]], "b": [B1, B2]}, "beyond float32's range"),
         ({"x": [1, 2, 3], "X": [[1, 2, 3]]}, "'x' (one example) or 'X' (a batch of examples), not both"),
         ({"X": []}, "'X' must be a list of 1 to 4096 examples, each 3 numbers"),
         ({"X": [[1, 2, 3], [1, 2]]}, "'X' must be 2 rows of 3 numbers"),
