@@ -32,11 +32,13 @@ from .dataplane import DataPlane
 from .model import ServedModel
 
 MAX_DRAWN_UNITS = 64  # a wider layer is drawn elided; its numbers are still all listed
-CACHED_MODELS = 16  # built graphs kept per worker (small: a few KB to a few MB each)
+CACHED_MODELS = 32  # built graphs kept per worker, two a model (small: a few KB to a few MB each)
 MAX_EXAMPLES = 4096  # the oracle's batch X: the page's 64 x 64 landscape
-# The graphs the page asks for, by route: the options that wrote the served file, changed so.
-HIDDEN = {"expose_hidden": True}  # every Z[l], A[l] an output
-EDITABLE = {"expose_hidden": True, "weights_as_inputs": True}  # and W[l], b[l] inputs
+# The graphs the page asks for: the options that wrote the served file, changed so.
+GRAPHS = {
+    "hidden": {"expose_hidden": True},  # every Z[l], A[l] an output
+    "editable": {"expose_hidden": True, "weights_as_inputs": True},  # and W[l], b[l] inputs
+}
 
 
 class NetworkViews:
@@ -72,12 +74,12 @@ class NetworkViews:
 
     def hidden_model(self, name: str, version: str = "") -> bytes:
         """The version's network rebuilt with every Z[l] and A[l] as outputs."""
-        return self._graph(name, version, HIDDEN)
+        return self._graph(name, version, "hidden")
 
     def editable_model(self, name: str, version: str = "") -> bytes:
         """The hidden-outputs network with W1, b1, ..., WL, bL as inputs, in the slides' shapes: the
         page feeds it the weights it shows, served or edited."""
-        return self._graph(name, version, EDITABLE)
+        return self._graph(name, version, "editable")
 
     def oracle(self, name: str, version: str, request: dict) -> dict:
         """The float64 oracle's Z[l] and A[l], and each one's error bound at the unit roundoff of the
@@ -85,7 +87,7 @@ class NetworkViews:
         one column per example), with the served weights or the request's "W" and "b"; layer l is
         item l - 1. The bound covers the weights' rounding to the model's dtype, as verify's does."""
         _, back = self._model(name, version)
-        spec = edited(back.spec, request, back.dtype)
+        spec = _edited(back.spec, request, back.dtype)
         batch = "X" in request
         if batch and "x" in request:
             raise ForwardpassError("send 'x' (one example) or 'X' (a batch of examples), not both")
@@ -109,19 +111,20 @@ class NetworkViews:
         _, back = self._model(name, version)
         if "W" not in request or "b" not in request:
             raise ForwardpassError("send the weights as 'W' and 'b', one item per layer, as GET .../network lists them")
-        return npz_bytes(edited(back.spec, request, back.dtype))
+        return npz_bytes(_edited(back.spec, request, back.dtype))
 
-    def _graph(self, name: str, version: str, changes: dict) -> bytes:
-        """The version's network rebuilt with the options that wrote it, changed so: the same bytes
-        for the same file (the builder is deterministic), built once per loaded version and kept."""
+    def _graph(self, name: str, version: str, kind: str) -> bytes:
+        """The version's network rebuilt with the options that wrote it, changed as GRAPHS[kind] says:
+        the same bytes for the same file (the builder is deterministic), built once per loaded
+        version and kept."""
         model, back = self._model(name, version)
-        key = (model.name, model.version, str(sorted(changes.items())))
+        key = (model.name, model.version, kind)
         with self._lock:
             cached = self._built.get(key)
             if cached is not None and cached[0] is model:  # a reloaded version is another object
                 self._built.move_to_end(key)
                 return cached[1]
-        options = dataclasses.replace(back.options, **changes)
+        options = dataclasses.replace(back.options, **GRAPHS[kind])
         data = serialize(build_model(back.spec, options, name=model.name))
         with self._lock:
             self._built[key] = (model, data)
@@ -138,10 +141,10 @@ class NetworkViews:
 
 def _with_hidden(back: ReadBack) -> ExportOptions:
     """The options that wrote the file, with the hidden outputs exposed."""
-    return dataclasses.replace(back.options, **HIDDEN)
+    return dataclasses.replace(back.options, **GRAPHS["hidden"])
 
 
-def edited(spec: NetworkSpec, request: dict, dtype: str) -> NetworkSpec:
+def _edited(spec: NetworkSpec, request: dict, dtype: str) -> NetworkSpec:
     """The spec with the request's "W" and "b" (both, or neither for the spec's own), each checked
     to be the spec's shape, W[l] n_l rows of n_{l-1} numbers and b[l] n_l numbers, of values the
     model's dtype can hold. Anything else is bad input naming the layer and the shape it needs."""
