@@ -19,7 +19,7 @@ from forwardpass.builder.spec import NetworkSpec
 # Beside each unit, on its right, is a box VALUE_WIDTH wide where the served page writes the unit's
 # values; the unit's edges leave from the right of that box and reach the next unit's circle on its
 # left, so no edge ever crosses a value (the page tests it).
-RADIUS, VALUE_GAP, VALUE_WIDTH, EDGE_SPAN = 20, 3, 80, 60
+RADIUS, VALUE_GAP, VALUE_WIDTH, EDGE_SPAN = 20, 3, 84, 56
 COLUMN_GAP = RADIUS + VALUE_GAP + VALUE_WIDTH + VALUE_GAP + EDGE_SPAN + RADIUS
 ROW_GAP, MARGIN = 56, 14
 POSITIVE, NEGATIVE = "#1f5fbf", "#c0392b"

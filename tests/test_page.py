@@ -49,6 +49,7 @@ ARTIFACTS = ROOT / "build" / "test-artifacts" / "page"
 DESKTOP, PHONE = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
 HOSTILE = "<img src=x onerror=alert(1)>"  # a folder name the page must show as text
 DRAWN = {"mlp_3_4_1": 1, "mlp_3_4_1_sigmoid": 1}  # committed models, version 1
+DRAWN_DIGITS = 4  # the drawing's values: the tables hold every digit
 
 
 @pytest.fixture(scope="module")
@@ -309,8 +310,14 @@ class Visit:
 
 
 def shown(text: str) -> float:
-    """A shown number; the page writes 'z 0.123' and 'a 0.123' on the drawing."""
+    """A shown number; the page writes 'z 0.123', 'a 0.123' and 'ŷ 0.123' on the drawing."""
     return float(text.split()[-1])
+
+
+def significant_digits(text: str) -> int:
+    """How many significant digits a shown number has ('z -0.001235' and 'a 1.235e-5' have 4)."""
+    mantissa = text.split()[-1].lstrip("-").split("e")[0]
+    return len(mantissa.replace(".", "").lstrip("0")) or 1
 
 
 def assert_shown_within_bound(text: str, expected: float, bound: float, digits: int, what: str) -> None:
@@ -345,7 +352,7 @@ def test_page_shows_every_layer_as_the_oracle_computes_it(browser, served, model
             for i in range(back.spec.sizes[l]):
                 for kind, values, bounds in (("Z", passed.Z, err_Z), ("A", passed.A, err_A)):
                     expected, bound = float(values[l][i, 0]), float(bounds[l][i, 0])
-                    for where, shown_digits in (("browser", digits), ("drawing", 9)):  # the drawing has room for 9
+                    for where, shown_digits in (("browser", digits), ("drawing", DRAWN_DIGITS)):
                         key = f"{where}-{kind}{l}-{i + 1}"
                         assert_shown_within_bound(cells[key], expected, bound, shown_digits, key)
                     assert_shown_within_bound(cells[f"oracle-{kind}{l}-{i + 1}"], expected, 0.0, digits, "oracle")
@@ -353,6 +360,8 @@ def test_page_shows_every_layer_as_the_oracle_computes_it(browser, served, model
             expected, bound = float(passed.A[depth][i, 0]), float(err_A[depth][i, 0])
             for where in ("browser", "server"):
                 assert_shown_within_bound(cells[f"{where}-y-{i + 1}"], expected, bound, digits, f"{where} y{i + 1}")
+        drawn = {key: text for key, text in cells.items() if key.startswith("drawing-")}
+        assert drawn and all(significant_digits(t) <= DRAWN_DIGITS for t in drawn.values()), drawn
         verdicts = visit.page.locator("#answers td.ok, #answers td.bad").all_inner_texts()
         assert verdicts == ["within bound"] * back.spec.sizes[-1]
         assert visit.page.locator("#error").is_hidden() and not visit.errors, visit.errors
@@ -364,7 +373,7 @@ def test_page_shows_every_layer_as_the_oracle_computes_it(browser, served, model
         paths = {(method, url.removeprefix(visit.origin)) for method, url, _ in visit.requests}
         model = f"/v2/models/{name}/versions/1"
         for wanted in [("GET", f"/static/ort/{f}") for f in ORT_FILES] + [
-            ("GET", f"{model}/network/model.onnx"),
+            ("GET", f"{model}/network/editable.onnx"),  # W and b its inputs, so that they can be edited
             ("POST", f"{model}/infer"),
             ("POST", f"{model}/network/oracle"),
         ]:

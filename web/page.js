@@ -141,12 +141,12 @@ function modelPath(suffix = '') {
 // Numbers: float32 to 9 significant digits (enough to tell any two float32 apart), float64 to 17.
 const digits = () => (state.desc && state.desc.dtype === 'float64' ? 17 : 9);
 const fmt = (v) => (v === undefined || v === null ? '–' : Number.isFinite(v) ? v.toPrecision(digits()) : String(v));
-// The drawing and the worked sums: 4 significant digits, in 11 characters at most ("z -1.235e-5").
+// The drawing and the worked sums: 4 significant digits, in 12 characters at most ("z -1.235e-15").
 function fmtDrawn(v) {
   if (v === undefined || v === null) return '';
   if (!Number.isFinite(v)) return String(v);
   const size = Math.abs(v);
-  if (size !== 0 && (size < 1e-3 || size >= 1e5)) return v.toExponential(3).replace('e+', 'e');
+  if (size !== 0 && (size < 1e-3 || size >= 1e4)) return v.toExponential(3).replace('e+', 'e');
   return String(Number(v.toPrecision(4)));
 }
 const small = (v) => (Number.isFinite(v) ? v.toExponential(2) : String(v));
@@ -376,10 +376,6 @@ function renderDrawing() {
     circle.setAttribute('role', 'button');
     circle.setAttribute('aria-pressed', 'false');
     circle.setAttribute('aria-label', `${unitName(l, i)}${l === depth ? ` (a[${l}]_${i})` : ''}`);
-  }
-  for (const line of svg.querySelectorAll('line[data-weight]')) {
-    const [l, j, k] = line.dataset.weight.split(':');
-    line.setAttribute('aria-label', `W[${l}][${j},${k}]`);
   }
   const drawn = document.importNode(svg, true);
   drawn.addEventListener('click', (event) => {
