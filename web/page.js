@@ -41,8 +41,9 @@ const MATRIX_MAX = 16; // a matrix larger than 16 x 16 is summarised, and edited
 const DRAWN_SCALE = 0.7; // the drawing shrinks to fit a phone down to 70 %, then scrolls in its box
 const LINE = 13; // px between the lines of values beside a unit in the drawing
 const SVG_NS = 'http://www.w3.org/2000/svg';
-// What a result is shown in: marked stale together while a field of the page is invalid.
-const RESULTS = ['answers', 'layers', 'drawing', 'unit', 'summary'];
+// What a result is shown in (and each layer's values, [data-values]): marked stale together while a
+// field of the page is invalid. Not the fields: they stay as they are, to be corrected.
+const RESULTS = ['answers-box', 'drawing', 'unit', 'summary'];
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -704,6 +705,7 @@ async function compute(reason) {
 // While a field is invalid every result is for the last valid input: dimmed, and said so.
 function markStale(stale) {
   for (const id of RESULTS) $(id).classList.toggle('stale', stale);
+  for (const box of document.querySelectorAll('#layers [data-values]')) box.classList.toggle('stale', stale);
   const note = $('stale-note');
   note.hidden = !stale;
   note.textContent = stale
