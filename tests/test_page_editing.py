@@ -397,6 +397,8 @@ def test_invalid_input_is_marked_at_its_field_and_every_result_is_stale(browser,
         assert visit.page.get_by_label("W[1][2,2]", exact=True).get_attribute("aria-invalid") == "true"
         assert "W[1][2,2] is not a number" in note.inner_text()
         assert visit.page.locator("#answers-box.stale").count() == 1
+        edit(visit, "W[1][2,2]", "1e39")  # a number, but no float32
+        assert "W[1][2,2] is beyond float32’s range" in note.inner_text()
         edit(visit, "W[1][2,2]", "-1.25")
         W[0][1][1] = -1.25
         assert note.is_hidden() and visit.page.locator(".stale").count() == 0

@@ -311,8 +311,14 @@ function layerEquations(l, act) {
   const before = l === 1 ? sym('x') : sym('a', l - 1);
   return [
     el('span', { class: 'eq' }, sym('z', l), ' = ', sym('W', l), ' ', before, ' + ', sym('b', l)),
-    el('span', { class: 'eq' }, sym('a', l), ` = ${act}(`, sym('z', l), ')'),
+    el('span', { class: 'eq' }, sym('a', l), ' = ', ...applied(act, sym('z', l))),
   ];
+}
+
+// g(z) for an activation as the server names it: "relu", or "leaky_relu:0.2" for leaky_relu(z; 0.2).
+function applied(act, argument) {
+  const [name, parameter] = act.split(':');
+  return [`${name}(`, argument, parameter === undefined ? ')' : `; ${parameter})`];
 }
 
 const defaultX = () => Array.from({ length: state.desc.sizes[0] }, (_, i) => ((i % 10) + 1) / 10);
@@ -445,7 +451,10 @@ function editParam(field) {
   const [kind, l, j, k] = field.dataset.param.split(':');
   const label = field.getAttribute('aria-label');
   const value = Number(field.value);
-  if (!mark(field, label, field.value.trim() !== '' && Number.isFinite(value))) {
+  // A weight the model's dtype cannot hold (a float32 beyond 3.4e38) is no weight the model can have.
+  const why = field.value.trim() === '' || !Number.isFinite(value) ? 'is not a number'
+    : !Number.isFinite(stored(value)) ? `is beyond ${state.desc.dtype}’s range` : '';
+  if (!mark(field, label, !why, why)) {
     compute('invalid');
     return;
   }
@@ -457,13 +466,13 @@ function editParam(field) {
 }
 
 // Marks a field valid or not (aria-invalid, and the reason kept for the stale note); says which.
-function mark(field, label, ok) {
+function mark(field, label, ok, why = 'is not a number') {
   if (ok) {
     field.removeAttribute('aria-invalid');
     state.invalid.delete(label);
   } else {
     field.setAttribute('aria-invalid', 'true');
-    state.invalid.set(label, `${label} is not a number`);
+    state.invalid.set(label, `${label} ${why}`);
   }
   return ok;
 }
@@ -873,7 +882,7 @@ function renderUnit() {
   const activation = act === 'softmax'
     ? el('p', { class: 'work' }, a, ' = softmax(', sym('z', l), ')', el('sub', {}, String(j)), ` = exp(`, z.cloneNode(true),
       ') / Σ', el('sub', {}, 'k'), ' exp(', sym('z', l, 'k'), ') = ', el('strong', { 'data-cell': 'unit-a' }, fmt(aValue)))
-    : el('p', { class: 'work' }, a, ` = ${act}(`, z.cloneNode(true), ') = ', el('strong', { 'data-cell': 'unit-a' }, fmt(aValue)));
+    : el('p', { class: 'work' }, a, ' = ', ...applied(act, z.cloneNode(true)), ' = ', el('strong', { 'data-cell': 'unit-a' }, fmt(aValue)));
   const parts = [el('h3', {}, 'Unit ', unitSym(l, j), ` of layer ${l}`), symbolic, numbers];
   if (n > 1) parts.push(products);
   parts.push(total, activation);
