@@ -18,7 +18,8 @@ from forwardpass.builder.spec import NetworkSpec
 
 # Beside each unit, on its right, is a box VALUE_WIDTH wide where the served page writes the unit's
 # values; the unit's edges leave from the right of that box and reach the next unit's circle on its
-# left, so no edge ever crosses a value (the page tests it).
+# left, so no edge ever crosses a value (the page tests it). Drawn alone, a short stub crosses that
+# room to the edges; the page puts its box there instead.
 RADIUS, VALUE_GAP, VALUE_WIDTH, EDGE_SPAN = 20, 3, 84, 56
 COLUMN_GAP = RADIUS + VALUE_GAP + VALUE_WIDTH + VALUE_GAP + EDGE_SPAN + RADIUS
 ROW_GAP, MARGIN = 56, 14
@@ -86,6 +87,11 @@ def network_svg(spec: NetworkSpec, max_units: int | None = None) -> str:
                     f'text-anchor="middle">⋮ {left_out} more</text>'
                 )
                 continue
+            if l < spec.depth:  # the way out to its edges, across the room the page writes values in
+                parts.append(
+                    f'<path d="M{x + RADIUS:.1f} {y:.1f} H{x + RADIUS + 2 * VALUE_GAP + VALUE_WIDTH:.1f}" '
+                    f'stroke="#777" stroke-width="1" class="stub"/>'
+                )
             parts.append(
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{RADIUS}" fill="white" stroke="black" stroke-width="1.5" '
                 f'data-unit="{l}:{i + 1}"/>'

@@ -367,6 +367,7 @@ function renderDrawing() {
   svg.setAttribute('role', 'group');
   svg.setAttribute('aria-label', `The ${state.desc.sizes.join('-')} network: select a unit to see its sum worked out`);
   const depth = state.desc.sizes.length - 1;
+  for (const stub of svg.querySelectorAll('.stub')) stub.remove(); // the boxes take their room
   for (const circle of svg.querySelectorAll('circle[data-unit]')) {
     const [l, i] = circle.dataset.unit.split(':').map(Number);
     const x = Number(circle.getAttribute('cx')) + Number(circle.getAttribute('r')) + gap;
