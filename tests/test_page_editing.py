@@ -248,6 +248,14 @@ def test_a_large_matrix_is_a_summary_and_the_drawing_edits_it(browser, served, m
         visit.page.keyboard.type("2.5")
         visit.settle()
         b[0][4] = 2.5
+        # Any unit by its number, drawn or not: the layer's picker opens its editor too.
+        visit.page.get_by_label("unit of layer 2").fill("2")
+        visit.page.get_by_role("button", name="Edit this unit").last.click()
+        assert visit.page.evaluate("document.activeElement.getAttribute('aria-label')") == "W[2][2,1]"
+        visit.page.keyboard.press("Control+A")
+        visit.page.keyboard.type("0.5")
+        visit.settle()
+        W[1][1][0] = 0.5
         assert_page_computes(visit, back, W, b, [0.1, 0.2, 0.3])
         visit.screenshot("big-desktop")
 

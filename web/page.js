@@ -15,7 +15,7 @@
 //     model      the GET .../network description (sizes, activations, layout, dtype, input, output...)
 //     path(s)    '/v2/models/{m}/versions/{v}' + s for the shown model version
 //     W          [W[1], ..., W[L]]: W[l] as n[l] rows of n[l-1] numbers (edited or served), so W[l]
-//                is state().W[l - 1]
+//                is state().W[l - 1]; the page's own arrays, to read (copy them to change them)
 //     b          [b[1], ..., b[L]]: b[l] as n[l] numbers
 //     x          the current x, n[0] numbers (the last valid one)
 //     edited     whether W or b differ from the served file's (then the server's V2 answers do not
