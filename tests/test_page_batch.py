@@ -170,7 +170,7 @@ def test_each_layers_g_is_plotted_with_the_current_z_marked(browser, served, mod
                 marks = plot.locator("circle.mark")
                 assert marks.count() == back.spec.sizes[l]
                 for k in range(back.spec.sizes[l]):
-                    mark = plot.locator(f'circle.mark[data-unit="{l}:{k + 1}"]')
+                    mark = plot.locator(f'circle.mark[data-mark="{l}:{k + 1}"]')
                     z, a = float(mark.get_attribute("data-z")), float(mark.get_attribute("data-a"))
                     assert abs(z - passed.Z[l][k, 0]) <= err_Z[l][k, 0], (l, k, z)
                     assert abs(a - passed.A[l][k, 0]) <= err_A[l][k, 0], (l, k, a)
@@ -266,7 +266,7 @@ def test_edited_weights_give_the_batch_and_the_plots_of_the_oracle_for_them(brow
         assert "within its error bound" in visit.page.locator("#batch-oracle-verdict").inner_text()
         x = [0.1, 0.2, 0.3]  # the page's first x
         one = forward(spec, np.asarray(x, dtype=np.float64).reshape(3, 1))
-        mark = visit.page.locator('#activation-plots circle.mark[data-unit="2:1"]')
+        mark = visit.page.locator('#activation-plots circle.mark[data-mark="2:1"]')
         assert float(mark.get_attribute("data-z")) == pytest.approx(one.Z[2][0, 0], abs=1e-6)
         asked = [url for method, url, _ in visit.requests if method == "POST" and url.endswith("/network/oracle")]
         assert asked and all(url.startswith(visit.origin + "/") for _, url, _ in visit.requests)
@@ -289,7 +289,7 @@ def test_invalid_input_marks_the_batch_view_and_the_plots_stale(browser, served)
         visit.page.get_by_label("x1", exact=True).fill("0.5")
         settle(visit)
         assert visit.page.locator(".stale").count() == 0
-        mark = visit.page.locator('#activation-plots circle.mark[data-unit="1:1"]')
+        mark = visit.page.locator('#activation-plots circle.mark[data-mark="1:1"]')
         assert mark.get_attribute("data-z") is not None
 
 

@@ -30,7 +30,8 @@ from harness import ROOT, build_into
 from numerics import random_spec
 
 browser = test_page.browser  # the one Chromium (a fixture), as test_page.py launches it
-STALE = "#answers-box, #drawing, #unit, #summary, #layers [data-values]"  # every result the page shows
+# every result the page shows, and batch.js's batch view and activation plots
+STALE = "#answers-box, #drawing, #unit, #summary, #layers [data-values], #batch-view-out, #activation-plots"
 
 
 @pytest.fixture(scope="module")
@@ -396,7 +397,7 @@ def test_invalid_input_is_marked_at_its_field_and_every_result_is_stale(browser,
         edit(visit, "x2", "")
         assert visit.page.get_by_label("x2", exact=True).get_attribute("aria-invalid") == "true"
         results = visit.page.locator(STALE)
-        assert results.count() == 4 + 2 and visit.page.locator(".stale").count() == results.count()
+        assert results.count() == 4 + 2 + 2 and visit.page.locator(".stale").count() == results.count()
         assert visit.page.locator("#layers input.stale, #layers .matrices.stale").count() == 0  # fields stay
         note = visit.page.locator("#stale-note")
         assert note.is_visible() and "x2 is not a number" in note.inner_text()

@@ -23,7 +23,7 @@ const LISTED = 8; // values written under a plot; the tables list them all
 const TYPING_PAUSE_MS = 300; // recompute once the batch box has been still this long
 
 const $ = (id) => document.getElementById(id);
-const view = { plotSeq: 0, batchSeq: 0, pending: 0, timer: 0 };
+const view = { plotSeq: 0, batchSeq: 0, pending: 0, timer: 0, pageInvalid: false, batchInvalid: false, missed: false };
 
 // -- small DOM helpers (text children only) --
 
@@ -359,11 +359,11 @@ function plot(l, g, z, a, hidden) {
     const points = curve.filter(([, y]) => Number.isFinite(y)).map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`);
     svg.append(svgEl('polyline', { points: points.join(' '), class: curves.length > 1 ? 'curve each' : 'curve' }));
   }
-  const unit = hidden ? 'a' : 'ŷ';
+  const unit = hidden ? `a[${l}]` : 'ŷ';
   z.forEach((v, k) => {
     if (!Number.isFinite(v) || !Number.isFinite(a[k])) return;
     const mark = svgEl('circle', {
-      cx: px(v), cy: py(a[k]), r: 4, class: 'mark', 'data-unit': `${l}:${k + 1}`, 'data-z': v, 'data-a': a[k],
+      cx: px(v), cy: py(a[k]), r: 4, class: 'mark', 'data-mark': `${l}:${k + 1}`, 'data-z': v, 'data-a': a[k],
     });
     mark.append(svgEl('title', {}, `z[${l}]_${k + 1} = ${short(v)}, ${unit}_${k + 1} = ${short(a[k])}`));
     svg.append(mark);
@@ -400,9 +400,11 @@ function showError(message, where = 'batch-view-error') {
   line.hidden = !message;
 }
 
-// Results that no longer follow the page's inputs keep their look of "stale" (the page's class).
-function markStale(id, stale) {
-  $(id).classList.toggle('stale', stale);
+// Stale, with the page's class and look: the plots while a field of the page is invalid, the batch
+// view also while the batch box is, or its last computation failed. Set as soon as that changes.
+function markStale() {
+  $('activation-plots').classList.toggle('stale', view.pageInvalid);
+  $('batch-view-out').classList.toggle('stale', view.pageInvalid || view.batchInvalid);
 }
 
 // Tests and readers wait for body[data-batch-pending="0"]: no plot or batch computation going on.
@@ -425,7 +427,6 @@ function updatePlots(s) {
     const layers = s.run ? await runOn(s, X) : loopInFloat64(s, X);
     if (seq !== view.plotSeq) return;
     renderPlots(s, layers);
-    markStale('activation-plots', false);
   });
 }
 
@@ -437,11 +438,14 @@ function updateBatch(s) {
     try {
       X = columnsOf(parseBatch(box.value));
       box.removeAttribute('aria-invalid');
+      view.batchInvalid = false;
     } catch (error) {
       box.setAttribute('aria-invalid', 'true');
       showError(error.message);
-      markStale('batch-view-out', true);
+      view.batchInvalid = true;
       return;
+    } finally {
+      markStale();
     }
     const m = X[0].length;
     const [matrix, loop, oracle] = await Promise.allSettled([
@@ -457,7 +461,8 @@ function updateBatch(s) {
     const shown = s.run ? matrix.value : oracle.value;
     if (!shown || !loop.value) {
       showError(`The batch could not be computed (${failed.join('; ')}).`);
-      markStale('batch-view-out', true);
+      view.batchInvalid = true;
+      markStale();
       return;
     }
     const diff = Math.max(...shown.flatMap((layer, l) => [maxDiff(layer.Z, loop.value[l].Z), maxDiff(layer.A, loop.value[l].A)]));
@@ -466,7 +471,6 @@ function updateBatch(s) {
       : 'onnxruntime-web is not here: the loop ran in float64 in this browser, and the matrix form is the server\u2019s float64 oracle.';
     renderBatch(s, X, shown, diff, s.run ? oracle.value || null : null, how);
     showError(failed.length ? `Part of the batch failed (${failed.join('; ')}).` : '');
-    markStale('batch-view-out', false);
   });
 }
 
@@ -476,17 +480,19 @@ const snapshot = (s) => ({ ...s, W: s.W.map((W) => W.map((row) => [...row])), b:
 function changed(shown, reason) {
   if (!shown || reason === 'unit') return;
   const s = snapshot(shown);
-  if (!s.valid || reason === 'invalid') {
-    markStale('activation-plots', true);
-    markStale('batch-view-out', true);
+  view.pageInvalid = !s.valid || reason === 'invalid';
+  markStale();
+  if (view.pageInvalid) {
+    view.missed = true; // W or b may have changed meanwhile
     return;
   }
   updatePlots(s).then(
     () => showError('', 'activations-error'),
     (error) => showError(`The activation plots failed: ${error.message || error}`, 'activations-error'),
   );
-  // The batch does not depend on x, but a batch marked stale meanwhile is brought up to date.
-  if (reason !== 'x' || $('batch-view-out').classList.contains('stale')) updateBatch(s);
+  // The batch does not depend on x, but may have missed a change of W or b while a field was invalid.
+  if (reason !== 'x' || view.missed) updateBatch(s);
+  view.missed = false;
 }
 
 function batchChanged() {
