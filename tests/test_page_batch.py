@@ -28,7 +28,11 @@ from test_page import (  # noqa: F401 (fixtures)
 
 from forwardpass.builder.oracle import forward
 from forwardpass.builder.readback import read_file
+from forwardpass.builder.spec import Activation
 from forwardpass.tolerance import TOLERANCES, layer_bounds
+
+from harness import build_into
+from numerics import random_spec
 
 BATCH = [
     [0.1, 0.2, 0.3, 0.4],
@@ -145,12 +149,18 @@ ADVICE = {  # a few words of the slides' advice the plot of each activation give
     ("sigmoid", True): "advise against it",
     ("sigmoid", False): "binary output",
     ("softmax", False): "one probability per class",
+    ("identity", False): "regression",
+    ("leaky_relu", True): "small slope for z < 0",
 }
 
 
 @pytest.mark.parametrize(
     ("name", "x", "moved"),
-    [("softmax_4_8_8_3", [0.3, -1.2, 2.5, 0.05], 1.75), ("mlp_3_4_1_sigmoid", [1.5, -0.75, 2.25], -2.5)],
+    [
+        ("softmax_4_8_8_3", [0.3, -1.2, 2.5, 0.05], 1.75),
+        ("mlp_3_4_1_sigmoid", [1.5, -0.75, 2.25], -2.5),
+        ("double", [0.1, -2.7, 0.33], 1.0),
+    ],
 )
 def test_each_layers_g_is_plotted_with_the_current_z_marked(browser, served, models, name, x, moved):
     with Visit(browser, served) as visit:
@@ -164,7 +174,7 @@ def test_each_layers_g_is_plotted_with_the_current_z_marked(browser, served, mod
                 act = back.spec.activations[l - 1].name
                 plot = visit.page.locator(f'#activation-plots svg[data-layer="{l}"]')
                 assert plot.get_attribute("role") == "img"
-                assert plot.get_attribute("aria-label").startswith(f"g[{l}] = {act}, plotted for z from")
+                assert plot.get_attribute("aria-label").startswith(f"g[{l}] = {act}(z), plotted for z from")
                 assert plot.locator("polyline.curve").count() >= 1
                 assert plot.locator("line.axis").count() == 2  # z = 0 and g = 0 both in view
                 marks = plot.locator("circle.mark")
@@ -286,6 +296,7 @@ def test_invalid_input_marks_the_batch_view_and_the_plots_stale(browser, served)
         visit.page.get_by_label("x1", exact=True).fill("")
         visit.page.locator("#activation-plots.stale").wait_for(state="attached")
         assert visit.page.locator("#batch-view-out.stale").count() == 1
+        section_shot(visit, "stale-mlp_3_4_1-desktop")
         visit.page.get_by_label("x1", exact=True).fill("0.5")
         settle(visit)
         assert visit.page.locator(".stale").count() == 0
@@ -326,3 +337,26 @@ def test_an_edit_during_a_long_batch_is_what_the_batch_view_shows(browser, serve
             assert_shown_within_bound(cells[key], passed.A[2][0, j], err_A[2][0, j], 9, key)
         assert visit.page.locator("#batch-loop-diff").get_attribute("data-diff") == "0"
         assert "within its error bound" in visit.page.locator("#batch-oracle-verdict").inner_text()
+
+
+def test_a_leaky_relu_is_plotted_with_its_slope(browser, tmp_path):
+    repository = tmp_path / "models"
+    rng = np.random.default_rng(5)
+    spec = random_spec(rng, (2, 6, 1), (Activation("leaky_relu", 0.2), Activation("identity")))
+    build_into(repository, "leaky", spec)
+    with serving(repository) as process, Visit(browser, process) as visit:
+        visit.choose("leaky")
+        x = [-1.5, 2.0]
+        visit.type_x(x)
+        settle(visit)
+        passed = forward(spec, np.asarray(x, dtype=np.float64).reshape(2, 1))
+        plot = visit.page.locator('#activation-plots svg[data-layer="1"]')
+        assert plot.get_attribute("aria-label").startswith("g[1] = leaky_relu(z; 0.2), plotted")
+        for k in range(6):
+            mark = plot.locator(f'circle.mark[data-mark="1:{k + 1}"]')
+            z, a = float(mark.get_attribute("data-z")), float(mark.get_attribute("data-a"))
+            assert z == pytest.approx(passed.Z[1][k, 0], abs=1e-5) and a == pytest.approx(passed.A[1][k, 0], abs=1e-5)
+        figure = visit.page.locator("#activation-plots figure").first
+        assert ADVICE[("leaky_relu", True)] in figure.locator(".advice").inner_text()
+        assert "A[1] = leaky_relu(Z[1]; 0.2)" in visit.page.locator("#batch-view").inner_text()
+        section_shot(visit, "plots-leaky-desktop")

@@ -44,6 +44,11 @@ function svgEl(tag, attributes = {}, text = null) {
 const digits = (model) => (model.dtype === 'float64' ? 17 : 9);
 const fmtWith = (n) => (v) => (v === undefined || v === null ? '–' : Number.isFinite(v) ? v.toPrecision(n) : String(v));
 const small = (v) => (Number.isFinite(v) ? v.toExponential(2) : String(v));
+// g(z) as the page writes it: "relu" is relu(z), "leaky_relu:0.2" is leaky_relu(z; 0.2).
+function applied(act, argument) {
+  const [name, parameter] = String(act).split(':');
+  return parameter === undefined ? `${name}(${argument})` : `${name}(${argument}; ${parameter})`;
+}
 const short = (v) => (Number.isFinite(v) ? String(Number(v.toPrecision(4))) : String(v)); // plots: 4 digits
 
 // -- the batch, read from the page's batch box as the page reads it --
@@ -239,7 +244,7 @@ function layerParts(s, l, m, shown, outside) {
     ? matrix(`W[${l}]`, `${n[l]} × ${n[l - 1]}`, n[l], n[l - 1], (i, j) => W[i][j], { key: `mat-W${l}`, fmt, columnHead: (j) => String(j + 1) })
     : el('p', { class: 'matrix-box', 'data-matrix': `mat-W${l}`, 'data-shape': `${n[l]}x${n[l - 1]}` }, `W[${l}] (${n[l]} × ${n[l - 1]}: too large to list here; summarised above)`);
   return [
-    el('h3', {}, `Layer ${l}: Z[${l}] = W[${l}]${prev} + b[${l}], A[${l}] = ${g}(Z[${l}])`),
+    el('h3', {}, `Layer ${l}: Z[${l}] = W[${l}]${prev} + b[${l}], A[${l}] = ${applied(g, `Z[${l}]`)}`),
     el('p', { class: 'shape' }, `(${n[l]} × ${n[l - 1]})(${n[l - 1]} × ${m}) + (${n[l]} × 1 broadcast to ${n[l]} × ${m}) = ${n[l]} × ${m}. `,
       `b[${l}] is one column; broadcasting copies it to each of the m columns (the faded copies).`),
     scrollBox(
@@ -249,9 +254,9 @@ function layerParts(s, l, m, shown, outside) {
       term(op('='), matrix(`Z[${l}]`, `${n[l]} × m = ${n[l]} × ${m}`, n[l], m, (i, j) => Z[i][j], { key: `mat-Z${l}`, fmt, bad: outside(l - 1, 'Z') })),
     ),
     scrollBox(
-      `A[${l}] = ${g}(Z[${l}])`,
+      `A[${l}] = ${applied(g, `Z[${l}]`)}`,
       term(
-        el('span', { class: 'name' }, `A[${l}] = ${g}(Z[${l}])`), op('='),
+        el('span', { class: 'name' }, `A[${l}] = ${applied(g, `Z[${l}]`)}`), op('='),
         matrix(`A[${l}]`, `${n[l]} × m = ${n[l]} × ${m}`, n[l], m, (i, j) => A[i][j], { key: `mat-A${l}`, fmt, bad: outside(l - 1, 'A') }),
       ),
     ),
@@ -268,9 +273,9 @@ function code(text) {
 function loopAndMatrixForm(activations) {
   const loop = activations.map((g, k) => {
     const before = k ? `a[${k}]^(i)` : 'x^(i)';
-    return `    z[${k + 1}]^(i) = W[${k + 1}]${before} + b[${k + 1}]\n    a[${k + 1}]^(i) = ${g}(z[${k + 1}]^(i))`;
+    return `    z[${k + 1}]^(i) = W[${k + 1}]${before} + b[${k + 1}]\n    a[${k + 1}]^(i) = ${applied(g, `z[${k + 1}]^(i)`)}`;
   });
-  const vectorized = activations.map((g, k) => `Z[${k + 1}] = W[${k + 1}]${k ? `A[${k}]` : 'X'} + b[${k + 1}]\nA[${k + 1}] = ${g}(Z[${k + 1}])`);
+  const vectorized = activations.map((g, k) => `Z[${k + 1}] = W[${k + 1}]${k ? `A[${k}]` : 'X'} + b[${k + 1}]\nA[${k + 1}] = ${applied(g, `Z[${k + 1}]`)}`);
   return el(
     'div', { class: 'loop-vs-matrix' },
     el('figure', {}, el('figcaption', {}, 'One example at a time'), code(`for i = 1 to m:\n${loop.join('\n')}`)),
@@ -308,12 +313,17 @@ function renderBatch(s, X, shown, loopDiff, oracle, how) {
 
 // -- the activation plots --
 
+// Round-numbered ticks over [lo, hi]: about `count` of them, and never fewer than 3.
 function niceTicks(lo, hi, count = 4) {
   const raw = (hi - lo) / count;
+  if (!(raw > 0 && Number.isFinite(raw))) return [];
   const power = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 5, 10].map((f) => f * power).find((st) => st >= raw) || raw;
-  const ticks = [];
-  for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(Math.abs(t) < step * 1e-9 ? 0 : t);
+  let step = [1, 2, 5, 10].map((f) => f * power).find((st) => st >= raw) || raw;
+  let ticks = [];
+  for (let tries = 0; ticks.length < 3 && tries < 4; tries++, step /= 2) {
+    ticks = [];
+    for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(Math.abs(t) < step * 1e-9 ? 0 : t);
+  }
   return ticks;
 }
 
@@ -341,7 +351,7 @@ function plot(l, g, z, a, hidden) {
   const py = (v) => PLOT.top + (1 - (v - yLo) / (yHi - yLo)) * H;
   const svg = svgEl('svg', {
     viewBox: `0 0 ${PLOT.width} ${PLOT.height}`, role: 'img', class: 'g-plot', 'data-layer': l,
-    'aria-label': `g[${l}] = ${g}, plotted for z from ${short(zLo)} to ${short(zHi)}, with z[${l}]'s ${z.length} current value${z.length === 1 ? '' : 's'} marked`,
+    'aria-label': `g[${l}] = ${applied(g, 'z')}, plotted for z from ${short(zLo)} to ${short(zHi)}, with z[${l}]'s ${z.length} current value${z.length === 1 ? '' : 's'} marked`,
   });
   const axes = svgEl('g', { class: 'axes' });
   for (const t of niceTicks(zLo, zHi)) {
@@ -353,7 +363,7 @@ function plot(l, g, z, a, hidden) {
     axes.append(svgEl('text', { x: PLOT.left - 4, y: py(t) + 3, 'text-anchor': 'end' }, short(t)));
   }
   axes.append(svgEl('text', { x: PLOT.left + W, y: PLOT.height - 2, 'text-anchor': 'end', class: 'label' }, 'z'));
-  axes.append(svgEl('text', { x: PLOT.left + 3, y: PLOT.top + 9, class: 'label' }, `${g}(z)`));
+  axes.append(svgEl('text', { x: PLOT.left + 3, y: PLOT.top + 9, class: 'label' }, applied(g, 'z')));
   svg.append(axes);
   for (const curve of curves) {
     const points = curve.filter(([, y]) => Number.isFinite(y)).map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`);
@@ -374,7 +384,7 @@ function plot(l, g, z, a, hidden) {
     svg,
     el(
       'figcaption', {},
-      el('strong', {}, `Layer ${l}${hidden ? '' : ' (output)'}: g = ${g}. `),
+      el('strong', {}, `Layer ${l}${hidden ? '' : ' (output)'}: g = ${applied(g, 'z')}. `),
       `z[${l}] = ${listed(z)} → ${name} = ${listed(a)}. `,
       act.scalar ? '' : `Each ${name}_k depends on every z; its curve is drawn against z_k with the other z held. `,
       el('span', { class: 'advice', 'data-advice': act.name }, advice(act.name, hidden)),
