@@ -61,7 +61,11 @@ function parseBatch(text) {
 
 // A matrix is kept as an array of rows: M[i][j] is unit i + 1 of example j + 1, as the slides index.
 const columnsOf = (examples) => examples[0].map((_, i) => examples.map((x) => x[i]));
-const maxDiff = (P, Q) => Math.max(0, ...P.flatMap((row, i) => row.map((v, j) => Math.abs(v - Q[i][j]))));
+// How far apart two entries are: 0 where they are the same, infinities and NaN included.
+const gap = (v, q) => (v === q || (Number.isNaN(v) && Number.isNaN(q)) ? 0 : Math.abs(v - q));
+// The largest of many numbers, NaN once met (no Math.max(...): it takes only so many arguments).
+const largest = (values) => values.reduce((top, v) => (Number.isNaN(top) || v <= top ? top : v), 0);
+const maxGap = (P, Q) => largest(P.flatMap((row, i) => row.map((v, j) => gap(v, Q[i][j]))));
 
 // -- the three computations --
 
@@ -147,7 +151,7 @@ function activation(text) {
   if (scalar) return { name, scalar, layer: (z) => z.map(scalar) };
   // softmax: each a_k depends on every z; a_k against z_k is drawn with the other z held.
   const layer = (z) => {
-    const top = Math.max(...z);
+    const top = z.reduce((p, q) => Math.max(p, q), -Infinity);
     const e = z.map((v) => Math.exp(v - top));
     const sum = e.reduce((p, q) => p + q, 0);
     return e.map((v) => v / sum);
@@ -211,25 +215,18 @@ function scrollBox(label, ...children) {
   return el('div', { class: 'scroll batch-row', tabindex: '0', role: 'region', 'aria-label': label }, ...children);
 }
 
-// The worst entry against the oracle, as a share of its bound, and whether (i, j) of a layer is outside.
+// The worst entry against the oracle (its difference, and as a share of its bound), and whether
+// entry (i, j) of layer l + 1's Z or A is outside its bound.
 function judge(shown, oracle) {
-  const worst = { share: 0, diff: 0 }; // each the largest over all entries; NaN stays
   if (!oracle) return { worst: null, outside: () => null };
-  shown.forEach((layer, l) => {
-    for (const kind of ['Z', 'A']) {
-      layer[kind].forEach((row, i) =>
-        row.forEach((v, j) => {
-          const diff = Math.abs(v - oracle[l][kind][i][j]);
-          const bound = oracle[l][`${kind}_bound`][i][j];
-          const share = bound > 0 ? diff / bound : diff === 0 ? 0 : Infinity;
-          if (!(share <= worst.share) && !Number.isNaN(worst.share)) worst.share = share;
-          if (!(diff <= worst.diff) && !Number.isNaN(worst.diff)) worst.diff = diff;
-        }),
-      );
-    }
-  });
-  const outside = (l, kind) => (i, j) =>
-    !(Math.abs(shown[l][kind][i][j] - oracle[l][kind][i][j]) <= oracle[l][`${kind}_bound`][i][j]);
+  const entries = shown.flatMap((layer, l) => ['Z', 'A'].flatMap((kind) =>
+    layer[kind].flatMap((row, i) => row.map((v, j) => {
+      const diff = gap(v, oracle[l][kind][i][j]);
+      const bound = oracle[l][`${kind}_bound`][i][j];
+      return { diff, share: bound > 0 ? diff / bound : diff === 0 ? 0 : Infinity };
+    }))));
+  const worst = { diff: largest(entries.map((e) => e.diff)), share: largest(entries.map((e) => e.share)) };
+  const outside = (l, kind) => (i, j) => !(gap(shown[l][kind][i][j], oracle[l][kind][i][j]) <= oracle[l][`${kind}_bound`][i][j]);
   return { worst, outside };
 }
 
@@ -333,16 +330,16 @@ const listed = (values) =>
 
 function plot(l, g, z, a, hidden) {
   const act = activation(g);
-  const finite = z.filter(Number.isFinite);
-  const reach = Math.max(4, ...finite.map((v) => 1.15 * Math.abs(v)));
+  const reach = Math.max(4, 1.15 * largest(z.filter(Number.isFinite).map(Math.abs)));
   const [zLo, zHi] = [-reach, reach];
   const zs = Array.from({ length: PLOT.samples }, (_, k) => zLo + ((zHi - zLo) * k) / (PLOT.samples - 1));
-  // One curve for a function of z alone; softmax: a_k against z_k, the other z held at their values.
+  // One curve for a function of z alone; softmax: a_k against z_k, the other z held at their values
+  // (the first few units' curves: each costs a softmax per point).
   const curves = act.scalar
     ? [zs.map((v) => [v, act.scalar(v)])]
-    : z.map((_, k) => zs.map((v) => [v, act.layer(z.map((w, q) => (q === k ? v : w)))[k]]));
+    : z.slice(0, LISTED).map((_, k) => zs.map((v) => [v, act.layer(z.map((w, q) => (q === k ? v : w)))[k]]));
   const ys = [...curves.flat().map(([, y]) => y), ...a, 0].filter(Number.isFinite);
-  let [yLo, yHi] = [Math.min(...ys), Math.max(...ys)];
+  let [yLo, yHi] = [-largest(ys.map((y) => -y)), largest(ys)];
   const pad = 0.08 * (yHi - yLo || 1);
   [yLo, yHi] = [yLo - pad, yHi + pad];
   const W = PLOT.width - PLOT.left - PLOT.right;
@@ -386,7 +383,7 @@ function plot(l, g, z, a, hidden) {
       'figcaption', {},
       el('strong', {}, `Layer ${l}${hidden ? '' : ' (output)'}: g = ${applied(g, 'z')}. `),
       `z[${l}] = ${listed(z)} → ${name} = ${listed(a)}. `,
-      act.scalar ? '' : `Each ${name}_k depends on every z; its curve is drawn against z_k with the other z held. `,
+      act.scalar ? '' : `Each ${name}_k depends on every z; its curve is drawn against z_k with the other z held${z.length > LISTED ? ` (the first ${LISTED} units' curves)` : ''}. `,
       el('span', { class: 'advice', 'data-advice': act.name }, advice(act.name, hidden)),
     ),
   );
@@ -475,7 +472,7 @@ function updateBatch(s) {
       markStale();
       return;
     }
-    const diff = Math.max(...shown.flatMap((layer, l) => [maxDiff(layer.Z, loop.value[l].Z), maxDiff(layer.A, loop.value[l].A)]));
+    const diff = largest(shown.flatMap((layer, l) => [maxGap(layer.Z, loop.value[l].Z), maxGap(layer.A, loop.value[l].A)]));
     const how = s.run
       ? `The loop ran onnxruntime-web ${m} time${m === 1 ? '' : 's'}, one column each; the matrix form ran it once on all ${m} columns.`
       : 'onnxruntime-web is not here: the loop ran in float64 in this browser, and the matrix form is the server\u2019s float64 oracle.';
