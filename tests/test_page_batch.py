@@ -105,7 +105,7 @@ def test_batch_view_shows_the_slides_matrices_as_the_oracle_computes_them(browse
         for i in range(n[0]):
             for j in range(m):
                 assert float(cells[f"mat-X-{i + 1}-{j + 1}"]) == examples[j][i]
-        assert page.locator('[data-matrix="mat-X"] caption').inner_text() == f"X = A[0]: n_x × m = {n[0]} × {m}"
+        assert page.locator('[data-matrix="mat-X"] caption').inner_text() == f"X = A[0]: nx × m = {n[0]} × {m}"
         for l in range(1, back.spec.depth + 1):
             for kind in ("Z", "A"):
                 box = page.locator(f'[data-matrix="mat-{kind}{l}"]')

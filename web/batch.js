@@ -51,6 +51,23 @@ function applied(act, argument) {
 }
 const short = (v) => (Number.isFinite(v) ? String(Number(v.toPrecision(4))) : String(v)); // plots: 4 digits
 
+// Text in the slides' notation: the [l] of "Z[1]" raised, the 2 of "z[1]_2" lowered, "x^(i)" as x
+// with (i) raised, n_x as n with x lowered.
+function notation(text) {
+  const parts = [];
+  let last = 0;
+  for (const found of text.matchAll(/\[(\w+)\](?:_(\w+))?|\^\((\w+)\)|\bn_x\b/g)) {
+    parts.push(text.slice(last, found.index));
+    const [all, layer, index, example] = found;
+    if (all === 'n_x') parts.push('n', el('sub', {}, 'x'));
+    else if (example !== undefined) parts.push(el('sup', {}, `(${example})`));
+    else parts.push(el('sup', {}, `[${layer}]`), ...(index === undefined ? [] : [el('sub', {}, index)]));
+    last = found.index + found[0].length;
+  }
+  parts.push(text.slice(last));
+  return el('span', { class: 'notation' }, ...parts);
+}
+
 // -- the batch, read from the page's batch box as the page reads it --
 
 function parseBatch(text) {
@@ -201,14 +218,14 @@ function matrix(name, shape, rows, columns, value, { key, fmt, columnHead = (j) 
   const tall = rows > TALL_ROWS ? { class: 'matrix-box tall', tabindex: '0', role: 'region', 'aria-label': name } : { class: 'matrix-box' };
   return el(
     'div', { ...tall, 'data-matrix': key, 'data-shape': `${rows}x${columns}` },
-    el('table', { class: 'matrix numbers' }, el('caption', {}, `${name}: ${shape}`), el('thead', {}, el('tr', {}, el('td', {}), ...heads)), el('tbody', {}, ...body)),
+    el('table', { class: 'matrix numbers' }, el('caption', {}, notation(`${name}: ${shape}`)), el('thead', {}, el('tr', {}, el('td', {}), ...heads)), el('tbody', {}, ...body)),
     more,
   );
 }
 
 const term = (...children) => el('div', { class: 'term' }, ...children); // an operator kept with its operand
 const op = (text) => el('span', { class: 'op', 'aria-hidden': 'true' }, text);
-const exampleHead = (j) => ['x', el('sup', {}, `(${j + 1})`)];
+const exampleHead = (j) => notation(`x^(${j + 1})`);
 
 // A row of the equation in a box of its own, which scrolls sideways when its matrices are wider.
 function scrollBox(label, ...children) {
@@ -241,30 +258,26 @@ function layerParts(s, l, m, shown, outside) {
     ? matrix(`W[${l}]`, `${n[l]} × ${n[l - 1]}`, n[l], n[l - 1], (i, j) => W[i][j], { key: `mat-W${l}`, fmt, columnHead: (j) => String(j + 1) })
     : el('p', { class: 'matrix-box', 'data-matrix': `mat-W${l}`, 'data-shape': `${n[l]}x${n[l - 1]}` }, `W[${l}] (${n[l]} × ${n[l - 1]}: too large to list here; summarised above)`);
   return [
-    el('h3', {}, `Layer ${l}: Z[${l}] = W[${l}]${prev} + b[${l}], A[${l}] = ${applied(g, `Z[${l}]`)}`),
-    el('p', { class: 'shape' }, `(${n[l]} × ${n[l - 1]})(${n[l - 1]} × ${m}) + (${n[l]} × 1 broadcast to ${n[l]} × ${m}) = ${n[l]} × ${m}. `,
-      `b[${l}] is one column; broadcasting copies it to each of the m columns (the faded copies).`),
+    el('h3', {}, notation(`Layer ${l}: Z[${l}] = W[${l}]${prev} + b[${l}], A[${l}] = ${applied(g, `Z[${l}]`)}`)),
+    el('p', { class: 'shape' }, notation(`(${n[l]} × ${n[l - 1]})(${n[l - 1]} × ${m}) + (${n[l]} × 1 broadcast to ${n[l]} × ${m}) = ${n[l]} × ${m}. ` +
+      `b[${l}] is one column; broadcasting copies it to each of the m columns (the faded copies).`)),
     scrollBox(
       `Z[${l}] = W[${l}]${prev} + b[${l}]`,
-      term(wBox, op('·'), el('span', { class: 'name' }, prev)),
+      term(wBox, op('·'), el('span', { class: 'name' }, notation(prev))),
       term(op('+'), matrix(`b[${l}] broadcast to ${n[l]} × ${m}`, `from ${n[l]} × 1`, n[l], m, (i) => b[i], { key: `mat-b${l}`, fmt, faded: (j) => j > 0 })),
       term(op('='), matrix(`Z[${l}]`, `${n[l]} × m = ${n[l]} × ${m}`, n[l], m, (i, j) => Z[i][j], { key: `mat-Z${l}`, fmt, bad: outside(l - 1, 'Z') })),
     ),
     scrollBox(
       `A[${l}] = ${applied(g, `Z[${l}]`)}`,
       term(
-        el('span', { class: 'name' }, `A[${l}] = ${applied(g, `Z[${l}]`)}`), op('='),
+        el('span', { class: 'name' }, notation(`A[${l}] = ${applied(g, `Z[${l}]`)}`)), op('='),
         matrix(`A[${l}]`, `${n[l]} × m = ${n[l]} × ${m}`, n[l], m, (i, j) => A[i][j], { key: `mat-A${l}`, fmt, bad: outside(l - 1, 'A') }),
       ),
     ),
   ];
 }
 
-// A block of code in which "^(i)" is written as the slides' superscript (i).
-function code(text) {
-  const parts = text.split('^(i)').flatMap((piece, k) => (k ? [el('sup', {}, '(i)'), piece] : [piece]));
-  return el('pre', { class: 'code' }, ...parts);
-}
+const code = (text) => el('pre', { class: 'code' }, notation(text));
 
 // The slides' two ways to write the pass, side by side.
 function loopAndMatrixForm(activations) {
@@ -285,8 +298,7 @@ function renderBatch(s, X, shown, loopDiff, oracle, how) {
   const n = s.model.sizes;
   const { worst, outside } = judge(shown, oracle);
   const parts = [
-    el('p', {}, `m = ${m} example${m === 1 ? '' : 's'} from the batch box above, one per column: X = [x`, el('sup', {}, '(1)'),
-      ' x', el('sup', {}, '(2)'), ' … x', el('sup', {}, '(m)'), `], n_x × m = ${n[0]} × ${m}.`),
+    el('p', {}, notation(`m = ${m} example${m === 1 ? '' : 's'} from the batch box above, one per column: X = [x^(1) x^(2) … x^(m)], n_x × m = ${n[0]} × ${m}.`)),
     scrollBox('X', matrix('X = A[0]', `n_x × m = ${n[0]} × ${m}`, n[0], m, (i, j) => X[i][j], { key: 'mat-X', fmt: String, columnHead: exampleHead })),
   ];
   for (let l = 1; l < n.length; l++) parts.push(...layerParts(s, l, m, shown, outside));
@@ -294,7 +306,7 @@ function renderBatch(s, X, shown, loopDiff, oracle, how) {
     el('h3', {}, 'The loop and the matrix form'),
     loopAndMatrixForm(s.model.activations),
     el('p', { id: 'batch-loop-diff', 'data-diff': String(loopDiff) },
-      `${how} Largest |loop − matrix form| over every entry of every Z[l] and A[l]: ${loopDiff === 0 ? '0: the same numbers' : small(loopDiff)}.`),
+      notation(`${how} Largest |loop − matrix form| over every entry of every Z[l] and A[l]: ${loopDiff === 0 ? '0: the same numbers' : small(loopDiff)}.`)),
   );
   if (worst) {
     const within = worst.share <= 1;
@@ -382,7 +394,7 @@ function plot(l, g, z, a, hidden) {
     el(
       'figcaption', {},
       el('strong', {}, `Layer ${l}${hidden ? '' : ' (output)'}: g = ${applied(g, 'z')}. `),
-      `z[${l}] = ${listed(z)} → ${name} = ${listed(a)}. `,
+      notation(`z[${l}] = ${listed(z)} → ${name} = ${listed(a)}. `),
       act.scalar ? '' : `Each ${name}_k depends on every z; its curve is drawn against z_k with the other z held${z.length > LISTED ? ` (the first ${LISTED} units' curves)` : ''}. `,
       el('span', { class: 'advice', 'data-advice': act.name }, advice(act.name, hidden)),
     ),
