@@ -3,7 +3,7 @@
 // outputs, and W[l], b[l] as its inputs so that they can be edited here), by the server over the V2
 // REST API (while the weights are the served ones), and by the server's float64 oracle, whose error
 // bound (forwardpass/tolerance.py) judges the other two. Nothing numeric is computed here but the
-// differences and the worked sums' products shown. Every text from the server (model names,
+// differences, the worked sums' products and a large matrix's min, max and mean shown. Every text from the server (model names,
 // messages) goes in as text, never HTML.
 
 // Hooks for the page's other modules (web/batch.js, web/landscape.js), on window.forwardpassPage:
@@ -541,6 +541,8 @@ function unitPicker(l) {
   return el('span', { class: 'picker' }, el('label', { for: id }, `unit of layer ${l}`), ' ', field, ' ', button);
 }
 
+const isX = (label) => /^x\d+$/.test(label); // an invalid x field's label, not a weight's
+
 function isEdited() {
   if (!state.served) return false;
   const same = (a, b) => stored(a) === stored(b);
@@ -568,7 +570,7 @@ function renderWeightsBar() {
 function resetWeights() {
   state.W = JSON.parse(JSON.stringify(state.served.W));
   state.b = JSON.parse(JSON.stringify(state.served.b));
-  for (const label of [...state.invalid.keys()]) if (!/^x\d+$/.test(label)) state.invalid.delete(label);
+  for (const label of [...state.invalid.keys()]) if (!isX(label)) state.invalid.delete(label);
   renderLayers();
   paintEdges();
   renderWeightsBar();
@@ -580,6 +582,11 @@ function resetWeights() {
 
 async function downloadWeights() {
   const name = state.entries[$('model').value].name;
+  const wrong = [...state.invalid.keys()].filter((label) => !isX(label));
+  if (wrong.length) {
+    showError(`Nothing downloaded: ${wrong.join(', ')} ${wrong.length > 1 ? 'hold' : 'holds'} no weight yet.`);
+    return;
+  }
   try {
     const answer = await postJson(modelPath('/network/weights.npz'), {
       W: state.W.map((W) => W.map((row) => row.map(stored))),
