@@ -30,8 +30,8 @@ from harness import ROOT, build_into
 from numerics import random_spec
 
 browser = test_page.browser  # the one Chromium (a fixture), as test_page.py launches it
-# every result the page shows, and batch.js's batch view and activation plots
-STALE = "#answers-box, #drawing, #unit, #summary, #layers [data-values], #batch-view-out, #activation-plots"
+DEPTHS = {"mlp_3_4_1": 2, "softmax_4_8_8_3": 3, "big": 2}
+STALE = "#answers-box, #drawing, #unit, #summary, #layers [data-values]"  # every result the page shows
 
 
 @pytest.fixture(scope="module")
@@ -362,6 +362,10 @@ def test_no_edge_crosses_a_label_and_values_have_4_digits(browser, served, name)
         assert not crossed, crossed[:5]
         drawn = {k: v for k, v in visit.cells().items() if k.startswith("drawing-")}
         assert all(significant_digits(v) <= DRAWN_DIGITS for v in drawn.values()), drawn
+        width = visit.page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert width[0] <= width[1], f"at desktop width the page is {width[0]} px wide in {width[1]}"
+        y_hat = visit.page.locator(f'#drawing g[data-box="{DEPTHS[name]}:1"]').bounding_box()  # ŷ_1's values
+        assert y_hat["x"] + y_hat["width"] <= DESKTOP["width"], y_hat
 
 
 @pytest.mark.parametrize("name", ["mlp_3_4_1", "softmax_4_8_8_3", "big"])
@@ -389,6 +393,9 @@ def test_at_phone_width_nothing_scrolls_the_page_and_y_hat_is_on_screen(browser,
         visit.screenshot(f"{name}-phone-editing")
 
 
+BATCH_JS_RESULTS = ", #batch-view-out, #activation-plots"  # batch.js's results are marked stale too
+
+
 def test_invalid_input_is_marked_at_its_field_and_every_result_is_stale(browser, served, models):
     back, W, b = served_weights(models, "mlp_3_4_1")
     with Visit(browser, served) as visit:
@@ -396,7 +403,7 @@ def test_invalid_input_is_marked_at_its_field_and_every_result_is_stale(browser,
         before = visit.cells()
         edit(visit, "x2", "")
         assert visit.page.get_by_label("x2", exact=True).get_attribute("aria-invalid") == "true"
-        results = visit.page.locator(STALE)
+        results = visit.page.locator(STALE + BATCH_JS_RESULTS)
         assert results.count() == 4 + 2 + 2 and visit.page.locator(".stale").count() == results.count()
         assert visit.page.locator("#layers input.stale, #layers .matrices.stale").count() == 0  # fields stay
         note = visit.page.locator("#stale-note")
