@@ -30,14 +30,15 @@ from harness import ROOT, build_into
 from numerics import random_spec
 
 browser = test_page.browser  # the one Chromium (a fixture), as test_page.py launches it
-DEPTHS = {"mlp_3_4_1": 2, "softmax_4_8_8_3": 3, "big": 2}
+DEPTHS = {"mlp_3_4_1": 2, "softmax_4_8_8_3": 3, "big": 2, "wide": 2}
 STALE = "#answers-box, #drawing, #unit, #summary, #layers [data-values]"  # every result the page shows
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """The committed 3-4-1 (b = 0), a 4-8-8-3 softmax classifier, a float64 and a columns model, and
-    a 3-20-2 one whose W[1] (20 x 3), b[1] and W[2] (2 x 20) are too large to show as fields."""
+    """The committed 3-4-1 (b = 0), a 4-8-8-3 softmax classifier, a float64 and a columns model, a
+    3-20-2 one whose W[1] (20 x 3), b[1] and W[2] (2 x 20) are too large to show as fields, and a
+    3-100-2 one whose hidden layer is drawn in part."""
     repository = tmp_path_factory.mktemp("editing") / "models"
     shutil.copytree(ROOT / "models", repository)
     rng = np.random.default_rng(20)
@@ -46,6 +47,7 @@ def models(tmp_path_factory):
     build_into(repository, "double", random_spec(rng, (3, 4, 2), (relu, Activation("identity"))), dtype="float64")
     build_into(repository, "columns", random_spec(rng, (3, 5, 2), (tanh, sigmoid)), layout="columns")
     build_into(repository, "big", random_spec(rng, (3, 20, 2), (relu, sigmoid)))
+    build_into(repository, "wide", random_spec(rng, (3, 100, 2), (relu, sigmoid)))  # drawn in part
     return repository
 
 
@@ -346,7 +348,7 @@ def test_intersects_sees_a_crossing_and_not_a_miss():
     assert not intersects((0, 5, 4, 5), (4, 0, 10, 10))  # ends on its edge
 
 
-@pytest.mark.parametrize("name", ["mlp_3_4_1", "softmax_4_8_8_3", "big"])
+@pytest.mark.parametrize("name", ["mlp_3_4_1", "softmax_4_8_8_3", "big", "wide"])
 def test_no_edge_crosses_a_label_and_values_have_4_digits(browser, served, name):
     with Visit(browser, served) as visit:
         visit.choose(name)
