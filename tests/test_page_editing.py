@@ -275,6 +275,7 @@ def test_selecting_a_unit_by_keyboard_works_its_sum_out(browser, served, models,
         tab_to(visit, 'circle[data-unit="1:2"]')
         visit.page.keyboard.press("Enter")
         assert visit.page.locator('circle[data-unit="1:2"][aria-pressed="true"]').count() == 1
+        assert visit.page.locator('#layers tr.chosen[data-row="1:2"]').count() == 2  # its row of W[1] and b[1]
         work = visit.page.locator("#unit .work").all_inner_texts()
         terms = " + ".join(f"w2{k}·x{k}" for k in range(1, n + 1))
         assert work[0].replace("\n", "") == f"z[1]2 = {terms} + b2"

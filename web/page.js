@@ -482,7 +482,7 @@ function matrix(name, l, rows, cols, fieldOf) {
   const caption = el('figcaption', {}, sym(name, l), el('span', { class: 'shape' }, ` ${rows} × ${cols}`));
   const body = el('tbody', {});
   for (let j = 1; j <= rows; j++) {
-    const row = el('tr', {});
+    const row = el('tr', { 'data-row': `${l}:${j}` }); // row j of W[l] and of b[l]: unit j's
     for (let k = 1; k <= cols; k++) row.append(el('td', {}, fieldOf(j, k)));
     body.append(row);
   }
@@ -527,6 +527,13 @@ function renderLayers() {
     return el('section', { class: 'layer', 'aria-labelledby': id }, ...parts);
   });
   $('layers').replaceChildren(...blocks);
+  markChosenRows();
+}
+
+// The selected unit's row of W[l] and b[l], marked: the weights of its sum.
+function markChosenRows() {
+  const chosen = state.selected ? `${state.selected.layer}:${state.selected.unit}` : '';
+  for (const row of document.querySelectorAll('#layers tr[data-row]')) row.classList.toggle('chosen', row.dataset.row === chosen);
 }
 
 // For a summarised layer whose units are not all drawn: pick a unit by number to edit its weights.
@@ -837,6 +844,7 @@ function selectUnit(l, i, weight = null) {
   for (const circle of document.querySelectorAll('#drawing circle[data-unit]')) {
     circle.setAttribute('aria-pressed', String(circle.dataset.unit === `${l}:${i}`));
   }
+  markChosenRows();
   renderUnit();
   renderUnitEditor();
   notify('unit');
