@@ -3,10 +3,8 @@ slides' X (n_x x m, one example per column), every Z[l] = W[l]X + b[l] and A[l] 
 shape and b[l]'s broadcast, checked against the NumPy oracle for the batch; the loop "for i = 1 to m"
 and the matrix form giving the same numbers; each layer's g plotted with the current z[l] marked.
 
-It uses test_page.py's repository, server and browser fixtures, imported (hence F811 where a test
-takes one). Screenshots go to build/test-artifacts/page/.
+It uses test_page.py's repository, server and browser. Screenshots go to build/test-artifacts/page/.
 """
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -14,17 +12,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from test_page import (  # noqa: F401 (fixtures)
-    ARTIFACTS,
-    PHONE,
-    Visit,
-    assert_shown_within_bound,
-    browser,
-    models,
-    oracle_of,
-    served,
-    serving,
-)
+import test_page
+from test_page import ARTIFACTS, PHONE, Visit, assert_shown_within_bound, oracle_of, serving
 
 from forwardpass.builder.oracle import forward
 from forwardpass.builder.readback import read_file
@@ -34,6 +23,8 @@ from forwardpass.tolerance import TOLERANCES, layer_bounds
 from harness import build_into
 from numerics import random_spec
 
+# test_page.py's fixtures: its repository, the server of it and the one Chromium
+browser, models, served = test_page.browser, test_page.models, test_page.served
 BATCH = [
     [0.1, 0.2, 0.3, 0.4],
     [1.0, -1.0, 0.5, 2.0],
