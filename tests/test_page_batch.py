@@ -237,6 +237,7 @@ def test_without_onnxruntime_web_the_loop_runs_in_float64_beside_the_oracle(brow
                 key = f"mat-Z1-{i + 1}-{j + 1}"  # the oracle's, shown to 9 digits as for a float32 model
                 assert_shown_within_bound(cells[key], float(passed.Z[1][i, j]), 1e-15, 9, key)
         assert visit.page.locator('#activation-plots svg[data-layer="2"] circle.mark').count() == 1
+        section_shot(visit, "batch-without-ort-desktop")
 
 
 def test_edited_weights_give_the_batch_and_the_plots_of_the_oracle_for_them(browser, served, models):
