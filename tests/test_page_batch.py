@@ -306,7 +306,7 @@ def test_an_edit_during_a_long_batch_is_what_the_batch_view_shows(browser, serve
         visit.page.get_by_label("CSV rows, one example per row").fill(
             "\n".join(", ".join(map(repr, x)) for x in examples)
         )
-        visit.page.locator('body:not([data-batch-pending="0"])').wait_for(state="attached")
+        visit.page.get_by_role("button", name="Ask the server").click()  # the batch view starts at once
         visit.page.locator('input.param[aria-label="W[1][1,1]"]').fill("2")
         visit.page.locator('[data-matrix="mat-W1"] [data-cell="mat-W1-1-1"]', has_text="2.00000000").wait_for()
         settle(visit)
