@@ -5,6 +5,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from forwardpass.web import PAGE_FILES
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,6 +35,8 @@ def test_wheel_puts_everything_under_forwardpass(tmp_path):
         "server/openapi.py",
     ):
         assert f"forwardpass/{module}" in names, module
+    for name in PAGE_FILES:  # every file the server serves for the page
+        assert f"forwardpass/web/{name}" in names, name
     fetched = [n for n in names if n.endswith((".wasm", "swagger-ui-bundle.js")) or "node_modules" in n]
     assert not fetched  # fetched, never shipped
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()

@@ -396,6 +396,9 @@ def test_at_phone_width_nothing_scrolls_the_page_and_y_hat_is_on_screen(browser,
         visit.screenshot(f"{name}-phone-editing")
 
 
+MODULE_RESULTS = ", #batch-view-out, #activation-plots, #landscape-result"  # batch.js's and landscape.js's results
+
+
 def test_invalid_input_is_marked_at_its_field_and_every_result_is_stale(browser, served, models):
     back, W, b = served_weights(models, "mlp_3_4_1")
     with Visit(browser, served) as visit:
@@ -403,8 +406,8 @@ def test_invalid_input_is_marked_at_its_field_and_every_result_is_stale(browser,
         before = visit.cells()
         edit(visit, "x2", "")
         assert visit.page.get_by_label("x2", exact=True).get_attribute("aria-invalid") == "true"
-        results = visit.page.locator(STALE)
-        assert results.count() == 4 + 2 and visit.page.locator(".stale").count() == results.count()
+        results = visit.page.locator(STALE + MODULE_RESULTS)
+        assert results.count() == 4 + 2 + 2 + 1 and visit.page.locator(".stale").count() == results.count()
         assert visit.page.locator("#layers input.stale, #layers .matrices.stale").count() == 0  # fields stay
         note = visit.page.locator("#stale-note")
         assert note.is_visible() and "x2 is not a number" in note.inner_text()

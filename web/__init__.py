@@ -22,7 +22,7 @@ from pathlib import Path
 from forwardpass.errors import ForwardpassError
 
 FOLDER = Path(__file__).resolve().parent
-PAGE_FILES = ("index.html", "page.js", "page.css", "landscape.js", "landscape.css")
+PAGE_FILES = ("index.html", "page.js", "page.css", "landscape.js", "landscape.css", "batch.js", "batch.css")
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 LICENSE = "LICENSE"  # a fetched package's licence, written beside its files wherever they go
 ORT_VERSION = json.loads((FOLDER / "package.json").read_text())["dependencies"]["onnxruntime-web"]

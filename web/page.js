@@ -222,6 +222,7 @@ window.forwardpassPage = {
   },
   state: view,
 };
+window.forwardpassPage.parseBatch = (text) => parseBatch(text); // batch.js: the batch box read as here
 
 async function loadModels() {
   state.entries = await (await postJson('/v2/repository/index', {})).json();
