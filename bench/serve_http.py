@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
+from bare_inference import http_answer
 from procfs import cpu_seconds, machine_busy, machine_cores, process_tree
 from report import percentile
 
@@ -69,22 +69,13 @@ def binary_request(x: np.ndarray) -> Request:
 
 
 def json_answer(y: np.ndarray) -> bytes:
-    """What forwardpass answers a JSON request with y, byte for byte (server/restcodec.py's layout, orjson
-    writing float32 in its shortest form), for the bare server."""
-    output = {"name": "y", "datatype": "FP32", "shape": list(y.shape), "data": y.ravel()}
-    return _answer({"model_name": MODEL_NAME, "model_version": "1", "outputs": [output]})
+    """What forwardpass answers a JSON request with y, byte for byte, for the bare server."""
+    return http_answer(MODEL_NAME, "1", {"y": y}, binary=False)[0]
 
 
 def binary_answer(y: np.ndarray) -> tuple[bytes, int]:
     """What forwardpass answers a binary request with y, and the length of its JSON header."""
-    raw = y.tobytes()
-    output = {"name": "y", "datatype": "FP32", "shape": list(y.shape), "parameters": {"binary_data_size": len(raw)}}
-    header = _answer({"model_name": MODEL_NAME, "model_version": "1", "outputs": [output]})
-    return header + raw, len(header)
-
-
-def _answer(document) -> bytes:
-    return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    return http_answer(MODEL_NAME, "1", {"y": y}, binary=True)
 
 
 def _json(document) -> bytes:

@@ -84,15 +84,11 @@ async def ours_aio(port: int, repository: Path) -> None:
         response_serializer=pb.ModelInferResponse.SerializeToString,
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler}),))
-    await _serve_aio(server, port)
+    await serve_aio(server, port)
 
 
 def bare_http(port: int, response: bytes, binary: bytes, json_length: int) -> None:
     """uvicorn with httptools and uvloop, as forwardpass's HTTP door, around an app that only answers."""
-    import uvicorn
-
-    from forwardpass.server.httpd import bind
-
     answers = {
         False: [(b"content-type", b"application/json"), (b"content-length", str(len(response)).encode())],
         True: [
@@ -113,6 +109,16 @@ def bare_http(port: int, response: bytes, binary: bytes, json_length: int) -> No
         await send({"type": "http.response.start", "status": 200, "headers": answers[kind]})
         await send({"type": "http.response.body", "body": bodies[kind]})
 
+    serve_asgi(app, port)
+
+
+def serve_asgi(app, port: int) -> None:
+    """An ASGI app on uvicorn with httptools and uvloop, forwardpass's HTTP stack without its protocol's
+    header deadline and size limit, on a socket bound as the server binds its own; until SIGTERM."""
+    import uvicorn
+
+    from forwardpass.server.httpd import bind
+
     config = uvicorn.Config(
         app,
         http="httptools",
@@ -127,7 +133,8 @@ def bare_http(port: int, response: bytes, binary: bytes, json_length: int) -> No
     uvicorn.Server(config).run(sockets=[sock])  # stops on SIGTERM
 
 
-async def _serve_aio(server, port: int) -> None:
+async def serve_aio(server: grpc.aio.Server, port: int) -> None:
+    """Bind and start a grpc.aio server, then serve until SIGTERM."""
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"serving on 127.0.0.1:{port}", flush=True)
