@@ -68,7 +68,7 @@ import serve_http  # noqa: E402
 from closed_loop import METHOD  # noqa: E402
 from procfs import cpu_seconds, machine_busy, machine_cores, process_tree, rss_mb  # noqa: E402
 from report import machine, percentile, progress  # noqa: E402
-from serve_report import BEFORE  # noqa: E402
+from serve_report import BARE_INFERENCE, BEFORE  # noqa: E402
 from servers import (  # noqa: E402
     OtlpSink,
     forwardpass_command,
@@ -98,6 +98,7 @@ class Target:
     cells: tuple = CELLS  # over gRPC
     http: bool = False  # also measured over HTTP/REST (serve_http.CELLS), on the same server
     binary: bool = True  # 65,536 rows over HTTP with Triton's binary extension; else JSON
+    ceiling: bool = False  # answers fixed bytes, computing nothing (bench/stacks.py bare, bare-http)
 
 
 class Bench:
@@ -110,7 +111,6 @@ class Bench:
         for rows, path in self.requests.items():
             path.write_bytes(request_bytes(rows))
             (self.work / f"response-{rows}.bin").write_bytes(response_bytes(rows))
-        self.expected = {}
         self.results: list[dict] = []
         self.http_results: list[dict] = []
         self.workers = args.workers
@@ -150,13 +150,21 @@ class Bench:
     def targets(self) -> list[Target]:
         plain, batched = self._repositories()
         n = self.workers
-        bare_http = Target("bare HTTP, 1 process", self._bare_http_command(), cells=(), http=True)
+        bare_http = Target("bare HTTP, 1 process", self._bare_http_command(), cells=(), http=True, ceiling=True)
+        # The anchors of the cost-per-request ratios: forwardpass's onnxruntime call alone behind each door.
+        anchors = [
+            Target(BARE_INFERENCE["gRPC"], bare_inference_command("grpc")),
+            Target(BARE_INFERENCE["HTTP"], bare_inference_command("http"), cells=(), http=True),
+        ]
+        ours = Target("forwardpass, 1 worker", forwardpass_command(1, plain), http=True)
+        ours_n = Target(f"forwardpass, {n} workers", forwardpass_command(n, plain), http=True)
         targets = [
-            Target("bare gRPC, 1 process", bare_command(1)),
-            Target(f"bare gRPC, {n} processes", bare_command(n)),
+            Target("bare gRPC, 1 process", bare_command(1), ceiling=True),
+            Target(f"bare gRPC, {n} processes", bare_command(n), ceiling=True),
             bare_http,
-            Target("forwardpass, 1 worker", forwardpass_command(1, plain), http=True),
-            Target(f"forwardpass, {n} workers", forwardpass_command(n, plain), http=True),
+            *anchors,
+            ours,
+            ours_n,
             Target("forwardpass, 1 worker, batching", forwardpass_command(1, batched)),
             Target(f"forwardpass, {n} workers, batching", forwardpass_command(n, batched)),
             # Beside the defaults, in the same run: what the speed work changed, switched back.
@@ -168,9 +176,10 @@ class Bench:
                    "--no-columns-inside"], cells=CELLS[3:]),
         ]  # fmt: skip
         if self.args.quick:
-            return [targets[0], bare_http, targets[4]]
+            return [targets[0], bare_http, *anchors, ours, *([ours_n] if n != 1 else [])]
+        after_ours = targets.index(ours) + 1
         targets.insert(
-            4,
+            after_ours,
             Target(
                 "forwardpass handler on grpc.aio, 1 process",
                 [sys.executable, "bench/stacks.py", "aio", "--model-repository", str(plain)],
@@ -179,7 +188,7 @@ class Bench:
         if importlib.util.find_spec("opentelemetry.sdk") is not None:  # forwardpass[trace]
             self.sink = OtlpSink()
             traced = [*forwardpass_command(1, plain), "--trace-otlp", self.sink.url]
-            targets.insert(4, Target("forwardpass, 1 worker, traced (rate 1)", traced, http=True))
+            targets.insert(after_ours, Target("forwardpass, 1 worker, traced (rate 1)", traced, http=True))
         else:
             print("the traced cell is left out: it needs pip install 'forwardpass[trace]'", file=sys.stderr)
         if not self.args.no_peers:
@@ -208,7 +217,7 @@ class Bench:
             return None, port, process
         if target.command:
             command = list(target.command)
-            if "bare" in command:
+            if target.ceiling:
                 command += ["--response", str(self.work / "response-1.bin")]
             if http_port:
                 command[command.index("--http-port") + 1] = str(http_port)
@@ -246,7 +255,7 @@ class Bench:
                 self._check_http(target, http_port)
             memory = rss_mb(process_tree(process.pid))
             for label, concurrency, rows in target.cells:
-                if "bare" in target.name and rows != 1:
+                if target.ceiling and rows != 1:
                     continue  # measured below with the matching canned response
                 self._record(target, run, label, memory, self._cell(port, process, concurrency, rows))
             for label, concurrency, rows in serve_http.CELLS if target.http else ():
@@ -254,7 +263,7 @@ class Bench:
                 self.http_results.append({"target": target.name, "run": run, "cell": label, "rss_mb": memory, **cell})
         finally:
             peers.stop(process)
-        if "bare" in target.name and target.cells:
+        if target.ceiling and target.cells:
             self._bare_large(target, run)
 
     def _http_request(self, target: Target, rows: int) -> serve_http.Request:
@@ -265,7 +274,7 @@ class Bench:
         """Each HTTP request once: 200 and onnxruntime's y (the bare server's fixed answers: 200 only)."""
         for rows in (1, serve_http.LARGE):
             request = self._http_request(target, rows)
-            if "bare" in target.name:
+            if target.ceiling:
                 status, _, body = serve_http.post(port, request)
                 if status != 200:
                     raise RuntimeError(f"{target.name} answers HTTP {status}: {body[:300]!r}")
@@ -292,15 +301,16 @@ class Bench:
         self.results.append({"target": target.name, "run": run, "cell": label, "rss_mb": memory, **cell})
 
     def _check_answer(self, target: Target, port: int) -> None:
-        if "bare" in target.name:
+        """Each gRPC request once: onnxruntime's y, or the bench stops (the bare server's fixed answers: none)."""
+        if target.ceiling:
             return
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            raw = channel.unary_unary(METHOD)(self.requests[1].read_bytes(), timeout=30)
-        response = pb.ModelInferResponse.FromString(raw)
-        y = np.frombuffer(response.raw_output_contents[0], np.float32)
-        self.expected.setdefault("y", y)
-        if not np.allclose(y, self.expected["y"], rtol=1e-5, atol=1e-6):
-            raise RuntimeError(f"{target.name} answers {y}, others {self.expected['y']}")
+            for rows in (1, 65536) if ("65,536 rows", 1, 65536) in target.cells else (1,):
+                raw = channel.unary_unary(METHOD)(self.requests[rows].read_bytes(), timeout=60)
+                response = pb.ModelInferResponse.FromString(raw)
+                y, want = np.frombuffer(response.raw_output_contents[0], np.float32), self.http_y[rows].ravel()
+                if y.shape != want.shape or not np.allclose(y, want, rtol=1e-5, atol=1e-6):
+                    raise RuntimeError(f"{target.name} answers y {y.ravel()[:4]}, onnxruntime {want.ravel()[:4]}")
 
     def _cell(self, port: int, process: subprocess.Popen, concurrency: int, rows: int) -> dict:
         clients = 1 if concurrency == 1 else 2
@@ -348,6 +358,11 @@ class Bench:
             "machine_cores": machine_cores(busy_before, busy_after),
             "server_cpu_ms_per_req": server_cpu / answers * 1000 if answers else None,
         }
+
+
+def bare_inference_command(door: str) -> list[str]:
+    """The bare inference server of one door (bench/bare_inference.py) on the committed model; start() adds the port."""
+    return [sys.executable, "bench/bare_inference.py", door, "--model", str(MODEL)]
 
 
 def bare_command(workers: int) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 from report import errors_cell
 
 PEERS = ("MLServer", "PyTriton", "KServe")
@@ -9,6 +11,20 @@ PEERS = ("MLServer", "PyTriton", "KServe")
 BEFORE = "forwardpass, 1 worker, the large-request path before (--no-columns-inside, FORWARDPASS_MALLOC=glibc)"
 # The large-request path switched off, in part and whole, beside forwardpass 1 worker.
 LARGE_BEFORE = ("forwardpass, 1 worker, --no-columns-inside", BEFORE)
+# The anchors of the cost-per-request targets (bench/bare_inference.py): forwardpass's onnxruntime call
+# alone behind each door, one process, beside forwardpass with 1 worker in the same run.
+BARE_INFERENCE = {"gRPC": "bare inference gRPC, 1 process", "HTTP": "bare inference HTTP, 1 process"}
+RATIO_OURS = "forwardpass, 1 worker"
+RATIO_TARGET = 0.9  # forwardpass req/s / the bare inference server's, in every cell below
+# The cells the targets name: (door, cell, in flight, the body it sends).
+RATIO_CELLS = (
+    ("HTTP", "JSON batch 1", 1, "JSON"),
+    ("HTTP", "JSON batch 1", 16, "JSON"),
+    ("HTTP", "65,536 rows", 1, "binary"),
+    ("gRPC", "batch 1", 1, "protobuf"),
+    ("gRPC", "batch 1", 16, "protobuf"),
+    ("gRPC", "65,536 rows", 1, "protobuf"),
+)
 PYTRITON = (
     "PyTriton 0.7.0 is Triton (PyTriton: a Python model behind Triton's front end): Triton's server and "
     "dynamic batcher calling a Python function that runs onnxruntime, not Triton's onnxruntime backend."
@@ -228,8 +244,79 @@ def markdown(report: dict) -> str:
     lines += stack_choice(report)
     lines += perf_analyzer_table(report, "## ")
     lines += ["", "## Against the targets", ""] + [f"- {line}" for line in verdicts(report, n)]
-    lines += http_markdown(report) + [""]
-    return "\n".join(lines)
+    lines += http_markdown(report)
+    ratios = ratio_table(report)
+    if ratios:
+        lines += [
+            "",
+            "## Against the bare inference servers (cost per request)",
+            "",
+            f"{BARE_INFERENCE_TEXT} {report['runs']} run(s); each ratio is taken within a run, then the median "
+            "(min-max over runs).",
+            "",
+            *ratios,
+        ]
+    return "\n".join([*lines, ""])
+
+
+BARE_INFERENCE_TEXT = (
+    "forwardpass with 1 worker against the bare inference server of the same door (bench/bare_inference.py: "
+    "one process on the same stack, the same onnxruntime session and call, no checks, statistics, limits or "
+    "token), measured in the same run."
+)
+
+
+def bare_inference_ratios(report: dict) -> list[dict]:
+    """Each cell of RATIO_CELLS measured on both sides: req/s, p99 and server CPU per request of each, and
+    forwardpass's req/s over the bare inference server's, run by run (the runs measured on both)."""
+    found = []
+    for door, cell, concurrency, body in RATIO_CELLS:
+        raw = report.get("http_raw" if door == "HTTP" else "raw") or []
+        ours, bare = (_by_run(raw, (target, cell, concurrency)) for target in (RATIO_OURS, BARE_INFERENCE[door]))
+        paired = sorted(run for run in ours.keys() & bare.keys() if bare[run]["req_per_s"])
+        if not paired:
+            continue
+
+        def median(side: dict[int, dict], key: str, paired=paired) -> float | None:
+            values = [side[run][key] for run in paired if side[run][key] is not None]
+            return statistics.median(values) if values else None
+
+        ratios = [ours[run]["req_per_s"] / bare[run]["req_per_s"] for run in paired]
+        found.append({
+            "door": door, "cell": cell, "concurrency": concurrency, "body": body, "runs": len(paired),
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            **{f"{side}_{key}": median(runs, key) for side, runs in (("ours", ours), ("bare", bare))
+               for key in ("req_per_s", "p99_ms", "server_cpu_ms_per_req")},
+        })  # fmt: skip
+    return found
+
+
+def _by_run(raw: list[dict], key: tuple[str, str, int]) -> dict[int, dict]:
+    """One target's results in one cell, (target, cell, in flight), by run."""
+    return {r["run"]: r for r in raw if (r["target"], r["cell"], r["concurrency"]) == key}
+
+
+def ratio_table(report: dict) -> list[str]:
+    """The cost-per-request targets as a Markdown table; nothing where the bare inference servers were not run."""
+    found = bare_inference_ratios(report)
+    if not found:
+        return []
+    lines = [
+        "| door | cell | body | c | forwardpass req/s | bare inference req/s | forwardpass / bare (min-max) | "
+        "target | p99 ms, forwardpass / bare | server CPU ms/req, forwardpass / bare | CPU ratio |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in found:
+        cpu = (r["ours_server_cpu_ms_per_req"], r["bare_server_cpu_ms_per_req"])
+        cpu_ratio = f"{cpu[0] / cpu[1]:.2f}x" if all(cpu) else "-"
+        met = "met" if r["ratio"] >= RATIO_TARGET else "not met"
+        lines.append(
+            f"| {r['door']} | {r['cell']} | {r['body']} | {r['concurrency']} | {r['ours_req_per_s']:,.0f} | "
+            f"{r['bare_req_per_s']:,.0f} | **{r['ratio']:.2f}x** ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | "
+            f">= {RATIO_TARGET}x: {met} | {_f(r['ours_p99_ms'])} / {_f(r['bare_p99_ms'])} | "
+            f"{_f(cpu[0], 3)} / {_f(cpu[1], 3)} | {cpu_ratio} |"
+        )
+    return lines
 
 
 def headline(report: dict) -> str:
@@ -254,6 +341,9 @@ def headline(report: dict) -> str:
     lines += perf_analyzer_table(report, "")
     lines += ["", *(f"- {line}" for line in verdicts(report, report["workers"]))]
     lines += http_headline(report)
+    ratios = ratio_table(report)
+    if ratios:
+        lines += ["", f"Cost per request: {BARE_INFERENCE_TEXT} Ratios within each run, medians:", "", *ratios]
     return "\n".join(lines) + "\n"
 
 
@@ -319,7 +409,7 @@ def verdicts(report: dict, n: int) -> list[str]:
         )
     large = [c for c in ours_cells if c["cell"] == "65,536 rows"]
     peer_large = [c for c in peer_cells if c["cell"] == "65,536 rows"]
-    bare_large = [c for c in report["cells"] if c["target"].startswith("bare") and c["cell"] == "65,536 rows"]
+    bare_large = [c for c in report["cells"] if c["target"].startswith("bare gRPC") and c["cell"] == "65,536 rows"]
     against = ((peer_large, "best peer ({}) rows/s", 1.5), (bare_large, "bare ceiling for the same bytes", 0.7))
     for others, name, target in against if large else ():
         if others:

@@ -1,13 +1,23 @@
 """The benchmarks run, in their quick modes, so they cannot rot; their numbers are not asserted."""
 
+import http.client
 import json
 import re
+import shutil
 import subprocess
 import sys
 
+import grpc
+import numpy as np
+import onnxruntime as ort
 import pytest
 
-from harness import ROOT, need_tool
+from forwardpass.protos import grpc_service_pb2 as pb
+
+from harness import ROOT, ServerProcess, free_port, need_tool
+
+MODEL = ROOT / "models" / "mlp_3_4_1" / "1" / "model.onnx"
+INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 def test_local_bench_quick(tmp_path):
@@ -27,10 +37,96 @@ def test_serve_bench_quick(tmp_path):
     report = json.loads((tmp_path / "serve-quick.json").read_text())
     cells = {(c["target"].split(",")[0], c["cell"], c["concurrency"]) for c in report["cells"]}
     assert ("forwardpass", "batch 1", 64) in cells and ("bare gRPC", "65,536 rows", 1) in cells
-    assert all(sum(c["errors"].values()) == 0 for c in report["cells"])
+    # The bare inference servers answered onnxruntime's y to each request before they were measured
+    # (the bench stops otherwise), and are measured in every cell the cost-per-request ratios take.
+    for key, name in (("cells", "bare inference gRPC, 1 process"), ("http_cells", "bare inference HTTP, 1 process")):
+        measured = {(c["cell"], c["concurrency"]) for c in report[key] if c["target"] == name}
+        assert len(measured) == 4, (name, measured)  # every cell of its door, those of the ratios among them
+    assert all(sum(c["errors"].values()) == 0 for c in report["cells"] + report["http_cells"])
     assert report["profile"]["infer_us"] > 0
     markdown = (tmp_path / "serve-quick.md").read_text()
     assert "## Against the targets" in markdown and "## One request, end to end" in markdown
+    ratios = markdown.split("## Against the bare inference servers")[1]
+    assert ratios.count("| >= 0.9x: ") == 6  # one row per cell the targets name, both doors
+
+
+@pytest.fixture(scope="module")
+def bare_inference():
+    """bench/bare_inference.py's servers on the committed 3-4-1 model: {door: port}."""
+    processes, ports = [], {}
+    try:
+        for door in ("grpc", "http"):
+            ports[door] = free_port()
+            command = [sys.executable, "bench/bare_inference.py", door, "--model", str(MODEL), "--port"]
+            process = subprocess.Popen([*command, str(ports[door])], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            processes.append(process)
+            assert "serving on" in process.stdout.readline()  # or it exited: the line is empty
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+            assert process.wait(30) == 0
+
+
+def _post(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("POST", "/v2/models/mlp_3_4_1/infer", body=body, headers=headers)
+        answer = connection.getresponse()
+        kept = ("content-type", "inference-header-content-length")
+        return answer.status, {k.lower(): v for k, v in answer.getheaders() if k.lower() in kept}, answer.read()
+    finally:
+        connection.close()
+
+
+def _http_requests(x: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """The serve bench's HTTP bodies for x: JSON, and Triton's binary extension with outputs as JSON or binary."""
+    requests = {}
+    document = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+    requests["JSON"] = json.dumps(document).encode(), {"content-type": "application/json"}
+    for outputs in ("JSON", "binary"):
+        size = {"binary_data_size": x.nbytes}
+        document = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "parameters": size}]}
+        if outputs == "binary":
+            document["parameters"] = {"binary_data_output": True}
+        header = json.dumps(document).encode()
+        headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))}
+        requests[f"binary in, {outputs} out"] = header + x.tobytes(), headers
+    return requests
+
+
+@pytest.fixture(scope="module")
+def forwardpass_3_4_1(tmp_path_factory):
+    """`forwardpass serve` with 1 worker on the committed 3-4-1 model, as the serve bench compares it."""
+    repository = tmp_path_factory.mktemp("served")
+    shutil.copytree(ROOT / "models" / "mlp_3_4_1", repository / "mlp_3_4_1")
+    server = ServerProcess(repository, "--max-message-mb", "16")
+    yield server
+    assert server.stop() == 0, server.output()
+
+
+@pytest.mark.parametrize("rows", [1, 65536])  # 65,536: the columns-inside session (4,096 rows and more)
+def test_bare_inference_servers_answer_as_forwardpass(forwardpass_3_4_1, bare_inference, rows):
+    """The anchors of the cost-per-request ratios answer each request of the serve bench with the bytes
+    forwardpass answers (the same session and call, so the same y bit for bit) and onnxruntime's y."""
+    server = forwardpass_3_4_1
+    x = np.random.default_rng(rows).standard_normal((rows, 3)).astype(np.float32)
+    want = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+    request = pb.ModelInferRequest(model_name="mlp_3_4_1")
+    request.inputs.add(name="x", datatype="FP32", shape=x.shape)
+    request.raw_input_contents.append(x.tobytes())
+    answers = []
+    for url in (server.url, f"127.0.0.1:{bare_inference['grpc']}"):
+        with grpc.insecure_channel(url, [("grpc.max_receive_message_length", 16 * 2**20)]) as channel:
+            answers.append(channel.unary_unary(INFER)(request.SerializeToString(), timeout=60))
+    ours, bare = (pb.ModelInferResponse.FromString(answer) for answer in answers)
+    assert bare == ours
+    y = np.frombuffer(bare.raw_output_contents[0], np.float32).reshape(tuple(bare.outputs[0].shape))
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    http_port = int(server.http_url.rsplit(":", 1)[1])
+    for kind, (body, headers) in _http_requests(x).items():
+        ours, bare = _post(http_port, body, headers), _post(bare_inference["http"], body, headers)
+        assert ours[0] == 200 and bare == ours, kind
 
 
 def test_every_headline_a_bench_writes_has_one_home_in_the_docs():
