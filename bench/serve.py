@@ -1,11 +1,15 @@
 """Serving speed: forwardpass beside the gRPC and HTTP ceilings and the servers users would run instead.
 
-    python bench/serve.py             # everything, 2 runs (make bench): about 15 minutes
+    python bench/serve.py             # everything, 2 runs (make bench): about 17 minutes
     python bench/serve.py --quick     # forwardpass and the bare servers only, a second per cell (CI)
+    python bench/serve.py --no-peers  # without MLServer, KServe and PyTriton
 
 gRPC: servers, each started here on loopback and driven by the same load generator (bench/loadgen.py:
 a closed loop over several connections, the same pre-encoded request for all):
   * bare: a gRPC server on the same stack with the same message sizes that does no inference;
+  * bare inference (bench/bare_inference.py): one grpc.aio process making forwardpass's onnxruntime
+    call (its Runtime, so the columns-inside session too) and nothing else, the anchor of the
+    cost-per-request ratios;
   * forwardpass with 1 and N workers, dynamic batching off and on, and its handler on grpc.aio;
     forwardpass traced at rate 1 (--trace-otlp to a sink in this process that takes every export; with
     forwardpass[trace] installed), for what tracing costs beside the untraced worker;
@@ -26,16 +30,22 @@ client and server breakdown per request, beside the same call timed in this proc
 
 HTTP/REST, in the same run (bench/serve_http.py): the bare HTTP server (forwardpass's stack, uvicorn with
 httptools and uvloop and a raw ASGI app, one process, answering fixed bytes of the same size: the
-ceiling), forwardpass over HTTP with 1 and N workers, MLServer's REST (both settings; JSON only: it
-has no binary extension), KServe's Python model server 0.21 (kserve.ModelServer, a small kserve.Model
-running onnxruntime) and Triton's HTTP as PyTriton bundles it. Cells: JSON batch 1 at 1, 16 and 64 in
+ceiling), the bare inference HTTP server (the same stack and process count, forwardpass's
+onnxruntime call on V2 JSON and binary requests, nothing else), forwardpass over HTTP with 1 and N
+workers, MLServer's REST (both settings; JSON only: it has no binary extension), KServe's Python
+model server 0.21 (kserve.ModelServer, a small kserve.Model running onnxruntime) and Triton's HTTP as
+PyTriton bundles it. Cells: JSON batch 1 at 1, 16 and 64 in
 flight, and 65,536 rows at 1 in flight with Triton's binary tensor extension (JSON for MLServer). The
 load generator is h2load --h1, a C client, so that the client is not the limit; its per-request log
 gives every answer's status (non-2xx counts as an error) and the latencies. The servers that speak
-both protocols serve both tables from one start. Results: bench/results/serve.{json,md}.
-Duration: 2 runs x 10 servers x 4 gRPC cells and 7 servers x 4 HTTP cells of 5 s (1 s warm-up, 4 s
-measured) is about 12 minutes; the profile, batching and h2load cells and the servers' starts and
-stops bring it to about 15.
+both protocols serve both tables from one start.
+The cost-per-request ratios: forwardpass with 1 worker over the bare inference server of the same door,
+run by run, in the cells the targets name (HTTP JSON batch 1 at 1 and 16 in flight, HTTP binary 65,536
+rows at 1; gRPC batch 1 at 1 and 16, gRPC 65,536 rows at 1), with both sides' p99 and server CPU per
+request. Results: bench/results/serve.{json,md}.
+Duration: 2 runs x 11 servers x 4 gRPC cells and 8 servers x 4 HTTP cells of 5 s (1 s warm-up, 4 s
+measured) is about 13 minutes; the profile, batching and h2load cells and the servers' starts and
+stops bring it to about 17.
 """
 
 from __future__ import annotations
