@@ -28,17 +28,16 @@ Triton's perf_analyzer (bench/perf_analyzer.py, tritonclient 2.41.0 in a virtual
 forwardpass with N workers at 1 and 16 in flight, with 2 handler threads and with 8, and reports its
 client and server breakdown per request, beside the same call timed in this process.
 
-HTTP/REST, in the same run (bench/serve_http.py): the bare HTTP server (forwardpass's stack, uvicorn with
-httptools and uvloop and a raw ASGI app, one process, answering fixed bytes of the same size: the
-ceiling), the bare inference HTTP server (the same stack and process count, forwardpass's
-onnxruntime call on V2 JSON and binary requests, nothing else), forwardpass over HTTP with 1 and N
-workers, MLServer's REST (both settings; JSON only: it has no binary extension), KServe's Python
-model server 0.21 (kserve.ModelServer, a small kserve.Model running onnxruntime) and Triton's HTTP as
-PyTriton bundles it. Cells: JSON batch 1 at 1, 16 and 64 in
-flight, and 65,536 rows at 1 in flight with Triton's binary tensor extension (JSON for MLServer). The
-load generator is h2load --h1, a C client, so that the client is not the limit; its per-request log
-gives every answer's status (non-2xx counts as an error) and the latencies. The servers that speak
-both protocols serve both tables from one start.
+HTTP/REST, in the same run (bench/serve_http.py): the bare HTTP server (forwardpass's stack, uvicorn
+with httptools and uvloop and a raw ASGI app, one process, answering fixed bytes of the same size: the
+ceiling), the bare inference HTTP server (the same stack and process count, forwardpass's onnxruntime
+call on V2 JSON and binary requests, nothing else), forwardpass over HTTP with 1 and N workers,
+MLServer's REST (both settings; JSON only: it has no binary extension), KServe's Python model server
+0.21 (kserve.ModelServer, a small kserve.Model running onnxruntime) and Triton's HTTP as PyTriton
+bundles it. Cells: JSON batch 1 at 1, 16 and 64 in flight, and 65,536 rows at 1 in flight with Triton's
+binary tensor extension (JSON for MLServer). The load generator is h2load --h1, a C client, so that the
+client is not the limit; its per-request log gives every answer's status (non-2xx counts as an error)
+and the latencies. The servers that speak both protocols serve both tables from one start.
 The cost-per-request ratios: forwardpass with 1 worker over the bare inference server of the same door,
 run by run, in the cells the targets name (HTTP JSON batch 1 at 1 and 16 in flight, HTTP binary 65,536
 rows at 1; gRPC batch 1 at 1 and 16, gRPC 65,536 rows at 1), with both sides' p99 and server CPU per
