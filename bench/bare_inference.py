@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from forwardpass.dtypes import BY_NUMPY
+
 BINARY_HEADER = b"inference-header-content-length"
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -40,11 +42,9 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 def http_answer(model: str, version: str, outputs: dict[str, np.ndarray], binary: bool) -> tuple[bytes, int | None]:
     """An inference's HTTP body as forwardpass writes it, and its JSON header's length where the outputs'
     bytes follow it (else None): orjson writes float32 in its shortest exact form."""
-    from forwardpass.dtypes import of_numpy
-
     entries, blobs = [], []
     for name, y in outputs.items():
-        entry = {"name": name, "datatype": of_numpy(y.dtype).datatype, "shape": list(y.shape)}
+        entry = {"name": name, "datatype": BY_NUMPY[y.dtype].datatype, "shape": list(y.shape)}
         if binary:
             blob = memoryview(np.ascontiguousarray(y)).cast("B")  # joined below: one copy, as forwardpass's
             entry["parameters"] = {"binary_data_size": blob.nbytes}
