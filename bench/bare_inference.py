@@ -68,10 +68,9 @@ def session(model: Path):
     return Runtime(model, provider="cpu", threads=1, read_back=read_file(model))
 
 
-async def serve_grpc(port: int, model: Path) -> None:
+async def run_grpc(port: int, model: Path) -> None:
     """ModelInfer on grpc.aio: raw bytes in, the session's call, raw bytes out."""
-    import grpc
-    from stacks import LIMITS, SERVICE, serve_aio
+    from stacks import serve_model_infer
 
     from forwardpass.dtypes import BY_ONNXRUNTIME
     from forwardpass.protos import grpc_service_pb2 as pb
@@ -88,17 +87,10 @@ async def serve_grpc(port: int, model: Path) -> None:
             response.raw_output_contents.append(y.tobytes())
         return response
 
-    server = grpc.aio.server(options=LIMITS)
-    handler = grpc.unary_unary_rpc_method_handler(
-        infer,
-        request_deserializer=pb.ModelInferRequest.FromString,
-        response_serializer=pb.ModelInferResponse.SerializeToString,
-    )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler}),))
-    await serve_aio(server, port)
+    await serve_model_infer(infer, port)
 
 
-def serve_http(port: int, model: Path) -> None:
+def run_http(port: int, model: Path) -> None:
     """Every POST an inference, JSON or binary, on forwardpass's HTTP stack."""
     from stacks import serve_asgi
 
@@ -140,12 +132,12 @@ def main() -> int:
     parser.add_argument("--model", type=Path, required=True, help="models/NAME/VERSION/model.onnx")
     args = parser.parse_args()
     if args.door == "http":
-        serve_http(args.port, args.model)
+        run_http(args.port, args.model)
     else:
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the loop server/app.py runs gRPC on
-            runner.run(serve_grpc(args.port, args.model))
+            runner.run(run_grpc(args.port, args.model))
     return 0
 
 

@@ -64,7 +64,6 @@ def _wait_for_sigterm() -> None:
 
 async def ours_aio(port: int, repository: Path) -> None:
     """forwardpass's codec and data plane, unchanged, in an asyncio handler."""
-    from forwardpass.protos import grpc_service_pb2 as pb
     from forwardpass.server import codec
     from forwardpass.server.dataplane import DataPlane
     from forwardpass.server.repository import Repository
@@ -76,6 +75,14 @@ async def ours_aio(port: int, repository: Path) -> None:
 
     async def infer(request, context):
         return codec.infer_response(plane.infer(codec.infer_request(request, codec.deadline(context.time_remaining()))))
+
+    await serve_model_infer(infer, port)
+
+
+async def serve_model_infer(infer, port: int) -> None:
+    """A grpc.aio server whose one method is ModelInfer, answered by `infer(request, context)` with
+    the messages parsed and serialized by protobuf; until SIGTERM."""
+    from forwardpass.protos import grpc_service_pb2 as pb
 
     server = grpc.aio.server(options=LIMITS)
     handler = grpc.unary_unary_rpc_method_handler(
