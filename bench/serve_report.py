@@ -15,6 +15,11 @@ LARGE_BEFORE = ("forwardpass, 1 worker, --no-columns-inside", BEFORE)
 # alone behind each door, one process, beside forwardpass with 1 worker in the same run.
 BARE_INFERENCE = {"gRPC": "bare inference gRPC, 1 process", "HTTP": "bare inference HTTP, 1 process"}
 RATIO_OURS = "forwardpass, 1 worker"
+BARE_INFERENCE_TEXT = (
+    "forwardpass with 1 worker against the bare inference server of the same door (bench/bare_inference.py: "
+    "one process on the same stack, the same onnxruntime session and call, no checks, statistics, limits or "
+    "token), measured in the same run."
+)
 RATIO_TARGET = 0.9  # forwardpass req/s / the bare inference server's, in every cell below
 # The cells the targets name: (door, cell, in flight, the body it sends).
 RATIO_CELLS = (
@@ -257,13 +262,6 @@ def markdown(report: dict) -> str:
             *ratios,
         ]
     return "\n".join([*lines, ""])
-
-
-BARE_INFERENCE_TEXT = (
-    "forwardpass with 1 worker against the bare inference server of the same door (bench/bare_inference.py: "
-    "one process on the same stack, the same onnxruntime session and call, no checks, statistics, limits or "
-    "token), measured in the same run."
-)
 
 
 def bare_inference_ratios(report: dict) -> list[dict]:
