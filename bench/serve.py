@@ -1,6 +1,6 @@
 """Serving speed: forwardpass beside the gRPC and HTTP ceilings and the servers users would run instead.
 
-    python bench/serve.py             # everything, 2 runs (make bench): about 17 minutes
+    python bench/serve.py             # everything, 2 runs (make bench): about 18 minutes
     python bench/serve.py --quick     # forwardpass and the bare servers only, a second per cell (CI)
     python bench/serve.py --no-peers  # without MLServer, KServe and PyTriton
 
@@ -44,7 +44,7 @@ rows at 1; gRPC batch 1 at 1 and 16, gRPC 65,536 rows at 1), with both sides' p9
 request. Results: bench/results/serve.{json,md}.
 Duration: 2 runs x 11 servers x 4 gRPC cells and 8 servers x 4 HTTP cells of 5 s (1 s warm-up, 4 s
 measured) is about 13 minutes; the profile, batching and h2load cells and the servers' starts and
-stops bring it to about 17.
+stops bring it to about 18.
 """
 
 from __future__ import annotations
