@@ -14,7 +14,8 @@ handler threads or access log. A request the model cannot take fails however it 
   * grpc: grpc.aio on a uvloop loop, as server/app.py builds it; ModelInfer only, the first input
     read from raw_input_contents with its shape, every output answered as raw bytes (server/codec.py's
     answer), computed on the loop.
-  * http: uvicorn with httptools and uvloop around a raw ASGI app; every request is an inference:
+  * http: uvicorn with httptools and uvloop around a raw ASGI app; every POST is an inference (any
+    other method answers 200, for readiness):
     V2 JSON, or Triton's binary extension for the one input (Inference-Header-Content-Length), answered
     as forwardpass answers (server/restcodec.py): JSON, or the outputs' bytes after the JSON header where
     the request's binary_data_output asks for them.
@@ -99,6 +100,10 @@ def run_http(port: int, model: Path) -> None:
 
     async def app(scope, receive, send) -> None:
         if scope["type"] != "http":
+            return
+        if scope["method"] != "POST":  # readiness (GET /v2/models/NAME/ready), as the bench waits for it
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
             return
         chunks, more = [], True
         while more:

@@ -126,6 +126,10 @@ def test_bare_inference_servers_answer_as_forwardpass(forwardpass_3_4_1, bare_in
     y = np.frombuffer(bare.raw_output_contents[0], np.float32).reshape(tuple(bare.outputs[0].shape))
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
     http_port = int(server.http_url.rsplit(":", 1)[1])
+    ready = http.client.HTTPConnection("127.0.0.1", bare_inference["http"], timeout=10)
+    ready.request("GET", "/v2/models/mlp_3_4_1/ready")  # what the serve bench waits for
+    assert ready.getresponse().status == 200
+    ready.close()
     for kind, (body, headers) in _http_requests(x).items():
         ours, bare = _post(http_port, body, headers), _post(bare_inference["http"], body, headers)
         assert ours[0] == 200 and bare == ours, kind
