@@ -33,7 +33,7 @@ DATA_KEY = re.compile(rb'"data"[ \t\r\n]*:[ \t\r\n]*\[')
 # the object, or a comma and the next key); in a list of numbers, a bracket is followed by a comma
 # and a bracket, or by a bracket.
 LIST_END = re.compile(rb'\][ \t\r\n]*(?:\}|,[ \t\r\n]*")')
-NOT_STRUCTURE = bytes(c for c in range(256) if c not in b"[],")
+NOT_LIST_MARKS = bytes(c for c in range(256) if c not in b"[],")
 SENTINEL = "\x00forwardpass cut-out data"  # a key no request sends: a NUL leads it
 
 
@@ -63,7 +63,7 @@ def parse(body: bytes | bytearray) -> dict | None:
             f"a JSON body over {LARGE_BODY >> 20} MiB carries {len(text)} bytes besides lists of numbers, above "
             f"{MAX_REST}: names, shapes and parameters take far less; send the rest as lists of numbers"
         )
-    return _placed(_document(text), arrays)
+    return _placed(whole(text), arrays)
 
 
 def _escaped(body: bytes | bytearray, quote: int) -> bool:
@@ -83,7 +83,7 @@ def _numbers(body: bytes | bytearray, opening: int, closing: int) -> np.ndarray:
         last = cut < 0
         text = body[at : closing - 1 if last else cut]
         if not flat:
-            marks.append(text.translate(None, NOT_STRUCTURE))
+            marks.append(text.translate(None, NOT_LIST_MARKS))
             text = text.translate(None, b"[]")
         pieces.append(_slice(text))
         if last:
@@ -137,12 +137,17 @@ def _pattern(dims: list[int]) -> bytes:
     return inner
 
 
-def _document(text: bytes) -> dict:
+def whole(data: bytes | bytearray | memoryview) -> dict:
+    """A body's document parsed whole (a small body, or what a large one holds besides its data).
+    Python's json module writes NaN and Infinity as bare words, and tritonclient sends JSON that
+    way: they are accepted, as Python reads them (nothing else orjson refuses is accepted)."""
     try:
-        document = orjson.loads(text)
+        document = orjson.loads(data)  # refuses nesting deeper than 1,024 levels, and NaN
     except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):  # orjson words it differently from version to version: say it once, here
+            raise ForwardpassError("the request body nests arrays or objects deeper than 1,024 levels") from None
         try:
-            document = json.loads(text)
+            document = json.loads(bytes(data))
         except (ValueError, RecursionError):
             raise ForwardpassError(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):

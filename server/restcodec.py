@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 from collections.abc import Callable, Mapping
 
@@ -105,28 +104,8 @@ def _raw_input(tensor: Tensor, body: bytes) -> InferInput:
 
 
 def _json(data: bytes | memoryview) -> dict:
-    if isinstance(data, (bytes, bytearray)):
-        document = jsonslices.parse(data)  # a large body, a slice at a time; None for a small one
-        if document is not None:
-            return document
-    try:
-        document = orjson.loads(data)  # refuses nesting deeper than 1,024 levels, and NaN
-    except orjson.JSONDecodeError as exc:
-        if "depth" in str(exc):  # orjson words it differently from version to version: say it once, here
-            raise ForwardpassError("the request body nests arrays or objects deeper than 1,024 levels") from None
-        document = _lenient(data, exc)
-    if not isinstance(document, dict):
-        raise ForwardpassError("the request body must be a JSON object")
-    return document
-
-
-def _lenient(data: bytes | memoryview, error: Exception):
-    """Python's json module writes NaN and Infinity as bare words, and tritonclient sends JSON that
-    way: accept them, as Python reads them (nothing else orjson refuses is accepted)."""
-    try:
-        return json.loads(bytes(data))
-    except (ValueError, RecursionError):
-        raise ForwardpassError(f"the request body is not valid JSON: {error}") from None
+    document = jsonslices.parse(data) if isinstance(data, (bytes, bytearray)) else None  # None: a small body
+    return document if document is not None else jsonslices.whole(data)
 
 
 def _from_json(model: str, version: str, document: dict, binary: memoryview | bytes, deadline_ns) -> InferRequest:
