@@ -167,9 +167,11 @@ pod-limits: $(STAMP)
 # The serving benchmark builds MLServer's and PyTriton's virtualenvs on first use (a minute each,
 # under ~/.cache/forwardpass-peers), and one for Triton's perf_analyzer (tritonclient 2.41.0, which
 # needs Debian's libb64-0d); it uses h2load from Debian's nghttp2-client when it can.
+# PEERS=no leaves MLServer, KServe and PyTriton out (about 12 minutes in all instead of 25).
 bench: $(STAMP) bench-tools
 	$(PY) bench/local.py
-	$(PY) bench/serve.py
+	$(PY) bench/request_profile.py
+	$(PY) bench/serve.py $(if $(filter no,$(PEERS)),--no-peers)
 
 bench-tools:
 	@tests/pristine/tools.sh h2load libb64.so.0d

@@ -59,6 +59,18 @@ def http_answer(model: str, version: str, outputs: dict[str, np.ndarray], binary
     return (b"".join([header, *blobs]), len(header)) if binary else (header, None)
 
 
+def http_request(body: bytes, headers: list[tuple[bytes, bytes]], dtype: np.dtype) -> tuple[np.ndarray, bool]:
+    """The one input of a V2 JSON body, or of one with the binary extension, and whether the answer goes binary."""
+    split = next((int(value) for key, value in headers if key == BINARY_HEADER), None)
+    document = orjson.loads(body if split is None else memoryview(body)[:split])
+    (tensor,) = document["inputs"]
+    if split is None:
+        x = np.asarray(tensor["data"], dtype).reshape(tensor["shape"])
+    else:
+        x = np.frombuffer(body, dtype, offset=split).reshape(tensor["shape"])
+    return x, bool(document.get("parameters", {}).get("binary_data_output", False))
+
+
 def session(model: Path):
     """The session `forwardpass serve` makes for this file on the CPU, with glibc's thresholds as a worker sets them."""
     from forwardpass.builder.readback import read_file
@@ -80,21 +92,22 @@ async def run_grpc(port: int, model: Path) -> None:
     name, version, names = model.parent.parent.name, model.parent.name, runtime.output_names
     datatypes = {o.name: BY_ONNXRUNTIME[o.type].datatype for o in runtime.session.get_outputs()}
 
-    async def infer(request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
-        x = np.frombuffer(request.raw_input_contents[0], runtime.dtype).reshape(tuple(request.inputs[0].shape))
+    def grpc_answer(request: pb.ModelInferRequest, outputs: dict[str, np.ndarray]) -> pb.ModelInferResponse:
         response = pb.ModelInferResponse(model_name=name, model_version=version, id=request.id)
-        for output, y in runtime.run_trusted(x, names).items():
+        for output, y in outputs.items():
             response.outputs.add(name=output, datatype=datatypes[output], shape=y.shape)
             response.raw_output_contents.append(y.tobytes())
         return response
 
+    async def infer(request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+        x = np.frombuffer(request.raw_input_contents[0], runtime.dtype).reshape(tuple(request.inputs[0].shape))
+        return grpc_answer(request, runtime.run_trusted(x, names))
+
     await serve_model_infer(infer, port)
 
 
-def run_http(port: int, model: Path) -> None:
-    """Every POST an inference, JSON or binary, on forwardpass's HTTP stack."""
-    from stacks import serve_asgi
-
+def http_app(model: Path):
+    """The raw ASGI app: every POST an inference, JSON or binary."""
     runtime = session(model)
     name, version, names = model.parent.parent.name, model.parent.name, runtime.output_names
 
@@ -111,14 +124,7 @@ def run_http(port: int, model: Path) -> None:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        split = next((int(value) for key, value in scope["headers"] if key == BINARY_HEADER), None)
-        document = orjson.loads(body if split is None else memoryview(body)[:split])
-        (tensor,) = document["inputs"]
-        if split is None:
-            x = np.asarray(tensor["data"], runtime.dtype).reshape(tensor["shape"])
-        else:
-            x = np.frombuffer(body, runtime.dtype, offset=split).reshape(tensor["shape"])
-        binary = bool(document.get("parameters", {}).get("binary_data_output", False))
+        x, binary = http_request(body, scope["headers"], runtime.dtype)
         answer, length = http_answer(name, version, runtime.run_trusted(x, names), binary)
         headers = JSON_HEADERS
         if length is not None:
@@ -127,7 +133,14 @@ def run_http(port: int, model: Path) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
 
-    serve_asgi(app, port)
+    return app
+
+
+def run_http(port: int, model: Path) -> None:
+    """The app on forwardpass's HTTP stack."""
+    from stacks import serve_asgi
+
+    serve_asgi(http_app(model), port)
 
 
 def main() -> int:

@@ -13,6 +13,10 @@ import time
 import grpc
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
+# Every client of the benchmarks sends this token, to every server alike: forwardpass started guarded
+# (servers.forwardpass_command's token_file) checks it, the others ignore the header.
+TOKEN = "forwardpass-bench-token"
+AUTHORIZATION = ("authorization", f"Bearer {TOKEN}")
 
 
 async def run(
@@ -47,7 +51,7 @@ async def run(
             if sent >= stop_at:
                 return
             try:
-                await call(request, timeout=60)
+                await call(request, timeout=60, metadata=(AUTHORIZATION,))
             except grpc.RpcError as exc:
                 if sent >= measure_from:
                     errors[exc.code().name] = errors.get(exc.code().name, 0) + 1

@@ -1,7 +1,7 @@
 """Serving speed: forwardpass beside the gRPC and HTTP ceilings and the servers users would run instead.
 
-    python bench/serve.py             # everything, 2 runs (make bench): about 18 minutes
-    python bench/serve.py --quick     # forwardpass and the bare servers only, a second per cell (CI)
+    python bench/serve.py             # everything, 3 runs (make bench): about 22 minutes
+    python bench/serve.py --quick     # forwardpass (1 worker) and the bare servers only, a second per cell (CI)
     python bench/serve.py --no-peers  # without MLServer, KServe and PyTriton
 
 gRPC: servers, each started here on loopback and driven by the same load generator (bench/loadgen.py:
@@ -42,9 +42,9 @@ The cost-per-request ratios: forwardpass with 1 worker over the bare inference s
 run by run, in the cells the targets name (HTTP JSON batch 1 at 1 and 16 in flight, HTTP binary 65,536
 rows at 1; gRPC batch 1 at 1 and 16, gRPC 65,536 rows at 1), with both sides' p99 and server CPU per
 request. Results: bench/results/serve.{json,md}.
-Duration: 2 runs x 11 servers x 4 gRPC cells and 8 servers x 4 HTTP cells of 5 s (1 s warm-up, 4 s
-measured) is about 13 minutes; the profile, batching and h2load cells and the servers' starts and
-stops bring it to about 18.
+Duration: 3 runs x 12 servers x 4 gRPC cells and 9 servers x 4 HTTP cells of 4 s (1 s warm-up, 3 s
+measured) is about 15 minutes; the profile, batching and h2load cells and the servers' starts and
+stops bring it to about 22 (about 14 with --no-peers).
 """
 
 from __future__ import annotations
@@ -74,10 +74,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import peers  # noqa: E402  (bench/peers: the peer servers and their virtualenvs)
 import perf_analyzer  # noqa: E402
 import serve_http  # noqa: E402
-from closed_loop import METHOD  # noqa: E402
+from closed_loop import AUTHORIZATION, METHOD  # noqa: E402
 from procfs import cpu_seconds, machine_busy, machine_cores, process_tree, rss_mb  # noqa: E402
 from report import machine, percentile, progress  # noqa: E402
-from serve_report import BARE_INFERENCE, BEFORE  # noqa: E402
+from serve_report import BARE_INFERENCE, BEFORE, RATIO_OURS, UNGUARDED  # noqa: E402
 from servers import (  # noqa: E402
     OtlpSink,
     forwardpass_command,
@@ -93,6 +93,8 @@ from forwardpass.protos import grpc_service_pb2 as pb  # noqa: E402
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
 
 MODEL = ROOT / "models" / "mlp_3_4_1" / "1" / "model.onnx"
+# A cell's (warm-up, measured) seconds; --quick's first.
+CELL_SECONDS = {False: (1.0, 3.0), True: (0.3, 1.0)}
 CELLS = (("batch 1", 1, 1), ("batch 1", 16, 1), ("batch 1", 64, 1), ("65,536 rows", 1, 65536))
 
 
@@ -159,14 +161,21 @@ class Bench:
     def targets(self) -> list[Target]:
         plain, batched = self._repositories()
         n = self.workers
+        guard = self.work / "token"
+
+        def ours_command(workers: int, repository: Path = plain) -> list[str]:
+            """forwardpass as deployed: the token checked on every call, metrics served (and, as always,
+            statistics counted and the robustness limits on)."""
+            return forwardpass_command(workers, repository, token_file=guard)
+
         bare_http = Target("bare HTTP, 1 process", self._bare_http_command(), cells=(), http=True, ceiling=True)
         # The anchors of the cost-per-request ratios: forwardpass's onnxruntime call alone behind each door.
         anchors = [
             Target(BARE_INFERENCE["gRPC"], bare_inference_command("grpc")),
             Target(BARE_INFERENCE["HTTP"], bare_inference_command("http"), cells=(), http=True),
         ]
-        ours = Target("forwardpass, 1 worker", forwardpass_command(1, plain), http=True)
-        ours_n = Target(f"forwardpass, {n} workers", forwardpass_command(n, plain), http=True)
+        ours = Target(RATIO_OURS, ours_command(1), http=True)
+        ours_n = Target(f"forwardpass, {n} workers", ours_command(n), http=True)
         targets = [
             Target("bare gRPC, 1 process", bare_command(1), ceiling=True),
             Target(f"bare gRPC, {n} processes", bare_command(n), ceiling=True),
@@ -174,18 +183,19 @@ class Bench:
             *anchors,
             ours,
             ours_n,
-            Target("forwardpass, 1 worker, batching", forwardpass_command(1, batched)),
-            Target(f"forwardpass, {n} workers, batching", forwardpass_command(n, batched)),
+            Target("forwardpass, 1 worker, batching", ours_command(1, batched)),
+            Target(f"forwardpass, {n} workers, batching", ours_command(n, batched)),
             # Beside the defaults, in the same run: what the speed work changed, switched back.
-            Target("forwardpass, 1 worker, 8 handler threads", [*forwardpass_command(1, plain), "--threads", "8"],
-                   cells=CELLS[:3]),
-            Target("forwardpass, 1 worker, --no-columns-inside", [*forwardpass_command(1, plain),
-                   "--no-columns-inside"], cells=CELLS[3:]),
-            Target(BEFORE, ["env", "FORWARDPASS_MALLOC=glibc", *forwardpass_command(1, plain),
-                   "--no-columns-inside"], cells=CELLS[3:]),
+            Target("forwardpass, 1 worker, 8 handler threads", [*ours_command(1), "--threads", "8"], cells=CELLS[:3]),
+            Target("forwardpass, 1 worker, --no-columns-inside", [*ours_command(1), "--no-columns-inside"],
+                   cells=CELLS[3:]),
+            Target(BEFORE, ["env", "FORWARDPASS_MALLOC=glibc", *ours_command(1), "--no-columns-inside"],
+                   cells=CELLS[3:]),
+            # What the token and metrics cost: the same worker without them.
+            Target(UNGUARDED, forwardpass_command(1, plain), http=True),
         ]  # fmt: skip
         if self.args.quick:
-            return [targets[0], bare_http, *anchors, ours, *([ours_n] if n != 1 else [])]
+            return [targets[0], bare_http, *anchors, ours]
         after_ours = targets.index(ours) + 1
         targets.insert(
             after_ours,
@@ -196,7 +206,7 @@ class Bench:
         )
         if importlib.util.find_spec("opentelemetry.sdk") is not None:  # forwardpass[trace]
             self.sink = OtlpSink()
-            traced = [*forwardpass_command(1, plain), "--trace-otlp", self.sink.url]
+            traced = [*ours_command(1), "--trace-otlp", self.sink.url]
             targets.insert(after_ours, Target("forwardpass, 1 worker, traced (rate 1)", traced, http=True))
         else:
             print("the traced cell is left out: it needs pip install 'forwardpass[trace]'", file=sys.stderr)
@@ -260,7 +270,7 @@ class Bench:
                 wait_answering(port, process, timeout=300)
                 self._check_answer(target, port)
             if target.http:
-                peers.wait_http_ready(http_port, process, timeout=300)
+                peers.wait_http_ready(http_port, process, timeout=300, headers=dict([AUTHORIZATION]))
                 self._check_http(target, http_port)
             memory = rss_mb(process_tree(process.pid))
             for label, concurrency, rows in target.cells:
@@ -291,7 +301,7 @@ class Bench:
                 serve_http.check(port, request, self.http_y[rows], target.name)
 
     def _http_cell(self, target: Target, port: int, process: subprocess.Popen, concurrency: int, rows: int) -> dict:
-        warmup, seconds = (0.3, 1.0) if self.args.quick else (1.0, 4.0)
+        warmup, seconds = CELL_SECONDS[self.args.quick]
         log = self.work / f"h2load-{port}-{concurrency}-{rows}.log"
         request = self._http_request(target, rows)
         cell = serve_http.cell(port, process, request, concurrency, warmup, seconds, log)
@@ -315,7 +325,8 @@ class Bench:
             return
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             for rows in (1, 65536) if ("65,536 rows", 1, 65536) in target.cells else (1,):
-                raw = channel.unary_unary(METHOD)(self.requests[rows].read_bytes(), timeout=60)
+                call = channel.unary_unary(METHOD)
+                raw = call(self.requests[rows].read_bytes(), timeout=60, metadata=(AUTHORIZATION,))
                 response = pb.ModelInferResponse.FromString(raw)
                 y, want = np.frombuffer(response.raw_output_contents[0], np.float32), self.http_y[rows].ravel()
                 if y.shape != want.shape or not np.allclose(y, want, rtol=1e-5, atol=1e-6):
@@ -325,7 +336,7 @@ class Bench:
         clients = 1 if concurrency == 1 else 2
         per_client = max(1, concurrency // clients)
         outs = [self.work / f"load-{port}-{concurrency}-{rows}-{i}.json" for i in range(clients)]
-        warmup, seconds = (0.3, 1.0) if self.args.quick else (1.0, 4.0)
+        warmup, seconds = CELL_SECONDS[self.args.quick]
         command = [
             sys.executable,
             str(ROOT / "bench" / "loadgen.py"),
@@ -428,7 +439,8 @@ def server_statistics(port: int) -> dict:
     """ModelStatistics of the model: the server's totals, whichever worker answers."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="mlp_3_4_1"), timeout=10).model_stats[0]
+        asked = pb.ModelStatisticsRequest(name="mlp_3_4_1")
+        stats = stub.ModelStatistics(asked, timeout=10, metadata=(AUTHORIZATION,)).model_stats[0]
     total = {name: getattr(stats, name) for name in ("inference_count", "execution_count")}
     for name in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
         duration = getattr(stats.inference_stats, name)
@@ -443,9 +455,9 @@ class ServeBench(Bench):
         plain, batched = self.work / "plain", self.work / "batched"
         extras: dict = {"profile": self._profile(forwardpass_command(1, plain))}
         extras["batching"] = {}
-        for workers in sorted({1, self.workers}):
+        for workers in [1] if self.args.quick else sorted({1, self.workers}):  # quick: what CI checks runs
             extras["batching"][workers] = self._batching(forwardpass_command(workers, batched))
-        extras["h2load"] = self._h2load(plain, batched)
+        extras["h2load"] = [] if self.args.quick else self._h2load(plain, batched)
         extras["perf_analyzer"] = self._perf_analyzer(plain)
         return extras
 
@@ -591,7 +603,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="forwardpass and bare only, 1 s cells, 1 run (CI)")
     parser.add_argument("--no-peers", action="store_true", help="leave out MLServer, KServe and PyTriton")
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="N, for the N-worker cells")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--update-docs", action="store_true", help="put the headline in docs/speed.md")

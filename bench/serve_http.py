@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from bare_inference import http_answer
+from closed_loop import AUTHORIZATION
 from procfs import cpu_seconds, machine_busy, machine_cores, process_tree
 from report import percentile
 
@@ -86,7 +87,7 @@ def post(port: int, request: Request, timeout: float = 60) -> tuple[int, dict[st
     """Send one request to 127.0.0.1:port; its status, headers (lower-case names) and body."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        connection.request("POST", PATH, body=request.body, headers=request.headers)
+        connection.request("POST", PATH, body=request.body, headers=dict([AUTHORIZATION], **request.headers))
         answer = connection.getresponse()
         return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
     finally:
@@ -121,7 +122,7 @@ def cell(
     if shutil.which("h2load") is None:
         raise SystemExit("the HTTP cells need h2load (Debian's nghttp2-client)")
     command = ["h2load", "--h1", f"http://127.0.0.1:{port}{PATH}", "-d", str(request.path)]
-    for name, value in request.headers.items():
+    for name, value in [AUTHORIZATION, *request.headers.items()]:
         command += ["-H", f"{name}: {value}"]
     command += ["-c", str(concurrency), "-m", "1", "-t", "1"]
     command += ["-D", f"{round(seconds * 1000)}ms", "--warm-up-time", f"{round(warmup * 1000)}ms"]

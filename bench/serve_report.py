@@ -14,7 +14,8 @@ LARGE_BEFORE = ("forwardpass, 1 worker, --no-columns-inside", BEFORE)
 # The anchors of the cost-per-request targets (bench/bare_inference.py): forwardpass's onnxruntime call
 # alone behind each door, one process, beside forwardpass with 1 worker in the same run.
 BARE_INFERENCE = {"gRPC": "bare inference gRPC, 1 process", "HTTP": "bare inference HTTP, 1 process"}
-RATIO_OURS = "forwardpass, 1 worker"
+RATIO_OURS = "forwardpass, 1 worker"  # with the token and metrics on, as deployed
+UNGUARDED = "forwardpass, 1 worker, no token, no metrics"
 BARE_INFERENCE_TEXT = (
     "forwardpass with 1 worker against the bare inference server of the same door (bench/bare_inference.py: "
     "one process on the same stack, the same onnxruntime session and call, no checks, statistics, limits or "

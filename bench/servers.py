@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import peers
-from closed_loop import METHOD
+from closed_loop import AUTHORIZATION, METHOD, TOKEN
 
 from forwardpass.protos import grpc_service_pb2 as pb
 
@@ -42,11 +42,18 @@ def response_bytes(rows: int) -> bytes:
     return response.SerializeToString()
 
 
-def forwardpass_command(workers: int, repository: Path, http_port: int = 0) -> list[str]:
+def forwardpass_command(
+    workers: int, repository: Path, http_port: int = 0, token_file: Path | None = None
+) -> list[str]:
     """`forwardpass serve` on the CPU with `workers` workers, warnings only; start() adds the gRPC port.
-    HTTP/REST on `http_port`, a free port when 0."""
+    HTTP/REST on `http_port`, a free port when 0. With `token_file` (written here with TOKEN), guarded as
+    in production: every call must carry the token, and metrics are served."""
     serve = [sys.executable, "-m", "forwardpass", "serve", "--provider", "cpu", "--log-level", "warning"]
-    return [*serve, "--workers", str(workers), "--http-port", str(http_port), "--model-repository", str(repository)]
+    command = [*serve, "--workers", str(workers), "--http-port", str(http_port), "--model-repository", str(repository)]
+    if token_file is not None:
+        token_file.write_text(TOKEN + "\n")
+        command += ["--auth-token-file", str(token_file), "--metrics-port", str(peers.free_port())]
+    return command
 
 
 def start(command: list[str], output: int | None = subprocess.DEVNULL) -> tuple[int, subprocess.Popen]:
@@ -82,7 +89,7 @@ def wait_answering(port: int, process: subprocess.Popen, timeout: float) -> None
             if process.poll() is not None:
                 raise RuntimeError(f"server exited with {process.returncode} before answering")
             try:
-                call(request, timeout=5)
+                call(request, timeout=5, metadata=(AUTHORIZATION,))
                 return
             except grpc.RpcError:
                 if time.monotonic() > deadline:

@@ -200,7 +200,7 @@ def check_answer_size(request: InferRequest, model: ServedModel, rows: int, outp
         return
     itemsize = BY_DATATYPE[model.input.datatype].numpy.itemsize
     value_bytes = request.value_bytes or (lambda name, size: size)
-    widths = {t.name: math.prod(d for d in t.shape if d != -1) for t in model.outputs}
+    widths = model.output_widths
     size = ANSWER_OVERHEAD + sum(rows * widths[name] * value_bytes(name, itemsize) for name in outputs)
     if size > request.answer_limit:
         shown = ", ".join(f"{name} {widths[name]}" for name in outputs)

@@ -6,6 +6,7 @@ calls `infer`, which runs onnxruntime directly or through the dynamic batcher.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -46,8 +47,11 @@ class ServedModel:
     stats: Statistics = field(default_factory=Statistics)
     batcher: Batcher | None = None
     network: ReadBack | None = None  # the file read back: its spec, layout and dtype (for the page)
+    # The values in one row of each output, by name: an answer's size is checked by them on every request.
+    output_widths: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.output_widths = {t.name: math.prod(d for d in t.shape if d != -1) for t in self.outputs}
         batching = self.config.dynamic_batching
         if self.config.HasField("dynamic_batching") and self.max_batch_size > 0:
             self.batcher = Batcher(

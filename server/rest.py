@@ -9,6 +9,7 @@ percent-decoded, so `..%2Fevil` reaches the data plane as the name `../evil`, wh
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import math
@@ -25,7 +26,7 @@ from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.layout import shown
 
 from . import openapi, restcodec
-from .dataplane import ACCESS, INLINE_BYTES, LOGGED_CHARS, Access, DataPlane, log_failure
+from .dataplane import ACCESS, INLINE_BYTES, LOGGED_CHARS, Access, DataPlane, log_failure, runs_inline
 from .tracing import TRACE, Trace, Tracer
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ NESTING[list(b"[{")], NESTING[list(b"]}")] = 1, -1
 SMALL_BODY = 2**20  # bytes of the body of any other call: load parameters, the index's, the oracle's x
 JSON = [(b"content-type", b"application/json")]
 SEND_CHUNK = 256 * 1024  # bytes of an answer handed to the socket at a time
+# Paths and Host headers whose verdict a worker remembers: a client calls the same few, and each verdict
+# costs microseconds (percent-decoding and matching the routes; parsing an address) that a small request
+# would pay every time. Bounded, as the names are the client's.
+REMEMBERED = 1024
 
 
 class HttpError(Exception):
@@ -104,7 +109,7 @@ class Call:
     """One HTTP request, as a route sees it."""
 
     method: str
-    segments: list[str]
+    segments: tuple[str, ...]
     headers: dict[str, str]
     body: bytes | bytearray
 
@@ -145,6 +150,8 @@ class RestApp:
         self.in_flight = 0
         self.draining = False  # set on SIGTERM: health still answers (not ready), new calls get 503
         self.openapi: bytes | None = None  # GET /openapi.json's document of self.routes, built on first call
+        self._route = functools.lru_cache(maxsize=REMEMBERED)(self._find_route)  # an HttpError is not kept
+        self._host_allowed = functools.lru_cache(maxsize=REMEMBERED)(self._host_is_allowed)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -195,7 +202,7 @@ class RestApp:
             try:
                 arguments = self._route(method, path)[1]
             except HttpError:
-                arguments = []
+                arguments = ()
             access.model, access.version = (*arguments, "", "")[:2]
         ACCESS.set(access)
         return access
@@ -273,9 +280,12 @@ class RestApp:
         host = headers.get("host")
         if self.hosts is None or host is None or "*" in self.hosts:
             return
-        name = _host_name(host)
-        if not loopback_name(name) and name.lower() not in self.hosts:
+        if not self._host_allowed(host):
             raise HttpError(421, f"Host {host!r} {HOST_REFUSAL}")
+
+    def _host_is_allowed(self, host: str) -> bool:
+        name = _host_name(host)
+        return loopback_name(name) or name.lower() in self.hosts
 
     def _check_origin(self, scope, headers: dict[str, str]) -> None:
         origin = headers.get("origin")
@@ -298,7 +308,8 @@ class RestApp:
             return [VARY]
         return [(b"access-control-allow-origin", origin), CORS_EXPOSED, VARY]
 
-    def _route(self, method: str, path: str) -> tuple[Callable, list[str]]:
+    def _find_route(self, method: str, path: str) -> tuple[Callable, tuple[str, ...]]:
+        """The route of a method and path, with what its pattern captures (self._route remembers it)."""
         try:
             segments = [unquote(s, errors="strict") for s in path.strip("/").split("/")]
         except UnicodeDecodeError:
@@ -316,7 +327,7 @@ class RestApp:
         raise HttpError(404, f"no such path: {path} (the V2 API is under /v2)")
 
     def _body_limits(
-        self, route: Callable, arguments: list[str], headers: dict[str, str]
+        self, route: Callable, arguments: tuple[str, ...], headers: dict[str, str]
     ) -> tuple[int, tuple[int, str]]:
         """The most bytes a route's body may take, and may inflate to, with why: an infer call's body
         --max-message-mb, inflated at most to what a request to its model can take (max_batch_size x
@@ -356,31 +367,34 @@ class RestApp:
         # the end would hold it twice), grown as its bytes arrive, not sized by what the client
         # announces: eight uploads that announce 60 MB and send 1 MB each hold 8 MB, not 480.
         buffer = bytearray() if declared.isdigit() and int(declared) > INLINE_BYTES else None
-        while True:
-            now = loop.time()
-            # Wake up when the next chunk is overdue, the body's deadline passes, or the average
-            # rate so far falls below the minimum (checked from BODY_GRACE on).
-            slow_at = start + max(BODY_GRACE, size / limits.min_rate) if limits.min_rate else math.inf
-            wait = min(now + READ_TIMEOUT, start + limits.timeout, slow_at) - now
-            try:
-                message = await asyncio.wait_for(receive(), max(wait, 0))
-            except TimeoutError:
-                raise HttpError(408, self._too_slow(size, loop.time() - start)) from None
-            if message["type"] == "http.disconnect":
-                raise HttpError(400, "the client went away before the body ended")
-            chunk = message.get("body", b"")
-            self._hold(held, len(chunk))
-            if buffer is not None:
-                buffer += chunk
-            else:
-                chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise HttpError(413, f"the body is above the {limit}-byte limit")
-            if not message.get("more_body", False):
-                break
-            if loop.time() - start > limits.timeout:
-                raise HttpError(408, self._too_slow(size, loop.time() - start))
+        # One timer for the whole body, moved as chunks come: no task per chunk (asyncio.wait_for's),
+        # and a body that came with its headers is read without a pass of the event loop.
+        try:
+            async with asyncio.timeout(None) as timer:
+                while True:
+                    now = loop.time()
+                    # Wake up when the next chunk is overdue, the body's deadline passes, or the average
+                    # rate so far falls below the minimum (checked from BODY_GRACE on).
+                    slow_at = start + max(BODY_GRACE, size / limits.min_rate) if limits.min_rate else math.inf
+                    timer.reschedule(min(now + READ_TIMEOUT, start + limits.timeout, slow_at))
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise HttpError(400, "the client went away before the body ended")
+                    chunk = message.get("body", b"")
+                    self._hold(held, len(chunk))
+                    if buffer is not None:
+                        buffer += chunk
+                    else:
+                        chunks.append(chunk)
+                    size += len(chunk)
+                    if size > limit:
+                        raise HttpError(413, f"the body is above the {limit}-byte limit")
+                    if not message.get("more_body", False):
+                        break
+                    if loop.time() - start > limits.timeout:
+                        raise HttpError(408, self._too_slow(size, loop.time() - start))
+        except TimeoutError:
+            raise HttpError(408, self._too_slow(size, loop.time() - start)) from None
         body = buffer if buffer is not None else b"".join(chunks)
         encoding = headers.get("content-encoding", "")
         if encoding.strip().lower() in ("", "identity"):
@@ -441,7 +455,9 @@ class RestApp:
 
     async def infer(self, call: Call):
         name, version = _model(call)
-        if len(call.body) < INLINE_BYTES and not self.plane.batches(name, version):
+        size, header = len(call.body), call.headers.get(restcodec.HEADER_LENGTH, "")
+        parsed = min(int(header), size) if header.isdigit() else size  # the JSON before the binary data
+        if runs_inline(parsed, size - parsed) and not self.plane.batches(name, version):
             return self._infer(call, name, version)
         # A large body is checked, parsed, run and written on a thread: the loop keeps answering. The
         # thread runs in this request's context, where the data plane finds its access record.
@@ -533,7 +549,7 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0]
 
 
-def _match(pattern: tuple, segments: list[str]) -> list[str] | None:
+def _match(pattern: tuple, segments: list[str]) -> tuple[str, ...] | None:
     """The segments a pattern captures (None for '*'), or None when it does not match."""
     if len(pattern) != len(segments):
         return None
@@ -543,7 +559,7 @@ def _match(pattern: tuple, segments: list[str]) -> list[str] | None:
             captured.append(segment)
         elif expected != segment:
             return None
-    return captured
+    return tuple(captured)
 
 
 def _model_routes(suffix: tuple, methods: tuple, handler: Callable) -> list:

@@ -13,7 +13,6 @@ Infinity and -Infinity, as Python's json module (and so tritonclient) writes the
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Mapping
@@ -51,24 +50,37 @@ def infer_request(
 ) -> InferRequest:
     """The plain request of an infer body; `raw_input` is the model's input, needed only by the raw form;
     `answer_limit` the largest answer the server sends, in bytes as infer_response writes it."""
+    limit = (deadline_ns, answer_limit)
     if header_length is None:
-        request = _from_json(model, version, _json(body), b"", deadline_ns)
-    else:
-        split = _header_length(header_length, len(body))
-        if split == 0:
-            if raw_input is None:
-                raise ForwardpassError("a raw body (Inference-Header-Content-Length: 0) needs a model with one input")
-            request = InferRequest(model, version, (_raw_input(raw_input, body),), deadline_ns=deadline_ns)
-        else:
-            request = _from_json(model, version, _json(body[:split]), memoryview(body)[split:], deadline_ns)
-    if answer_limit is None:
-        return request
-    binary = _binary_outputs(request.parameters, request.outputs)
+        return _from_json(model, version, _json(body), b"", *limit)
+    split = _header_length(header_length, len(body))
+    if split:
+        return _from_json(model, version, _json(body[:split]), memoryview(body)[split:], *limit)
+    if raw_input is None:
+        raise ForwardpassError("a raw body (Inference-Header-Content-Length: 0) needs a model with one input")
+    return _request(model, version, (_raw_input(raw_input, body),), (), "", {}, *limit)
 
-    def value_bytes(name: str, itemsize: int) -> int:
-        return itemsize if binary(name) else JSON_ANSWER_VALUE_BYTES.get(itemsize, 25)
 
-    return dataclasses.replace(request, answer_limit=answer_limit, value_bytes=value_bytes)
+def _request(
+    model: str,
+    version: str,
+    inputs: tuple[InferInput, ...],
+    outputs: tuple[RequestedOutput, ...],
+    identifier: str,
+    parameters: dict[str, object],
+    deadline_ns,
+    answer_limit: int | None,
+) -> InferRequest:
+    """The plain request, made once (a frozen dataclass costs microseconds to make); with the answer's
+    limit, the bytes a value of each output takes as infer_response will write it."""
+    value_bytes = None
+    if answer_limit is not None:
+        binary = _binary_outputs(parameters, outputs)
+
+        def value_bytes(name: str, itemsize: int) -> int:
+            return itemsize if binary(name) else JSON_ANSWER_VALUE_BYTES.get(itemsize, 25)
+
+    return InferRequest(model, version, inputs, outputs, identifier, parameters, deadline_ns, answer_limit, value_bytes)
 
 
 def _binary_outputs(
@@ -108,7 +120,9 @@ def _json(data: bytes | memoryview) -> dict:
     return document if document is not None else jsonslices.whole(data)
 
 
-def _from_json(model: str, version: str, document: dict, binary: memoryview | bytes, deadline_ns) -> InferRequest:
+def _from_json(
+    model: str, version: str, document: dict, binary: memoryview | bytes, deadline_ns, answer_limit: int | None
+) -> InferRequest:
     inputs, offset = [], 0
     for item in _list(document, "inputs"):
         tensor, used = _input(_object(item, "an input"), binary, offset)
@@ -123,15 +137,8 @@ def _from_json(model: str, version: str, document: dict, binary: memoryview | by
     identifier = document.get("id", "")
     if not isinstance(identifier, str):  # as Triton: str() of a deep nesting would overflow the stack
         raise ForwardpassError("'id' must be a string")
-    return InferRequest(
-        model=model,
-        version=version,
-        inputs=tuple(inputs),
-        outputs=outputs,
-        id=identifier,
-        parameters=_flagged(_parameters(document), "binary_data_output"),
-        deadline_ns=deadline_ns,
-    )
+    parameters = _flagged(_parameters(document), "binary_data_output")
+    return _request(model, version, tuple(inputs), outputs, identifier, parameters, deadline_ns, answer_limit)
 
 
 def _input(item: dict, binary: memoryview | bytes, offset: int) -> tuple[InferInput, int]:
@@ -233,11 +240,16 @@ def infer_response(
     return b"".join([header, *blobs]), len(header)
 
 
+FEW_VALUES = 64
+
+
 def json_values(array: np.ndarray) -> np.ndarray | list:
     """A flat array as JSON numbers (orjson writes float32 in its shortest exact form, with
     OPT_SERIALIZE_NUMPY); with NaN or infinities, a list with those as strings, since orjson would
     write them as null."""
-    if np.isfinite(array).all():
+    # A few values are checked faster as Python floats than through two NumPy calls (0.3 against 2 µs).
+    finite = all(map(math.isfinite, array.tolist())) if array.size <= FEW_VALUES else np.isfinite(array).all()
+    if finite:
         return array
     return [v if math.isfinite(v) else NON_FINITE.get(v, "NaN") for v in array.tolist()]
 

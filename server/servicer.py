@@ -24,7 +24,7 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
 from . import codec
-from .dataplane import ACCESS, INLINE_BYTES, Access, DataPlane
+from .dataplane import ACCESS, Access, DataPlane, runs_inline
 from .errors import parsing, rpc
 from .tracing import TRACE, Tracer
 
@@ -76,7 +76,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @rpc
     async def ModelInfer(self, request, context):
         deadline_ns = codec.deadline(context.time_remaining())
-        if request.ByteSize() < INLINE_BYTES and not self.plane.batches(request.model_name, request.model_version):
+        raw = sum(map(len, request.raw_input_contents))
+        inline = runs_inline(request.ByteSize() - raw, raw)
+        if inline and not self.plane.batches(request.model_name, request.model_version):
             return self._infer(request, deadline_ns)
         return await self._on_thread(self._infer, request, deadline_ns)
 

@@ -20,7 +20,7 @@ from harness import ROOT, ServerProcess
 LOGGER = "forwardpass.server.dataplane: "
 FIELDS = {"event", "door", "call", "model", "version", "status", "rows", "us", "id"}  # no trace_id: nothing is traced
 INLINE_ROWS = 2
-THREAD_ROWS = 8000  # 96 KB of float32: above the data plane's INLINE_BYTES, so both doors run it on a thread
+THREAD_ROWS = 100_000  # 1.2 MB of float32: above the data plane's INLINE_RAW_BYTES, so both doors run it on a thread
 
 
 def access_lines(server: ServerProcess, count: int) -> list[dict]:

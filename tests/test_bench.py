@@ -51,6 +51,44 @@ def test_serve_bench_quick(tmp_path):
     assert ratios.count("| >= 0.9x: ") == 6  # one row per cell the targets name, both doors
 
 
+def test_profile_gives_each_sample_to_its_innermost_stage():
+    """A sample goes to the stage of its innermost named frame, a waiting thread's to none; each thread's CPU
+    is shared out by its samples, and what no stage names (or py-spy cannot see) is the loop's."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from request_profile import LOOP, split, stage_of
+
+    http = "thread (1): http;Server.run (uvicorn/server.py:86);RestApp.__call__ (server/rest.py:168)"
+    decode = f"{http};RestApp._infer (server/rest.py:471);_numbers (server/restcodec.py:172)"
+    compute = f"{http};DataPlane.infer (server/dataplane.py:248);Statistics.record_execution (server/stats.py:160)"
+    compute += ";Runtime._call (forwardpass/runtime.py:187)"
+    assert stage_of(decode.split(";")) == "decode"
+    assert stage_of(compute.split(";")) == "compute"  # inside stats' record_execution, still onnxruntime's
+    assert stage_of(f"{http};RestApp._find_route (server/rest.py:310)".split(";")) == "route"
+    assert stage_of("thread (2): rpc_0;Thread.run (threading.py:982)".split(";")) is None
+    assert stage_of("thread (1): http;Runner.run (asyncio/runners.py:118)".split(";")) == LOOP
+    waiting = "thread (2): rpc_0;_worker (concurrent/futures/thread.py:81)"
+    loop = "thread (1): http;Runner.run (asyncio/runners.py:118)"
+    stacks = f"{decode} 10\n{compute} 20\n{loop} 10\n{waiting} 900"
+    # Thread 1 spent 80 ms over 1,000 requests, shared 1:2:1; thread 2 (waiting) none; thread 3 (C++) 20 ms.
+    us = split(stacks, requests=1000, thread_cpu={1: 0.08, 2: 0.0, 3: 0.02})
+    assert (us["decode"], us["compute"], us[LOOP], us["total"]) == (20.0, 40.0, 40.0, 100.0)
+
+
+def test_profile_of_one_run(tmp_path):
+    """bench/request_profile.py against real servers: every door's stages for both, forwardpass with its token."""
+    need_tool("h2load", "nghttp2-client")
+    command = [sys.executable, "bench/request_profile.py", "--quick", "--out", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "profile.json").read_text())
+    assert len(report["rows"]) == 8 and all(r["errors"] == 0 for r in report["rows"])
+    for row in report["rows"]:
+        assert row["us"]["compute"][0] > 0 and row["us"]["total"][0] > row["us"]["compute"][0], row
+    ours = [r for r in report["rows"] if r["server"].startswith("forwardpass")]
+    assert all(r["us"]["auth"][0] > 0 and r["us"]["stats"][0] > 0 for r in ours[:1])  # the token was checked
+    assert (tmp_path / "profile.md").read_text().count("| total |") == 4
+
+
 @pytest.fixture(scope="module")
 def bare_inference():
     """bench/bare_inference.py's servers on the committed 3-4-1 model: {door: port}."""

@@ -62,9 +62,9 @@ def test_calls_beyond_the_limit_are_resource_exhausted(one_thread):
 
 def test_a_call_whose_deadline_passed_in_the_queue_is_not_computed(one_thread):
     # 'slow' holds the only handler thread long past the small call's 50 ms, so the small call's
-    # deadline passes in the queue and no race decides the outcome. The small call is above the 64 KiB
-    # a worker answers on its event loop at once: it waits for the thread.
-    big, small = request("slow", 200_000), request("mlp_3_4_1_sigmoid", 6000)
+    # deadline passes in the queue and no race decides the outcome. The small call is above the 1 MiB of
+    # raw bytes a worker answers on its event loop at once (INLINE_RAW_BYTES): it waits for the thread.
+    big, small = request("slow", 200_000), request("mlp_3_4_1_sigmoid", 100_000)
     with grpc.insecure_channel(one_thread.url, options=LIMITS) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         stub.ModelInfer(small, timeout=30)  # computed when it has time: the counter works

@@ -242,8 +242,11 @@ def start_kserve(python: Path, model: Path, http_port: int, workdir: Path) -> su
     return _start([*argv, "--http-port", str(http_port)], workdir, dict(os.environ))
 
 
-def wait_http_ready(port: int, process: subprocess.Popen, timeout: float, model: str = MODEL_NAME) -> None:
-    """Wait until ``GET /v2/models/{model}/ready`` on 127.0.0.1:``port`` answers 200, or raise with the log's tail."""
+def wait_http_ready(
+    port: int, process: subprocess.Popen, timeout: float, model: str = MODEL_NAME, headers: dict | None = None
+) -> None:
+    """Wait until ``GET /v2/models/{model}/ready`` on 127.0.0.1:``port`` answers 200 (asked with ``headers``),
+    or raise with the log's tail."""
     import urllib.error
     import urllib.request
 
@@ -253,7 +256,7 @@ def wait_http_ready(port: int, process: subprocess.Popen, timeout: float, model:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before ready:\n{_tail(process)}")
         try:
-            with urllib.request.urlopen(url, timeout=1.0) as answer:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=1.0) as answer:
                 if answer.status == 200:
                     return
         except (urllib.error.URLError, OSError):
