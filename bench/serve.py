@@ -631,7 +631,8 @@ def main() -> int:
         **extras,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "serve-quick" if args.quick else "serve"
+    # Without peers, beside the full run's results rather than over them.
+    stem = "serve-quick" if args.quick else "serve-no-peers" if args.no_peers else "serve"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     return write_report(report, args.out, stem, args.update_docs)
 
