@@ -290,7 +290,10 @@ def _us(values: list[float]) -> str:
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Where a request's CPU goes", "", PROFILE_TEXT, "", f"{report['runs']} run(s); {report['machine']}"]
+    host = report["machine"]
+    lines = ["# Where a request's CPU goes", "", PROFILE_TEXT, "",
+             f"{report['runs']} run(s), {host['date']}: {host['cpu']}, {host['cores']} cores, Python {host['python']}, "
+             f"onnxruntime {host['onnxruntime']}, grpcio {host['grpcio']}."]  # fmt: skip
     what = dict(report["stages"]) | {LOOP: "the rest of the process's CPU: event loop, sockets, gRPC core"}
     for door, cell, _ in DOORS:
         rows = {r["server"]: r for r in report["rows"] if r["door"] == door and r["cell"] == cell}

@@ -262,16 +262,43 @@ def markdown(report: dict) -> str:
             "",
             *ratios,
         ]
+    guards = safeguard_table(report)
+    if guards:
+        lines += ["", "## What the token and metrics cost", "", SAFEGUARD_TEXT, "", *guards]
     return "\n".join([*lines, ""])
 
 
-def bare_inference_ratios(report: dict) -> list[dict]:
+SAFEGUARD_TEXT = (
+    f"{RATIO_OURS} (as deployed: the token checked on every call, metrics served) over {UNGUARDED}, in the "
+    "same run and cells. Statistics and the robustness limits are always on; their share of a request is in "
+    "bench/results/profile.md (stages stats, validate, read)."
+)
+
+
+def safeguard_table(report: dict) -> list[str]:
+    """Guarded over unguarded forwardpass in the ratio cells; nothing where the unguarded one was not run."""
+    found = bare_inference_ratios(report, dict.fromkeys(BARE_INFERENCE, UNGUARDED))
+    if not found:
+        return []
+    lines = ["| door | cell | c | with / without (min-max) | req/s with / without | server CPU ms/req with / without |",
+             "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for r in found:
+        lines.append(
+            f"| {r['door']} | {r['cell']} | {r['concurrency']} | **{r['ratio']:.2f}x** ({r['ratio_min']:.2f}-"
+            f"{r['ratio_max']:.2f}) | {r['ours_req_per_s']:,.0f} / {r['bare_req_per_s']:,.0f} | "
+            f"{_f(r['ours_server_cpu_ms_per_req'], 3)} / {_f(r['bare_server_cpu_ms_per_req'], 3)} |"
+        )
+    return lines
+
+
+def bare_inference_ratios(report: dict, anchors: dict[str, str] = BARE_INFERENCE) -> list[dict]:
     """Each cell of RATIO_CELLS measured on both sides: req/s, p99 and server CPU per request of each, and
-    forwardpass's req/s over the bare inference server's, run by run (the runs measured on both)."""
+    forwardpass's req/s over the anchor's of that door (the bare inference server's), run by run (the runs
+    measured on both)."""
     found = []
     for door, cell, concurrency, body in RATIO_CELLS:
         raw = report.get("http_raw" if door == "HTTP" else "raw") or []
-        ours, bare = (_by_run(raw, (target, cell, concurrency)) for target in (RATIO_OURS, BARE_INFERENCE[door]))
+        ours, bare = (_by_run(raw, (target, cell, concurrency)) for target in (RATIO_OURS, anchors[door]))
         paired = sorted(run for run in ours.keys() & bare.keys() if bare[run]["req_per_s"])
         if not paired:
             continue
