@@ -39,9 +39,9 @@ log = logging.getLogger(__name__)
 # Both doors: smaller requests run on the event loop (a thread hop costs more than the call); larger
 # ones, and any that may wait in a dynamic batcher, on a thread, so that the loop keeps answering.
 INLINE_BYTES = 64 * 1024
-# Raw tensor bytes (gRPC's raw_input_contents, HTTP's binary extension) are not parsed, only viewed: 1 MiB
-# of them (87,381 rows of the 3-4-1 model's float32) compute in about 0.2 ms, where the hop to a thread and
-# back costs about a third of that (docs/speed.md, "Where a request's time goes").
+# Raw tensor bytes (gRPC's raw_input_contents, HTTP's binary extension) are not parsed, only viewed: 786 KB
+# of them (65,536 rows of the 3-4-1 model) compute in about 0.2 ms (bench/results/profile.md), short enough
+# to keep the loop, and too short to pay a hop to a thread and back (docs/speed.md, "Where a request's time goes").
 INLINE_RAW_BYTES = 2**20
 
 
