@@ -697,6 +697,8 @@ BAD = {
     "header length 99999999999": (_binary(12, 12, lambda n, size: "99999999999"), 400, "99999999999"),
     "header length not a number": (_binary(12, 12, lambda n, size: "twelve"), 400, "not a number"),
     "header length negative": (_binary(12, 12, lambda n, size: "-1"), 400, "not a number"),
+    "header length a superscript two": (_binary(12, 12, lambda n, size: "\u00b2"), 400, "not a number"),
+    "header length of 5,000 digits": (_binary(12, 12, lambda n, size: "9" * 5000), 400, "larger than the body"),
     "header length inside the JSON": (_binary(12, 12, lambda n, size: str(n - 5)), 400, "not valid JSON"),
     "binary_data_size below the bytes": (_binary(8, 12), 400, "binary_data_size"),
     "binary_data_size above the bytes": (_binary(16, 12), 400, "binary_data_size"),
