@@ -85,7 +85,8 @@ def test_profile_of_one_run(tmp_path):
     for row in report["rows"]:
         assert row["us"]["compute"][0] > 0 and row["us"]["total"][0] > row["us"]["compute"][0], row
     ours = [r for r in report["rows"] if r["server"].startswith("forwardpass")]
-    assert all(r["us"]["auth"][0] > 0 and r["us"]["stats"][0] > 0 for r in ours[:1])  # the token was checked
+    # The token was checked and the statistics counted: a stage of a few µs, seen over the four doors' samples.
+    assert sum(r["us"]["auth"][0] for r in ours) > 0 and sum(r["us"]["stats"][0] for r in ours) > 0
     assert (tmp_path / "profile.md").read_text().count("| total |") == 4
 
 
