@@ -10,7 +10,9 @@ a closed loop over several connections, the same pre-encoded request for all):
   * bare inference (bench/bare_inference.py): one grpc.aio process making forwardpass's onnxruntime
     call (its Runtime, so the columns-inside session too) and nothing else, the anchor of the
     cost-per-request ratios;
-  * forwardpass with 1 and N workers, dynamic batching off and on, and its handler on grpc.aio;
+  * forwardpass with 1 and N workers, dynamic batching off and on, as deployed: every call carries the
+    token (every client here sends it, to every server alike) and metrics are served; the same worker
+    without token and metrics, for what they cost; and its handler on grpc.aio;
     forwardpass traced at rate 1 (--trace-otlp to a sink in this process that takes every export; with
     forwardpass[trace] installed), for what tracing costs beside the untraced worker;
     beside them what the speed work changed, switched back: 8 handler threads (the old default), and
