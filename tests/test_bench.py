@@ -83,7 +83,9 @@ def test_profile_of_one_run(tmp_path):
     report = json.loads((tmp_path / "profile.json").read_text())
     assert len(report["rows"]) == 8 and all(r["errors"] == 0 for r in report["rows"])
     for row in report["rows"]:
-        assert row["us"]["compute"][0] > 0 and row["us"]["total"][0] > row["us"]["compute"][0], row
+        assert row["us"]["total"][0] > row["us"]["compute"][0] >= 0, row
+        # 65,536 rows compute for about 0.2 ms a request: always seen; a 1-row call's few µs may not be, in 1 s.
+        assert row["us"]["compute"][0] > 0 or "65,536" not in row["cell"], row
     ours = [r for r in report["rows"] if r["server"].startswith("forwardpass")]
     # The token was checked and the statistics counted: a stage of a few µs, seen over the four doors' samples.
     assert sum(r["us"]["auth"][0] for r in ours) > 0 and sum(r["us"]["stats"][0] for r in ours) > 0
