@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import peers  # noqa: E402
-import serve_http  # noqa: E402
 from procfs import process_tree  # noqa: E402
 from report import machine, progress  # noqa: E402
 from serve import Bench, Target, bare_inference_command  # noqa: E402
@@ -185,8 +184,8 @@ class Profile:
         try:
             if door == "gRPC" or server == OURS:
                 wait_answering(grpc_port, process, timeout=120)
-            else:
-                _wait_http(http_port, process, self.bench, target)
+            else:  # the bare HTTP server answers readiness (any method but POST) with 200
+                peers.wait_http_ready(http_port, process, timeout=120)
             if door == "HTTP":
                 self.bench._check_http(target, http_port)  # 200 and onnxruntime's y, both bodies
             pid = _worker(process.pid) if server == OURS else process.pid
@@ -224,21 +223,6 @@ class Profile:
             raise SystemExit(f"py-spy failed: {sampler[0].stderr[-500:] if sampler else 'did not run'}")
         us = split(stacks.read_text(), cell["req_per_s"] * self.sampled, spent)
         return {"us": us, "req_per_s": cell["req_per_s"], "errors": cell["errors"]}
-
-
-def _wait_http(port: int, process: subprocess.Popen, bench: Bench, target: Target) -> None:
-    """POST the batch-1 request until the server answers (the bare HTTP server has no gRPC port to try)."""
-    deadline = time.monotonic() + 120
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the bare server exited with {process.returncode}")
-        try:
-            serve_http.post(port, bench._http_request(target, 1), timeout=5)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def _worker(supervisor: int) -> int:

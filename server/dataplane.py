@@ -304,11 +304,10 @@ class DataPlane:
 def _check_deadline(request: InferRequest, start_ns: int) -> None:
     """A request whose deadline (its own, or the `timeout` parameter counted from start_ns, when the
     data plane took it) has passed is not computed."""
-    timeout = timeout_ns(request.parameters)
-    if timeout is None and request.deadline_ns is None:
-        return
-    deadlines = [d for d in (request.deadline_ns, None if timeout is None else start_ns + timeout) if d is not None]
-    if deadlines and time.monotonic_ns() >= min(deadlines):
+    timeout, deadline = timeout_ns(request.parameters), request.deadline_ns
+    if timeout is not None:
+        deadline = start_ns + timeout if deadline is None else min(deadline, start_ns + timeout)
+    if deadline is not None and time.monotonic_ns() >= deadline:
         raise ForwardpassError("the request's deadline passed before it was computed", Kind.DEADLINE)
 
 

@@ -455,9 +455,8 @@ class RestApp:
 
     async def infer(self, call: Call):
         name, version = _model(call)
-        size, header = len(call.body), call.headers.get(restcodec.HEADER_LENGTH, "")
-        # The JSON before the binary data; a header that is no byte count fails in restcodec, whole.
-        parsed = min(int(header), size) if header.isascii() and header.isdigit() and len(header) < 20 else size
+        size, header = len(call.body), call.headers.get(restcodec.HEADER_LENGTH)
+        parsed = size if header is None else restcodec.json_length(header, size)  # the JSON before the binary data
         if runs_inline(parsed, size - parsed) and not self.plane.batches(name, version):
             return self._infer(call, name, version)
         # A large body is checked, parsed, run and written on a thread: the loop keeps answering. The

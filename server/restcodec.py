@@ -51,15 +51,14 @@ def infer_request(
 ) -> InferRequest:
     """The plain request of an infer body; `raw_input` is the model's input, needed only by the raw form;
     `answer_limit` the largest answer the server sends, in bytes as infer_response writes it."""
-    limit = (deadline_ns, answer_limit)
     if header_length is None:
-        return _from_json(model, version, _json(body), b"", *limit)
-    split = _header_length(header_length, len(body))
+        return _from_json(model, version, _json(body), b"", deadline_ns, answer_limit)
+    split = json_length(header_length, len(body))
     if split:
-        return _from_json(model, version, _json(body[:split]), memoryview(body)[split:], *limit)
+        return _from_json(model, version, _json(body[:split]), memoryview(body)[split:], deadline_ns, answer_limit)
     if raw_input is None:
         raise ForwardpassError("a raw body (Inference-Header-Content-Length: 0) needs a model with one input")
-    return _request(model, version, (_raw_input(raw_input, body),), (), "", {}, *limit)
+    return _request(model, version, (_raw_input(raw_input, body),), (), "", {}, deadline_ns, answer_limit)
 
 
 def _request(
@@ -93,7 +92,8 @@ def _binary_outputs(
     return lambda name: asked.get(name, default)
 
 
-def _header_length(text: str, body_length: int) -> int:
+def json_length(text: str, body_length: int) -> int:
+    """The bytes of JSON before the binary data, by the Inference-Header-Content-Length header's text."""
     if not text.isascii() or not text.isdigit():
         raise ForwardpassError(f"Inference-Header-Content-Length {shown(text)} is not a number of bytes")
     # int() refuses over 4,300 digits; any count of 20 digits is past a body's length anyway.
