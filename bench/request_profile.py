@@ -35,14 +35,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import grpc
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import peers  # noqa: E402
+from closed_loop import METHOD  # noqa: E402
 from procfs import process_tree  # noqa: E402
 from report import machine, progress  # noqa: E402
-from serve import Bench, Target, bare_inference_command  # noqa: E402
-from servers import forwardpass_command, start, wait_answering  # noqa: E402
+from serve import Bench, Target, bare_inference_command, server_statistics  # noqa: E402
+from servers import forwardpass_command, request_bytes, start, wait_answering  # noqa: E402
 
 RATE = 1000  # samples per second
 TICKS = os.sysconf("SC_CLK_TCK")  # /proc's CPU times are in these
@@ -162,6 +165,7 @@ class Profile:
         self.sampled, self.sample_from = SAMPLING[args.quick]
         self.work = self.bench.work
         self.results: list[dict] = []
+        self.guarded: list[dict] = []  # forwardpass's token and statistics, checked around each door's cells
 
     def run(self) -> None:
         steps, step = self.args.runs * 2, 0
@@ -189,11 +193,20 @@ class Profile:
             if door == "HTTP":
                 self.bench._check_http(target, http_port)  # 200 and onnxruntime's y, both bodies
             pid = _worker(process.pid) if server == OURS else process.pid
+            before = server_statistics(grpc_port)["success"]["count"] if server == OURS else None
             for each, cell, rows in DOORS:
                 if each == door:
                     port = http_port if door == "HTTP" else grpc_port
                     result = self._sampled(pid, process, target, port, rows)
                     self.results.append({"run": run, "server": server, "door": door, "cell": cell, **result})
+            if server == OURS:  # guarded as deployed: a call without the token is refused; every answer counted
+                self.guarded.append(
+                    {
+                        "door": door,
+                        "refused_without_token": _refused_without_token(grpc_port),
+                        "counted": server_statistics(grpc_port)["success"]["count"] - before,
+                    }
+                )
         finally:
             peers.stop(process)
 
@@ -223,6 +236,16 @@ class Profile:
             raise SystemExit(f"py-spy failed: {sampler[0].stderr[-500:] if sampler else 'did not run'}")
         us = split(stacks.read_text(), cell["req_per_s"] * self.sampled, spent)
         return {"us": us, "req_per_s": cell["req_per_s"], "errors": cell["errors"]}
+
+
+def _refused_without_token(port: int) -> bool:
+    """Whether forwardpass refuses a ModelInfer that carries no token (UNAUTHENTICATED)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            channel.unary_unary(METHOD)(request_bytes(1), timeout=10)
+        except grpc.RpcError as exc:
+            return exc.code() == grpc.StatusCode.UNAUTHENTICATED
+    return False
 
 
 def _worker(supervisor: int) -> int:
@@ -321,7 +344,7 @@ def main() -> int:
             shutil.rmtree(profile.work, ignore_errors=True)
         report = {"machine": machine(), "runs": args.runs, "seconds": SAMPLING[args.quick][0], "rate": RATE,
                   "stages": [[s, what] for s, what, _ in STAGES], "rows": aggregate(profile.results),
-                  "raw": profile.results}  # fmt: skip
+                  "guarded": profile.guarded, "raw": profile.results}  # fmt: skip
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "profile.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)
