@@ -20,11 +20,15 @@ CONTENT_FIELDS = [f.name for f in pb.InferTensorContents.DESCRIPTOR.fields]
 
 
 def infer_request(
-    request: pb.ModelInferRequest, deadline_ns: int | None = None, answer_limit: int | None = None
+    request: pb.ModelInferRequest,
+    deadline_ns: int | None = None,
+    answer_limit: int | None = None,
+    raw: list[bytes] | None = None,
 ) -> InferRequest:
     """The plain request; `deadline_ns` is the call's deadline on time.monotonic_ns(), if it has one
-    (see `deadline`); `answer_limit` the largest answer the server sends (its outputs go as raw bytes)."""
-    raw = request.raw_input_contents
+    (see `deadline`); `answer_limit` the largest answer the server sends (its outputs go as raw bytes);
+    `raw` the request's raw_input_contents when the caller has read them already (raw_contents)."""
+    raw = raw_contents(request) if raw is None else raw
     if raw and len(raw) != len(request.inputs) == 1:  # with another count of inputs, the data plane says more
         raise ForwardpassError(f"{len(raw)} raw_input_contents entries for 1 input")
     inputs = tuple(_input(tensor, raw[i] if i < len(raw) else None) for i, tensor in enumerate(request.inputs))
@@ -37,6 +41,22 @@ def infer_request(
         parameters=parameters(request.parameters),
         deadline_ns=deadline_ns,
         answer_limit=answer_limit,
+    )
+
+
+def raw_contents(request: pb.ModelInferRequest) -> list[bytes]:
+    """The request's raw_input_contents, read once: protobuf copies an entry out on every read of it
+    (about 19 µs for 65,536 rows of 3 float32 values)."""
+    return list(request.raw_input_contents)
+
+
+def typed_values(request: pb.ModelInferRequest) -> int:
+    """How many typed values (contents fields) the request's inputs carry, counted without reading them."""
+    return sum(
+        len(getattr(tensor.contents, name))
+        for tensor in request.inputs
+        if tensor.HasField("contents")
+        for name in CONTENT_FIELDS
     )
 
 

@@ -71,7 +71,7 @@ def _request(
     deadline_ns,
     answer_limit: int | None,
 ) -> InferRequest:
-    """The plain request, made once (a frozen dataclass costs microseconds to make); with the answer's
+    """The plain request, made once (each value made costs on every request); with the answer's
     limit, the bytes a value of each output takes as infer_response will write it."""
     value_bytes = None
     if answer_limit is not None:

@@ -32,6 +32,7 @@ WORKER_METADATA = "forwardpass-worker-pid"
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 TRACED = "ModelInfer"  # only inferences are traced, as in Triton
 # The codes OpenTelemetry's semantic conventions make a gRPC server span's error; the others are the caller's.
+TYPED_VALUE_BYTES = 8  # the widest fixed-size value of a contents field (fp64, int64, uint64)
 SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
 
 
@@ -76,17 +77,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @rpc
     async def ModelInfer(self, request, context):
         deadline_ns = codec.deadline(context.time_remaining())
-        raw = sum(map(len, request.raw_input_contents))
-        inline = runs_inline(request.ByteSize() - raw, raw)
+        # Sized without re-encoding the message (ByteSize() does: 39 µs for 786 KB) and with its raw
+        # bytes read once; typed values are what a thread would convert, counted at their widest.
+        raw = codec.raw_contents(request)
+        inline = runs_inline(TYPED_VALUE_BYTES * codec.typed_values(request), sum(map(len, raw)))
         if inline and not self.plane.batches(request.model_name, request.model_version):
-            return self._infer(request, deadline_ns)
-        return await self._on_thread(self._infer, request, deadline_ns)
+            return self._infer(request, deadline_ns, raw)
+        return await self._on_thread(self._infer, request, deadline_ns, raw)
 
-    def _infer(self, request: pb.ModelInferRequest, deadline_ns: int | None) -> pb.ModelInferResponse:
+    def _infer(self, request: pb.ModelInferRequest, deadline_ns: int | None, raw: list[bytes]) -> pb.ModelInferResponse:
         trace = TRACE.get() if self.tracer is not None else None
         if trace is not None:
             trace.decoding()
-        plain = codec.infer_request(request, deadline_ns, self.max_answer)
+        plain = codec.infer_request(request, deadline_ns, self.max_answer, raw)
         response = codec.infer_response(self.plane.infer(plain))
         if trace is not None:
             trace.encoded()
