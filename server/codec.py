@@ -38,7 +38,7 @@ def infer_request(
         inputs=inputs,
         outputs=tuple(RequestedOutput(o.name, parameters(o.parameters)) for o in request.outputs),
         id=request.id,
-        parameters=parameters(request.parameters),
+        parameters=parameters(request.parameters) if request.parameters else {},
         deadline_ns=deadline_ns,
         answer_limit=answer_limit,
     )

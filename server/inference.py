@@ -216,6 +216,8 @@ def check_answer_size(request: InferRequest, model: ServedModel, rows: int, outp
 
 
 def _outputs(requested: Sequence[RequestedOutput], model: ServedModel) -> tuple[str, ...]:
+    if not requested:
+        return tuple(model.output_widths)  # every output, in the model's order
     served = [t.name for t in model.outputs]
     names = [o.name for o in requested]
     for output in requested:
@@ -226,4 +228,4 @@ def _outputs(requested: Sequence[RequestedOutput], model: ServedModel) -> tuple[
             )
     if len(set(names)) != len(names):
         raise ForwardpassError(f"an output is requested twice: {', '.join(names)}")
-    return tuple(names) or tuple(served)
+    return tuple(names)
