@@ -85,6 +85,12 @@ async def run_grpc(port: int, model: Path) -> None:
     """ModelInfer on grpc.aio: raw bytes in, the session's call, raw bytes out."""
     from stacks import serve_model_infer
 
+    await serve_model_infer(grpc_infer(model), port)
+
+
+def grpc_infer(model: Path):
+    """The ModelInfer handler, `infer(request, context)`: the first input read from raw_input_contents,
+    every output answered as raw bytes."""
     from forwardpass.dtypes import BY_ONNXRUNTIME
     from forwardpass.protos import grpc_service_pb2 as pb
 
@@ -103,7 +109,7 @@ async def run_grpc(port: int, model: Path) -> None:
         x = np.frombuffer(request.raw_input_contents[0], runtime.dtype).reshape(tuple(request.inputs[0].shape))
         return grpc_answer(request, runtime.run_trusted(x, names))
 
-    await serve_model_infer(infer, port)
+    return infer
 
 
 def http_app(model: Path):

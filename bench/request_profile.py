@@ -89,6 +89,10 @@ LOOP = "loop and transport"
 DOORS = (("HTTP", "JSON batch 1", 1), ("HTTP", "binary 65,536 rows", 65536), ("gRPC", "batch 1", 1),
          ("gRPC", "65,536 rows", 65536))  # fmt: skip
 OURS, BARE = "forwardpass, 1 worker", "bare inference server"
+# forwardpass's worker as deployed around the bare server's handlers (bench/bare_in_worker.py): between the
+# two, it splits what forwardpass adds into the worker's own cost and the per-request work of its handlers.
+WORKER = "forwardpass's worker, bare handlers"
+SERVERS = (OURS, WORKER, BARE)
 
 
 def frame_parts(frame: str) -> tuple[str, str]:
@@ -168,9 +172,9 @@ class Profile:
         self.guarded: list[dict] = []  # forwardpass's token and statistics, checked around each door's cells
 
     def run(self) -> None:
-        steps, step = self.args.runs * 2, 0
+        steps, step = self.args.runs * len(SERVERS), 0
         for run in range(self.args.runs):
-            for server in (OURS, BARE):
+            for server in SERVERS:
                 step += 1
                 progress(step, steps, f"run {run + 1}: {server}")
                 for door in ("HTTP", "gRPC"):
@@ -178,21 +182,23 @@ class Profile:
 
     def _server(self, server: str, door: str, run: int) -> None:
         target = Target(door, http=door == "HTTP")
-        if server == OURS:
+        if server in (OURS, WORKER):
             command = forwardpass_command(1, ROOT / "models", peers.free_port(), token_file=self.work / "token")
+            if server == WORKER:  # `python -m forwardpass serve ...` as `python bench/bare_in_worker.py serve ...`
+                command = [command[0], str(ROOT / "bench" / "bare_in_worker.py"), *command[3:]]
             grpc_port, process = start(command)
             http_port = int(command[command.index("--http-port") + 1])
         else:
             grpc_port, process = start(bare_inference_command(door.lower()))
             http_port = grpc_port
         try:
-            if door == "gRPC" or server == OURS:
+            if door == "gRPC" or server != BARE:
                 wait_answering(grpc_port, process, timeout=120)
             else:  # the bare HTTP server answers readiness (any method but POST) with 200
                 peers.wait_http_ready(http_port, process, timeout=120)
             if door == "HTTP":
                 self.bench._check_http(target, http_port)  # 200 and onnxruntime's y, both bodies
-            pid = _worker(process.pid) if server == OURS else process.pid
+            pid = process.pid if server == BARE else _worker(process.pid)
             before = server_statistics(grpc_port)["success"]["count"] if server == OURS else None
             for each, cell, rows in DOORS:
                 if each == door:
@@ -263,7 +269,7 @@ def aggregate(results: list[dict]) -> list[dict]:
     """Per door and server, each stage's median over the runs, with min and max."""
     rows = []
     for door, cell, _ in DOORS:
-        for server in (OURS, BARE):
+        for server in SERVERS:
             runs = [r for r in results if r["cell"] == cell and r["door"] == door and r["server"] == server]
             if not runs:
                 continue
@@ -273,7 +279,9 @@ def aggregate(results: list[dict]) -> list[dict]:
                 for v in [[r["us"][stage] for r in runs]]
             }
             errors = sum(sum(r["errors"].values()) for r in runs)
+            req_per_s = [r["req_per_s"] for r in runs]
             rows.append({"door": door, "cell": cell, "server": server, "runs": len(runs), "us": stages,
+                         "req_per_s": [statistics.median(req_per_s), min(req_per_s), max(req_per_s)],
                          "errors": errors})  # fmt: skip
     return rows
 
@@ -281,13 +289,21 @@ def aggregate(results: list[dict]) -> list[dict]:
 PROFILE_TEXT = (
     "One request at a time (1 in flight), forwardpass as deployed (1 worker, the token checked, metrics served, "
     "statistics and the robustness limits on) beside the bare inference server of the same door "
-    "(bench/bare_inference.py: one process, the same stack and onnxruntime session, no checks). py-spy samples "
+    "(bench/bare_inference.py: one process, the same stack and onnxruntime session, no checks), and between "
+    "them forwardpass's worker with the bare server's handlers in place of its own (bench/bare_in_worker.py: "
+    "the same processes, threads, gRPC token check and HTTP header limits around the bare server's work). "
+    "py-spy samples "
     "the serving process 1,000 times a second without stopping it while the serve bench's load runs; each sample "
     "goes to the stage of its innermost frame that bench/request_profile.py's STAGES names, and each thread's CPU "
     "over the window (from /proc) is shared out by its samples, per request answered. `loop and transport` is "
     "the CPU no named stage holds: the event loop's and gRPC's C code (sockets, HTTP/2, protobuf). "
     "Medians over the runs, min-max in brackets; a stage of forwardpass over 10% of the bare server's total is "
     "marked, and docs/speed.md says why it is there."
+)
+SPLIT_TEXT = (
+    "Worker CPU per request and requests a second of the three, and each one's requests a second over the bare "
+    "server's, taken within each run (median, min-max). What the worker costs is the middle column against the "
+    "bare server; what forwardpass's own handling of a request costs is the first against the middle."
 )
 
 
@@ -296,27 +312,52 @@ def _us(values: list[float]) -> str:
     return f"{median:,.1f} ({low:,.1f}-{high:,.1f})"
 
 
+def _ratio(raw: list[dict], door: str, cell: str, server: str) -> str:
+    """A server's requests a second over the bare server's, taken within each run: median (min-max)."""
+    by_run: dict[int, dict[str, float]] = {}
+    for r in raw:
+        if r["door"] == door and r["cell"] == cell:
+            by_run.setdefault(r["run"], {})[r["server"]] = r["req_per_s"]
+    ratios = [runs[server] / runs[BARE] for runs in by_run.values() if server in runs and runs.get(BARE)]
+    if not ratios:
+        return "-"
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def markdown(report: dict) -> str:
     host = report["machine"]
     lines = ["# Where a request's CPU goes", "", PROFILE_TEXT, "",
              f"{report['runs']} run(s), {host['date']}: {host['cpu']}, {host['cores']} cores, Python {host['python']}, "
              f"onnxruntime {host['onnxruntime']}, grpcio {host['grpcio']}."]  # fmt: skip
-    what = dict(report["stages"]) | {LOOP: "the rest of the process's CPU: event loop, sockets, gRPC core"}
+    cells = []
     for door, cell, _ in DOORS:
         rows = {r["server"]: r for r in report["rows"] if r["door"] == door and r["cell"] == cell}
-        if set(rows) != {OURS, BARE}:
-            continue
-        ours, bare = rows[OURS]["us"], rows[BARE]["us"]
+        if {OURS, BARE} <= set(rows):
+            cells.append((door, cell, rows))
+    lines += ["", "## forwardpass, its worker, the bare server", "", SPLIT_TEXT, "",
+              "| door | cell | CPU µs/req: forwardpass / worker, bare handlers / bare "
+              "| req/s: forwardpass / worker / bare | forwardpass / bare | worker / bare |",
+              "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for door, cell, rows in cells:
+        servers = [rows.get(server) for server in SERVERS]
+        cpu = " / ".join(f"{r['us']['total'][0]:,.0f}" if r else "-" for r in servers)
+        rate = " / ".join(f"{r['req_per_s'][0]:,.0f}" if r and "req_per_s" in r else "-" for r in servers)
+        lines.append(f"| {door} | {cell} | {cpu} | {rate} | {_ratio(report['raw'], door, cell, OURS)} | "
+                     f"{_ratio(report['raw'], door, cell, WORKER)} |")  # fmt: skip
+    what = dict(report["stages"]) | {LOOP: "the rest of the process's CPU: event loop, sockets, gRPC core"}
+    for door, cell, rows in cells:
+        ours, bare, worker = rows[OURS]["us"], rows[BARE]["us"], rows[WORKER]["us"] if WORKER in rows else None
         bare_total = bare["total"][0]
         lines += ["", f"## {door} {cell}", "",
-                  "| stage | what it holds | forwardpass µs | bare µs | forwardpass, % of the bare total |",
-                  "|---|---|---:|---:|---:|"]  # fmt: skip
+                  "| stage | what it holds | forwardpass µs | worker, bare handlers µs | bare µs "
+                  "| forwardpass, % of the bare total |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
         for stage in [*what, "total"]:
             share = ours[stage][0] / bare_total * 100
             flag = " **over 10%**" if stage != "total" and share > 10 else ""
-            lines.append(f"| {stage} | {what.get(stage, 'CPU per request')} | {_us(ours[stage])} | "
+            middle = _us(worker[stage]) if worker else "-"
+            lines.append(f"| {stage} | {what.get(stage, 'CPU per request')} | {_us(ours[stage])} | {middle} | "
                          f"{_us(bare[stage])} | {share:.0f}%{flag} |")  # fmt: skip
-        errors = rows[OURS]["errors"] + rows[BARE]["errors"]
+        errors = sum(r["errors"] for r in rows.values())
         if errors:
             lines.append(f"\n{errors} failed request(s) in these runs.")
     return "\n".join(lines) + "\n"

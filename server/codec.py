@@ -50,14 +50,15 @@ def raw_contents(request: pb.ModelInferRequest) -> list[bytes]:
     return list(request.raw_input_contents)
 
 
-def typed_values(request: pb.ModelInferRequest) -> int:
-    """How many typed values (contents fields) the request's inputs carry, counted without reading them."""
-    return sum(
-        len(getattr(tensor.contents, name))
-        for tensor in request.inputs
-        if tensor.HasField("contents")
-        for name in CONTENT_FIELDS
-    )
+def converted_values(request: pb.ModelInferRequest) -> int:
+    """How many values infer_request converts one by one in Python, counted without reading them: the
+    inputs' typed values (contents fields), and every parameter and requested output."""
+    count = len(request.parameters) + len(request.outputs) + sum(len(o.parameters) for o in request.outputs)
+    for tensor in request.inputs:
+        count += len(tensor.parameters)
+        if tensor.HasField("contents"):
+            count += sum(len(getattr(tensor.contents, name)) for name in CONTENT_FIELDS)
+    return count
 
 
 def deadline(time_remaining: float | None) -> int | None:

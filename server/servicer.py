@@ -32,7 +32,7 @@ WORKER_METADATA = "forwardpass-worker-pid"
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 TRACED = "ModelInfer"  # only inferences are traced, as in Triton
 # The codes OpenTelemetry's semantic conventions make a gRPC server span's error; the others are the caller's.
-TYPED_VALUE_BYTES = 8  # the widest fixed-size value of a contents field (fp64, int64, uint64)
+CONVERTED_VALUE_BYTES = 8  # the widest fixed-size value of a contents field (fp64, int64, uint64)
 SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
 
 
@@ -78,9 +78,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         deadline_ns = codec.deadline(context.time_remaining())
         # Sized without re-encoding the message (ByteSize() does: 39 µs for 786 KB) and with its raw
-        # bytes read once; typed values are what a thread would convert, counted at their widest.
+        # bytes read once; what a thread would take off the loop is the values converted one by one,
+        # counted at the widest a contents value takes on the wire.
         raw = codec.raw_contents(request)
-        inline = runs_inline(TYPED_VALUE_BYTES * codec.typed_values(request), sum(map(len, raw)))
+        inline = runs_inline(CONVERTED_VALUE_BYTES * codec.converted_values(request), sum(map(len, raw)))
         if inline and not self.plane.batches(request.model_name, request.model_version):
             return self._infer(request, deadline_ns, raw)
         return await self._on_thread(self._infer, request, deadline_ns, raw)

@@ -75,13 +75,16 @@ def test_profile_gives_each_sample_to_its_innermost_stage():
 
 
 def test_profile_of_one_run(tmp_path):
-    """bench/request_profile.py against real servers: every door's stages for both, forwardpass with its token."""
+    """bench/request_profile.py against real servers: every door's stages for the three, forwardpass with its token."""
     need_tool("h2load", "nghttp2-client")
     command = [sys.executable, "bench/request_profile.py", "--quick", "--out", str(tmp_path)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "profile.json").read_text())
-    assert len(report["rows"]) == 8 and all(r["errors"] == 0 for r in report["rows"])
+    # Each door's cells for the three: forwardpass, its worker around the bare handlers, the bare server.
+    assert len(report["rows"]) == 12 and all(r["errors"] == 0 for r in report["rows"])
+    assert {r["server"] for r in report["rows"]} == {"forwardpass, 1 worker", "forwardpass's worker, bare handlers",
+                                                     "bare inference server"}  # fmt: skip
     for row in report["rows"]:
         assert row["us"]["total"][0] > row["us"]["compute"][0] >= 0, row
         # 65,536 rows compute for about 0.2 ms a request: always seen; a 1-row call's few µs may not be, in 1 s.

@@ -4,17 +4,21 @@ What a request means (lookup, names and versions, checking it once, parameters, 
 statistics) is tested here once for every front door.
 """
 
+import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from forwardpass.builder.readback import read_file
 from forwardpass.errors import ForwardpassError, Kind
+from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.server.dataplane import DataPlane
 from forwardpass.server.inference import InferInput, InferRequest, RequestedOutput
 from forwardpass.server.repository import Repository
+from forwardpass.server.servicer import InferenceServicer
 
 from harness import served_repository
 from numerics import assert_matches_oracle, random_input
@@ -192,3 +196,57 @@ def test_load_refuses_config_overrides_and_uploaded_files(plane):
 
 def test_load_without_model_control_is_unsupported(plane):
     refused(lambda: plane.load("mlp_3_4_1"), Kind.UNSUPPORTED)
+
+
+class CountingThreads(ThreadPoolExecutor):
+    """A real executor that counts the calls handed to it."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.handed = 0
+
+    def submit(self, *args, **kwargs):
+        self.handed += 1
+        return super().submit(*args, **kwargs)
+
+
+def grpc_request(rows: int, typed: bool = False, parameters: int = 0) -> pb.ModelInferRequest:
+    x = np.ones((rows, 3), np.float32)
+    message = pb.ModelInferRequest(model_name="mlp_3_4_1")
+    tensor = message.inputs.add(name="x", datatype="FP32", shape=x.shape)
+    if typed:
+        tensor.contents.fp32_contents.extend(x.ravel().tolist())
+    else:
+        message.raw_input_contents.append(x.tobytes())
+    for i in range(parameters):
+        message.parameters[f"p{i}"].bool_param = True
+    return message
+
+
+@pytest.mark.parametrize(
+    "message, on_thread",
+    [
+        (grpc_request(1), False),
+        (grpc_request(65_536), False),  # 786 KB of raw bytes: viewed, not converted
+        (grpc_request(100_000), True),  # 1.2 MB of raw bytes: above INLINE_RAW_BYTES
+        (grpc_request(100, typed=True), False),
+        (grpc_request(10_000, typed=True), True),  # 30,000 values converted one by one
+        (grpc_request(1, parameters=10_000), True),  # as many parameters: converted one by one too
+    ],
+    ids=["1 row", "65,536 raw rows", "100,000 raw rows", "100 typed rows", "10,000 typed rows", "10,000 parameters"],
+)
+def test_the_grpc_door_converts_many_values_off_its_loop(plane, message, on_thread):
+    """A ModelInfer whose values are converted one by one in Python, or whose raw bytes are many, runs on a
+    handler thread: the loop keeps answering health and other calls meanwhile."""
+
+    class Context:
+        def time_remaining(self):
+            return None
+
+    threads = CountingThreads()
+    try:
+        answer = asyncio.run(InferenceServicer(plane, threads).ModelInfer(message, Context()))
+    finally:
+        threads.shutdown()
+    assert answer.outputs[0].shape == [message.inputs[0].shape[0], 1]
+    assert threads.handed == on_thread
