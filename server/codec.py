@@ -31,12 +31,12 @@ def infer_request(
     raw = raw_contents(request) if raw is None else raw
     if raw and len(raw) != len(request.inputs) == 1:  # with another count of inputs, the data plane says more
         raise ForwardpassError(f"{len(raw)} raw_input_contents entries for 1 input")
-    inputs = tuple(_input(tensor, raw[i] if i < len(raw) else None) for i, tensor in enumerate(request.inputs))
+    inputs = tuple([_input(tensor, raw[i] if i < len(raw) else None) for i, tensor in enumerate(request.inputs)])
     return InferRequest(
         model=request.model_name,
         version=request.model_version,
         inputs=inputs,
-        outputs=tuple(RequestedOutput(o.name, parameters(o.parameters)) for o in request.outputs),
+        outputs=tuple([RequestedOutput(o.name, parameters(o.parameters)) for o in request.outputs]),
         id=request.id,
         parameters=parameters(request.parameters) if request.parameters else {},
         deadline_ns=deadline_ns,
@@ -53,11 +53,15 @@ def raw_contents(request: pb.ModelInferRequest) -> list[bytes]:
 def converted_values(request: pb.ModelInferRequest) -> int:
     """How many values infer_request converts one by one in Python, counted without reading them: the
     inputs' typed values (contents fields), and every parameter and requested output."""
-    count = len(request.parameters) + len(request.outputs) + sum(len(o.parameters) for o in request.outputs)
+    count = len(request.parameters)
+    for output in request.outputs:
+        count += 1 + len(output.parameters)
     for tensor in request.inputs:
         count += len(tensor.parameters)
-        if tensor.HasField("contents"):
-            count += sum(len(getattr(tensor.contents, name)) for name in CONTENT_FIELDS)
+        if tensor.HasField("contents"):  # a raw request has none: its fields are not looked at
+            contents = tensor.contents
+            for name in CONTENT_FIELDS:
+                count += len(getattr(contents, name))
     return count
 
 
