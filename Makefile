@@ -170,6 +170,7 @@ pod-limits: $(STAMP)
 # PEERS=no leaves MLServer, KServe and PyTriton out (about 12 minutes in all instead of 25).
 bench: $(STAMP) bench-tools
 	$(PY) bench/local.py
+	$(PY) bench/handler_costs.py
 	$(PY) bench/request_profile.py
 	$(PY) bench/serve.py $(if $(filter no,$(PEERS)),--no-peers)
 

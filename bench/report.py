@@ -1,8 +1,10 @@
-"""What the benchmark reports share: the machine and versions a run was on, a progress bar, percentiles."""
+"""What the benchmark reports share: the machine and versions a run was on, a progress bar, percentiles, and
+writing a report out."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import sys
@@ -60,3 +62,11 @@ def errors_cell(errors: dict[str, int]) -> str:
 def percentile(values: list[float], q: float) -> float | None:
     """The q-th percentile of values, None when there are none."""
     return float(np.percentile(values, q)) if values else None
+
+
+def write_results(out: Path, name: str, report: dict, text: str) -> None:
+    """A bench's raw report as out/NAME.json (kept local) and its summary as out/NAME.md, printed too."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{name}.md").write_text(text)
+    print(text)

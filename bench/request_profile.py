@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import peers  # noqa: E402
 from closed_loop import METHOD  # noqa: E402
 from procfs import process_tree  # noqa: E402
-from report import machine, progress  # noqa: E402
+from report import machine, progress, write_results  # noqa: E402
 from serve import Bench, Target, bare_inference_command, server_statistics  # noqa: E402
 from servers import forwardpass_command, request_bytes, start, wait_answering  # noqa: E402
 
@@ -368,7 +368,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 run, a second sampled per cell (CI)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--report", type=Path, help="only write the Markdown from this JSON")
+    parser.add_argument("--report", type=Path, help="only write the Markdown (and a copy of the JSON) from this JSON")
     args = parser.parse_args()
     if args.report:
         report = json.loads(args.report.read_text())
@@ -386,11 +386,7 @@ def main() -> int:
         report = {"machine": machine(), "runs": args.runs, "seconds": SAMPLING[args.quick][0], "rate": RATE,
                   "stages": [[s, what] for s, what, _ in STAGES], "rows": aggregate(profile.results),
                   "guarded": profile.guarded, "raw": profile.results}  # fmt: skip
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "profile.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
-    (args.out / "profile.md").write_text(text)
-    print(text)
+    write_results(args.out, "profile", report, markdown(report))  # with --report, its JSON as it was read
     return 0
 
 

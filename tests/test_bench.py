@@ -96,6 +96,25 @@ def test_profile_of_one_run(tmp_path):
     assert (tmp_path / "profile.md").read_text().count("| total |") == 4
 
 
+def test_handler_costs_of_one_quick_run(tmp_path):
+    """bench/handler_costs.py on the committed model: every stage timed for both servers' handlers, and the
+    answers they timed were 200s (the bench stops on any other)."""
+    command = [sys.executable, "bench/handler_costs.py", "--quick", "--out", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "handler-costs.json").read_text())
+    for door in ("http", "grpc"):
+        ours, bare = report[door]["forwardpass"], report[door]["bare inference server"]
+        assert all(us > 0 for us in [*ours.values(), *bare.values()]), report[door]
+        # Both compute through the same kind of session; the whole of a handler holds its parts.
+        assert ours["whole call"] > ours["compute"] and bare["whole call"] > bare["compute"]
+        assert ours["data plane, all of it"] > ours["compute"]
+    large = "whole call, 65,536 rows"
+    assert report["grpc"]["forwardpass"][large] > report["grpc"]["forwardpass"]["whole call"]
+    text = (tmp_path / "handler-costs.md").read_text()
+    assert text.count("| whole call |") == 2 and f"| {large} |" in text
+
+
 @pytest.fixture(scope="module")
 def bare_inference():
     """bench/bare_inference.py's servers on the committed 3-4-1 model: {door: port}."""

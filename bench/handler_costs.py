@@ -1,0 +1,235 @@
+"""What a batch-1 request costs in forwardpass's handlers and in the bare inference server's, stage by stage.
+
+    python bench/handler_costs.py            # make bench: about a minute
+    python bench/handler_costs.py --quick    # fewer calls (CI)
+
+The request profile (bench/request_profile.py) measures a request in a serving process and splits it by
+sampling, which blurs stages of a few µs. This times the handlers' own Python exactly, in this process,
+on the committed 3-4-1 model: the HTTP door's app (RestApp, the token on) called as uvicorn calls it when
+a JSON body came with its headers, and the gRPC servicer's ModelInfer on a parsed message, beside the bare
+inference server's app and handler (bench/bare_inference.py) on the same requests. The call context the
+gRPC handler reads (its deadline) is a stand-in with none; sockets, the event loop's passes and
+(de)serialization by grpc are not in these figures: they are the same for both servers.
+
+Each stage is timed apart over CALLS calls, REPEATS times, and the fastest kept; the stages' sum differs
+from the whole call by the code between them. Results: bench/results/handler-costs.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import uvloop
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bare_inference  # noqa: E402
+from closed_loop import TOKEN  # noqa: E402
+from report import machine, write_results  # noqa: E402
+from serve_http import json_request  # noqa: E402
+from servers import request_array, request_bytes  # noqa: E402
+
+from forwardpass.protos import grpc_service_pb2 as pb  # noqa: E402
+from forwardpass.server import codec, restcodec  # noqa: E402
+from forwardpass.server.dataplane import DataPlane  # noqa: E402
+from forwardpass.server.inference import check_answer_size, validate  # noqa: E402
+from forwardpass.server.options import ServeOptions  # noqa: E402
+from forwardpass.server.repository import Repository  # noqa: E402
+from forwardpass.server.rest import BodyLimits, RestApp  # noqa: E402
+from forwardpass.server.servicer import InferenceServicer  # noqa: E402
+
+MODEL = ROOT / "models" / "mlp_3_4_1" / "1" / "model.onnx"
+LARGE = 65536  # rows of the large gRPC call, as the serve bench's: raw bytes, computed on the event loop
+PATH = "/v2/models/mlp_3_4_1/infer"
+CALLS = {False: 5000, True: 500}  # per timing, by --quick
+REPEATS = {False: 7, True: 3}
+OURS, BARE = "forwardpass", "bare inference server"
+
+
+class NoDeadline:
+    """The part of a gRPC call's context ModelInfer reads: a call sent without a deadline."""
+
+    def time_remaining(self) -> None:
+        return None
+
+
+class Bench:
+    """Both servers' handlers over the committed model, and the requests they take."""
+
+    def __init__(self, quick: bool) -> None:
+        self.calls, self.repeats = CALLS[quick], REPEATS[quick]
+        options = ServeOptions(model_repository=ROOT / "models", provider="cpu", auth_token=TOKEN)
+        repository = Repository(options.model_repository, options.provider, options.ort_threads)
+        repository.load()
+        self.plane = DataPlane(repository)
+        self.plane.loaded = True
+        limits = BodyLimits(options.http_body_timeout, options.http_min_body_rate, options.http_body_budget)
+        self.app = RestApp(self.plane, options.max_message_bytes, options.max_concurrent_rpcs, limits, TOKEN)
+        self.servicer = InferenceServicer(self.plane, None, options.max_message_bytes)  # batch 1: no thread
+        self.bare_app, self.bare_grpc = bare_inference.http_app(MODEL), bare_inference.grpc_infer(MODEL)
+        self.bare_runtime = bare_inference.session(MODEL)  # the session each bare handler makes, for its compute
+        self.model = self.plane.model("mlp_3_4_1")
+        self.body = json_request(request_array(1)).body
+        self.headers = [
+            (b"host", b"127.0.0.1:8000"),
+            (b"authorization", f"Bearer {TOKEN}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.body)).encode()),
+        ]
+        self.message, self.large = request_bytes(1), request_bytes(LARGE)
+
+    def scope(self) -> dict:
+        return {"type": "http", "method": "POST", "path": PATH, "raw_path": PATH.encode(), "query_string": b"",
+                "headers": self.headers, "scheme": "http"}  # fmt: skip
+
+    async def receive(self) -> dict:
+        return {"type": "http.request", "body": self.body, "more_body": False}
+
+    async def send(self, message: dict) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            raise SystemExit(f"the handler answered {message['status']}")
+
+    def timed(self, call: Callable[[], object]) -> float:
+        """µs per call: the fastest of the repeats (what this machine's neighbours add is never negative)."""
+        runs = []
+        for _ in range(self.repeats):
+            start = time.perf_counter_ns()
+            for _ in range(self.calls):
+                call()
+            runs.append((time.perf_counter_ns() - start) / self.calls / 1000)
+        return min(runs)
+
+    async def timed_async(self, call: Callable[[], object]) -> float:
+        runs = []
+        for _ in range(self.repeats):
+            start = time.perf_counter_ns()
+            for _ in range(self.calls):
+                await call()
+            runs.append((time.perf_counter_ns() - start) / self.calls / 1000)
+        return min(runs)
+
+    async def http(self) -> dict[str, dict[str, float]]:
+        app, plane, model = self.app, self.plane, self.model
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.headers}
+        request = restcodec.infer_request("mlp_3_4_1", "", self.body, None, None, answer_limit=app.max_body)
+        x, rows, names = validate(request, model)
+        answer = plane.infer(request)
+        bare_x, _ = bare_inference.http_request(self.body, self.headers, np.float32)
+        bare_y = self.bare_runtime.run_trusted(bare_x, self.bare_runtime.output_names)
+
+        def head() -> None:  # what _answer does before the body: headers, Host, token, route
+            parsed = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.headers}
+            app._check_host(parsed)
+            app._authorize(PATH, parsed)
+            app._route("POST", PATH)
+
+        ours = {
+            "whole call": await self.timed_async(lambda: app(self.scope(), self.receive, self.send)),
+            "headers, Host, token, route": self.timed(head),
+            "body read under its limits": await self.timed_async(
+                lambda: app._body(self.receive, headers, [0], *app._body_limits(RestApp.infer, ("mlp_3_4_1",), headers))
+            ),
+            "decode": self.timed(
+                lambda: restcodec.infer_request("mlp_3_4_1", "", self.body, None, None, answer_limit=app.max_body)
+            ),
+            **self.plane_stages(request, x, rows, names),
+            "encode": self.timed(lambda: restcodec.infer_response(answer, request.parameters, request.outputs)),
+        }
+        bare = {
+            "whole call": await self.timed_async(lambda: self.bare_app(self.scope(), self.receive, self.send)),
+            "decode": self.timed(lambda: bare_inference.http_request(self.body, self.headers, np.float32)),
+            "compute": self.timed(lambda: self.bare_runtime.run_trusted(bare_x, self.bare_runtime.output_names)),
+            "encode": self.timed(lambda: bare_inference.http_answer("mlp_3_4_1", "1", bare_y, False)),
+        }
+        return {OURS: ours, BARE: bare}
+
+    def plane_stages(self, request, x: np.ndarray, rows: int, names: tuple[str, ...]) -> dict[str, float]:
+        """The data plane's stages, the same behind both doors."""
+        model, stats = self.model, self.model.stats
+
+        def checked() -> None:
+            check_answer_size(request, model, *validate(request, model)[1:])
+
+        def counted() -> None:  # as a request without dynamic batching is counted: its run, then its answer
+            stats.record_execution(rows, infer_ns=1)
+            stats.record_success(rows, 1, 1, 1)
+
+        return {
+            "data plane, all of it": self.timed(lambda: self.plane.infer(request)),
+            "validate (against the model and the answer limit)": self.timed(checked),
+            "compute": self.timed(lambda: model.runtime.run_trusted(x, names)),
+            "statistics": self.timed(counted),
+        }
+
+    async def grpc(self) -> dict[str, dict[str, float]]:
+        message = pb.ModelInferRequest.FromString(self.message)
+        context = NoDeadline()
+        request = codec.infer_request(message, None, self.servicer.max_answer)
+        x, rows, names = validate(request, self.model)
+        answer = self.plane.infer(request)
+        bare_x = np.frombuffer(message.raw_input_contents[0], np.float32).reshape(tuple(message.inputs[0].shape))
+        ours = {
+            "whole call": await self.timed_async(lambda: self.servicer.ModelInfer(message, context)),
+            "decode": self.timed(lambda: codec.infer_request(message, None, self.servicer.max_answer)),
+            **self.plane_stages(request, x, rows, names),
+            "encode": self.timed(lambda: codec.infer_response(answer)),
+        }
+        bare = {
+            "whole call": await self.timed_async(lambda: self.bare_grpc(message, context)),
+            "compute": self.timed(lambda: self.bare_runtime.run_trusted(bare_x, self.bare_runtime.output_names)),
+        }
+        large = pb.ModelInferRequest.FromString(self.large)
+        calls, self.calls = self.calls, max(1, self.calls // 50)  # a call of about 0.3 ms
+        ours[f"whole call, {LARGE:,} rows"] = await self.timed_async(lambda: self.servicer.ModelInfer(large, context))
+        bare[f"whole call, {LARGE:,} rows"] = await self.timed_async(lambda: self.bare_grpc(large, context))
+        self.calls = calls
+        return {OURS: ours, BARE: bare}
+
+
+TEXT = (
+    "µs per batch-1 request in each server's handlers, in process (bench/handler_costs.py): forwardpass's HTTP "
+    "app with the token on and its gRPC ModelInfer, beside the bare inference server's app and handler, on the "
+    "committed 3-4-1 model. Each stage is timed apart (the fastest of {repeats} timings of {calls:,} calls); "
+    "the stages' sum differs from the whole call by the code between them. No sockets, no event loop passes, no "
+    "protobuf (de)serialization: what a served request adds to these is in bench/results/profile.md."
+)
+
+
+def markdown(report: dict) -> str:
+    host = report["machine"]
+    lines = ["# What a request costs in the handlers", "", TEXT.format(**report), "",
+             f"{host['date']}: {host['cpu']}, {host['cores']} cores, Python {host['python']}, "
+             f"onnxruntime {host['onnxruntime']}, grpcio {host['grpcio']}."]  # fmt: skip
+    for door, title in (("http", "HTTP JSON batch 1"), ("grpc", "gRPC batch 1")):
+        ours, bare = report[door][OURS], report[door][BARE]
+        extra = ours["whole call"] - bare["whole call"]
+        lines += ["", f"## {title}", "", "| stage | forwardpass µs | bare µs |", "|---|---:|---:|"]
+        for stage, us in ours.items():
+            lines.append(f"| {stage} | {us:.2f} | {f'{bare[stage]:.2f}' if stage in bare else '-'} |")
+        lines.append(f"\nforwardpass's whole call takes {extra:.1f} µs more than the bare server's "
+                     f"({ours['whole call'] / bare['whole call']:.1f}x).")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls (CI)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    bench = Bench(args.quick)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the loop both doors run on
+        http, grpc = runner.run(bench.http()), runner.run(bench.grpc())
+    report = {"machine": machine(), "calls": bench.calls, "repeats": bench.repeats, "http": http, "grpc": grpc}
+    write_results(args.out, "handler-costs", report, markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
