@@ -217,14 +217,13 @@ def check_answer_size(request: InferRequest, model: ServedModel, rows: int, outp
 
 def _outputs(requested: Sequence[RequestedOutput], model: ServedModel) -> tuple[str, ...]:
     if not requested:
-        return tuple(model.output_widths)  # every output, in the model's order
-    served = [t.name for t in model.outputs]
+        return model.output_names
     names = [o.name for o in requested]
     for output in requested:
         check_parameters(output.parameters, f"output '{output.name}'")
-        if output.name not in served:
+        if output.name not in model.output_names:
             raise ForwardpassError(
-                f"unknown output '{output.name}' for model '{model.name}'; it has {', '.join(served)}"
+                f"unknown output '{output.name}' for model '{model.name}'; it has {', '.join(model.output_names)}"
             )
     if len(set(names)) != len(names):
         raise ForwardpassError(f"an output is requested twice: {', '.join(names)}")

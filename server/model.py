@@ -49,9 +49,11 @@ class ServedModel:
     network: ReadBack | None = None  # the file read back: its spec, layout and dtype (for the page)
     # The values in one row of each output, by name: an answer's size is checked by them on every request.
     output_widths: dict[str, int] = field(init=False)
+    output_names: tuple[str, ...] = field(init=False)  # in the model's order: what a request naming none gets
 
     def __post_init__(self) -> None:
         self.output_widths = {t.name: math.prod(d for d in t.shape if d != -1) for t in self.outputs}
+        self.output_names = tuple(t.name for t in self.outputs)
         batching = self.config.dynamic_batching
         if self.config.HasField("dynamic_batching") and self.max_batch_size > 0:
             self.batcher = Batcher(
