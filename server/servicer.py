@@ -31,8 +31,8 @@ from .tracing import TRACE, Tracer
 WORKER_METADATA = "forwardpass-worker-pid"
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 TRACED = "ModelInfer"  # only inferences are traced, as in Triton
-# The codes OpenTelemetry's semantic conventions make a gRPC server span's error; the others are the caller's.
 CONVERTED_VALUE_BYTES = 8  # the widest fixed-size value of a contents field (fp64, int64, uint64)
+# The codes OpenTelemetry's semantic conventions make a gRPC server span's error; the others are the caller's.
 SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
 
 
