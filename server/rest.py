@@ -373,6 +373,7 @@ class RestApp:
         # and none of asyncio.timeout's bookkeeping (about 2.5 µs a call on Python 3.11, timed when this
         # was written), and a body that came with its headers is read without a pass of the event loop.
         task, expired = asyncio.current_task(), []
+        cancelling = task.cancelling()  # cancellations asked of this task before the body's timer
 
         def expire() -> None:
             expired.append(True)
@@ -404,9 +405,9 @@ class RestApp:
                 if loop.time() - start > limits.timeout:
                     raise HttpError(408, self._too_slow(size, loop.time() - start))
         except asyncio.CancelledError:
-            if not expired:
-                raise  # the server's own cancellation (a stop), not the body's timer
-            task.uncancel()
+            # The body's timer, unless the server cancelled the task too (a stop): as asyncio.timeout does.
+            if not expired or task.uncancel() > cancelling:
+                raise
             raise HttpError(408, self._too_slow(size, loop.time() - start)) from None
         body = buffer if buffer is not None else b"".join(chunks)
         encoding = headers.get("content-encoding", "")

@@ -6,6 +6,7 @@ a bounded /metrics and log lines of bounded length. Memory is read from /proc/<w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import http.client
@@ -26,6 +27,7 @@ import pytest
 from forwardpass.builder.spec import Activation
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
+from forwardpass.server.rest import BodyLimits, HttpError, RestApp
 
 from harness import ROOT, ServerProcess, build_into, free_port, scrape
 from numerics import random_spec
@@ -197,6 +199,42 @@ def test_a_body_below_the_minimum_rate_is_408_after_the_grace(repository):
         answer += answer_on(sock, timeout=10)  # the head and the body may come in two segments
         assert answer.startswith(b"HTTP/1.1 408") and b"--http-min-body-rate" in answer, answer
         assert 4.5 < took < 8
+
+
+def body_wait(timeout: float):
+    """RestApp._body waiting for a body that never comes, with a `timeout`-second deadline, in process."""
+    app = RestApp(None, 1 << 20, 8, BodyLimits(timeout, 0, 1 << 20))
+
+    async def never():
+        await asyncio.Event().wait()
+
+    return app._body(never, {}, [0], 1 << 20, (1 << 20, ""))
+
+
+def test_the_body_timer_is_a_408_and_a_stop_stays_a_cancellation():
+    """The timer that ends a body's wait cancels the task and makes that a 408; a cancellation of the task
+    by the server itself (a stop), alone or in the same pass of the loop as the timer, stays one."""
+
+    async def timed_out():
+        with pytest.raises(HttpError) as refused:
+            await body_wait(0.05)
+        assert refused.value.status == 408 and asyncio.current_task().cancelling() == 0
+
+    async def stopped(timeout: float, after: float | None):
+        """Cancel the waiting task at once, or `after` seconds on, after the body's timer is due."""
+        task = asyncio.create_task(body_wait(timeout))
+        await asyncio.sleep(0)  # the task waits for the body, its timer set
+        if after is None:
+            task.cancel()
+        else:
+            asyncio.get_running_loop().call_later(after, task.cancel)
+            time.sleep(0.05)  # both are due by the loop's next pass: the timer fires first, then the stop
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(timed_out())
+    asyncio.run(stopped(30, None))  # long before the deadline
+    asyncio.run(stopped(0.001, 0.002))
 
 
 # 3. Heads
