@@ -472,17 +472,17 @@ class RestApp:
         size, header = len(call.body), call.headers.get(restcodec.HEADER_LENGTH)
         parsed = size if header is None else restcodec.json_length(header, size)  # the JSON before the binary data
         if runs_inline(parsed, size - parsed) and not self.plane.batches(name, version):
-            return self._infer(call, name, version)
+            return self._infer(call, name, version, parsed)
         # A large body is checked, parsed, run and written on a thread: the loop keeps answering. The
         # thread runs in this request's context, where the data plane finds its access record.
-        return await asyncio.to_thread(self._infer, call, name, version)
+        return await asyncio.to_thread(self._infer, call, name, version, parsed)
 
-    def _infer(self, call: Call, name: str, version: str):
+    def _infer(self, call: Call, name: str, version: str, json_bytes: int):
         trace = TRACE.get() if self.tracer is not None else None
         if trace is not None:
             trace.decoding()
         header = call.headers.get(restcodec.HEADER_LENGTH)
-        self._check_values(call.body, header, name, version)
+        self._check_values(call.body, json_bytes, name, version)
         raw_input = self.plane.model_metadata(name, version).inputs[0] if header == "0" else None
         request = restcodec.infer_request(name, version, call.body, header, raw_input, answer_limit=self.max_body)
         if header is None:
@@ -499,16 +499,15 @@ class RestApp:
             body,
         )
 
-    def _check_values(self, body: bytes, header: str | None, name: str, version: str) -> None:
+    def _check_values(self, body: bytes, json_bytes: int, name: str, version: str) -> None:
         """Refuse a JSON body with more values than a request to the model can hold, or nested deeper
         than a request is, before parsing it: every value but the first of a list or object follows
         a comma, and every list and object counts, empty ones too (`[],[],...` holds no number and
-        would cost a gigabyte parsed). Brackets within strings count too: a valid request's are few."""
-        if header == "0":
-            return  # raw: no JSON
-        text = body[: int(header)] if header is not None and header.isdigit() else body
-        if len(text) < INLINE_BYTES:
+        would cost a gigabyte parsed). Brackets within strings count too: a valid request's are few.
+        `json_bytes` is the JSON before any binary data (restcodec.json_length): 0 for a raw body."""
+        if json_bytes < INLINE_BYTES:
             return  # too small to hold more than a few MB parsed (a binary body's JSON is its head alone)
+        text = body if json_bytes == len(body) else body[:json_bytes]
         marks = text.translate(None, NOT_STRUCTURE)  # commas and brackets only: 40 MB of JSON in 20 ms
         values = len(marks) - marks.count(b"]") - marks.count(b"}")
         limit, why = MAX_JSON_VALUES, f"the most a JSON request may hold ({MAX_JSON_VALUES})"
