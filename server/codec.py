@@ -50,13 +50,18 @@ def raw_contents(request: pb.ModelInferRequest) -> list[bytes]:
     return list(request.raw_input_contents)
 
 
-def converted_values(request: pb.ModelInferRequest) -> int:
+def converted_values(request: pb.ModelInferRequest, enough: int) -> int:
     """How many values infer_request converts one by one in Python, counted without reading them: the
-    inputs' typed values (contents fields), and every parameter and requested output."""
-    count = len(request.parameters)
+    inputs' typed values (contents fields), and every parameter and requested output. The count stops
+    once it reaches `enough`: a message of millions of entries is not walked where it is asked."""
+    count = len(request.parameters) + len(request.outputs)
     for output in request.outputs:
-        count += 1 + len(output.parameters)
+        if count >= enough:
+            return count
+        count += len(output.parameters)
     for tensor in request.inputs:
+        if count >= enough:
+            return count
         count += len(tensor.parameters)
         if tensor.HasField("contents"):  # a raw request has none: its fields are not looked at
             contents = tensor.contents

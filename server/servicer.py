@@ -24,7 +24,7 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
 from . import codec
-from .dataplane import ACCESS, Access, DataPlane, runs_inline
+from .dataplane import ACCESS, INLINE_BYTES, Access, DataPlane, runs_inline
 from .errors import parsing, rpc
 from .tracing import TRACE, Tracer
 
@@ -81,7 +81,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         # bytes read once; what a thread would take off the loop is the values converted one by one,
         # counted at the widest a contents value takes on the wire.
         raw = codec.raw_contents(request)
-        inline = runs_inline(CONVERTED_VALUE_BYTES * codec.converted_values(request), sum(map(len, raw)))
+        converted = codec.converted_values(request, INLINE_BYTES // CONVERTED_VALUE_BYTES)
+        inline = runs_inline(CONVERTED_VALUE_BYTES * converted, sum(map(len, raw)))
         if inline and not self.plane.batches(request.model_name, request.model_version):
             return self._infer(request, deadline_ns, raw)
         return await self._on_thread(self._infer, request, deadline_ns, raw)

@@ -15,6 +15,7 @@ import pytest
 from forwardpass.builder.readback import read_file
 from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.protos import grpc_service_pb2 as pb
+from forwardpass.server import codec
 from forwardpass.server.dataplane import DataPlane
 from forwardpass.server.inference import InferInput, InferRequest, RequestedOutput
 from forwardpass.server.repository import Repository
@@ -210,7 +211,7 @@ class CountingThreads(ThreadPoolExecutor):
         return super().submit(*args, **kwargs)
 
 
-def grpc_request(rows: int, typed: bool = False, parameters: int = 0) -> pb.ModelInferRequest:
+def grpc_request(rows: int, typed: bool = False, parameters: int = 0, outputs: int = 0) -> pb.ModelInferRequest:
     x = np.ones((rows, 3), np.float32)
     message = pb.ModelInferRequest(model_name="mlp_3_4_1")
     tensor = message.inputs.add(name="x", datatype="FP32", shape=x.shape)
@@ -220,6 +221,8 @@ def grpc_request(rows: int, typed: bool = False, parameters: int = 0) -> pb.Mode
         message.raw_input_contents.append(x.tobytes())
     for i in range(parameters):
         message.parameters[f"p{i}"].bool_param = True
+    for i in range(outputs):
+        message.outputs.add(name=f"y{i}").parameters["binary_data"].bool_param = True
     return message
 
 
@@ -250,3 +253,16 @@ def test_the_grpc_door_converts_many_values_off_its_loop(plane, message, on_thre
         threads.shutdown()
     assert answer.outputs[0].shape == [message.inputs[0].shape[0], 1]
     assert threads.handed == on_thread
+
+
+def test_the_grpc_door_counts_converted_values_no_further_than_it_needs():
+    """Deciding where a call runs walks a message only as far as the bound: millions of outputs or inputs,
+    which fit in a message, are not each looked at on the loop."""
+    many = grpc_request(1, outputs=100_000)
+    assert codec.converted_values(many, 100) == 100_000  # the outputs' count alone: none looked at
+    assert codec.converted_values(many, 1_000_000) == 200_000  # each output and its one parameter
+    inputs = pb.ModelInferRequest(model_name="mlp_3_4_1")
+    for i in range(100_000):
+        inputs.inputs.add(name=f"x{i}").parameters["p"].bool_param = True
+    assert codec.converted_values(inputs, 100) == 100  # one parameter an input: 100 inputs looked at
+    assert codec.converted_values(grpc_request(10, typed=True), 1_000_000) == 30
