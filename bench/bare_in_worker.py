@@ -46,6 +46,7 @@ def install(model: Path = MODEL) -> None:
 
     httpd.HttpServer.__init__ = http_server
     servicer.InferenceServicer.__init__ = inference_servicer
+    servicer.SIZED = ""  # the bare handler takes the message itself, not with its length (errors.Received)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,11 @@
 The request profile (bench/request_profile.py) measures a request in a serving process and splits it by
 sampling, which blurs stages of a few µs. This times the handlers' own Python exactly, in this process,
 on the committed 3-4-1 model: the HTTP door's app (RestApp, the token on) called as uvicorn calls it when
-a JSON body came with its headers, and the gRPC servicer's ModelInfer on a parsed message, beside the bare
+a JSON body came with its headers, and the gRPC servicer's ModelInfer on the request's bytes parsed by its
+deserializer (as grpc.aio hands each call a fresh message: protobuf makes its views anew), beside the bare
 inference server's app and handler (bench/bare_inference.py) on the same requests. The call context the
-gRPC handler reads (its deadline) is a stand-in with none; sockets, the event loop's passes and
-(de)serialization by grpc are not in these figures: they are the same for both servers.
+gRPC handler reads (its deadline) is a stand-in with none; sockets, the event loop's passes and the
+answer's serialization by grpc are not in these figures: they are the same for both servers.
 
 Each stage is timed apart over CALLS calls, REPEATS times, and the fastest kept; the stages' sum differs
 from the whole call by the code between them. Results: bench/results/handler-costs.{json,md}.
@@ -39,6 +40,7 @@ from servers import request_array, request_bytes  # noqa: E402
 from forwardpass.protos import grpc_service_pb2 as pb  # noqa: E402
 from forwardpass.server import codec, restcodec  # noqa: E402
 from forwardpass.server.dataplane import DataPlane  # noqa: E402
+from forwardpass.server.errors import parsing  # noqa: E402
 from forwardpass.server.inference import check_answer_size, validate  # noqa: E402
 from forwardpass.server.options import ServeOptions  # noqa: E402
 from forwardpass.server.repository import Repository  # noqa: E402
@@ -168,6 +170,18 @@ class Bench:
             "statistics": self.timed(counted),
         }
 
+    def grpc_calls(self, context: NoDeadline) -> tuple[Callable, Callable]:
+        """Each server's ModelInfer on a request's bytes, through the deserializer it is registered with."""
+        parse, bare_parse = parsing(pb.ModelInferRequest, sized=True), pb.ModelInferRequest.FromString
+
+        def ours(data: bytes):
+            return self.servicer.ModelInfer(parse(data), context)
+
+        def bare(data: bytes):
+            return self.bare_grpc(bare_parse(data), context)
+
+        return ours, bare
+
     async def grpc(self) -> dict[str, dict[str, float]]:
         message = pb.ModelInferRequest.FromString(self.message)
         context = NoDeadline()
@@ -175,24 +189,24 @@ class Bench:
         x, rows, names = validate(request, self.model)
         answer = self.plane.infer(request)
         bare_x = np.frombuffer(message.raw_input_contents[0], np.float32).reshape(tuple(message.inputs[0].shape))
-        for each in (message, pb.ModelInferRequest.FromString(self.large)):  # both answer the same before timing
-            y, bare_y = await self.servicer.ModelInfer(each, context), await self.bare_grpc(each, context)
+        ours_call, bare_call = self.grpc_calls(context)
+        for data in (self.message, self.large):  # both answer the same before timing
+            y, bare_y = await ours_call(data), await bare_call(data)
             if not np.array_equal(*(np.frombuffer(a.raw_output_contents[0], np.float32) for a in (y, bare_y))):
                 raise SystemExit("forwardpass and the bare handler answer the same request differently")
         ours = {
-            "whole call": await self.timed_async(lambda: self.servicer.ModelInfer(message, context)),
+            "whole call": await self.timed_async(lambda: ours_call(self.message)),
             "decode": self.timed(lambda: codec.infer_request(message, None, self.servicer.max_answer)),
             **self.plane_stages(request, x, rows, names),
             "encode": self.timed(lambda: codec.infer_response(answer)),
         }
         bare = {
-            "whole call": await self.timed_async(lambda: self.bare_grpc(message, context)),
+            "whole call": await self.timed_async(lambda: bare_call(self.message)),
             "compute": self.timed(lambda: self.bare_runtime.run_trusted(bare_x, self.bare_runtime.output_names)),
         }
-        large = pb.ModelInferRequest.FromString(self.large)
         calls, self.calls = self.calls, max(1, self.calls // 50)  # a call of about 0.3 ms
-        ours[f"whole call, {LARGE:,} rows"] = await self.timed_async(lambda: self.servicer.ModelInfer(large, context))
-        bare[f"whole call, {LARGE:,} rows"] = await self.timed_async(lambda: self.bare_grpc(large, context))
+        ours[f"whole call, {LARGE:,} rows"] = await self.timed_async(lambda: ours_call(self.large))
+        bare[f"whole call, {LARGE:,} rows"] = await self.timed_async(lambda: bare_call(self.large))
         self.calls = calls
         return {OURS: ours, BARE: bare}
 
@@ -202,8 +216,9 @@ TEXT = (
     "app with the token on and its gRPC ModelInfer, beside the bare inference server's app and handler, on the "
     "committed 3-4-1 model. Each stage is timed apart (the fastest of {repeats} timings of {calls:,} calls, a "
     "fiftieth as many of 65,536 rows); "
-    "the stages' sum differs from the whole call by the code between them. No sockets, no event loop passes, no "
-    "protobuf (de)serialization: what a served request adds to these is in bench/results/profile.md."
+    "the stages' sum differs from the whole call by the code between them (and over gRPC by parsing: a whole call "
+    "parses the request's bytes, each stage takes one parsed message). No sockets, no event loop passes, no "
+    "serialized answer: what a served request adds to these is in bench/results/profile.md."
 )
 
 

@@ -32,13 +32,15 @@ def infer_request(
     if raw and len(raw) != len(request.inputs) == 1:  # with another count of inputs, the data plane says more
         raise ForwardpassError(f"{len(raw)} raw_input_contents entries for 1 input")
     inputs = tuple([_input(tensor, raw[i] if i < len(raw) else None) for i, tensor in enumerate(request.inputs)])
+    # Each field read once: protobuf makes a new view of a fresh message's repeated field or map per read.
+    named, given = request.outputs, request.parameters
     return InferRequest(
         model=request.model_name,
         version=request.model_version,
         inputs=inputs,
-        outputs=tuple([RequestedOutput(o.name, parameters(o.parameters)) for o in request.outputs]),
+        outputs=tuple([RequestedOutput(o.name, parameters(o.parameters)) for o in named]) if named else (),
         id=request.id,
-        parameters=parameters(request.parameters) if request.parameters else {},
+        parameters=parameters(given) if given else {},
         deadline_ns=deadline_ns,
         answer_limit=answer_limit,
     )
@@ -89,12 +91,13 @@ def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> 
         data = raw
     else:
         data = getattr(tensor.contents, typed[0]) if typed else None
+    given = tensor.parameters
     return InferInput(
         name=tensor.name,
         datatype=tensor.datatype,
         shape=tuple(tensor.shape),
         data=data,
-        parameters=parameters(tensor.parameters) if tensor.parameters else {},
+        parameters=parameters(given) if given else {},
         typed_field=typed[0] if typed else None,
     )
 

@@ -256,13 +256,13 @@ class DataPlane:
             computed = time.monotonic_ns()
             datatype = BY_DATATYPE[model.input.datatype]
             answer = tuple(
-                OutputTensor(n, datatype.datatype, _little_endian(outputs[n], datatype.numpy)) for n in names
+                [OutputTensor(n, datatype.datatype, _little_endian(outputs[n], datatype.numpy)) for n in names]
             )
         except Exception:
             model.stats.record_failure(time.monotonic_ns() - start)
             raise
         done = time.monotonic_ns()
-        model.stats.record_success(rows, checked - start, computed - checked, done - computed)
+        model.stats.record_success(rows, checked - start, computed - checked, done - computed, model.batcher is None)
         if access is not None:
             access.version, access.rows = str(model.version), rows
         if trace is not None:

@@ -36,15 +36,27 @@ class Undecodable:
         self.reason = f"the message is no {what}: {exc}"
 
 
-def parsing(message: type) -> Callable[[bytes], object]:
+class Received:
+    """A message and the bytes it took on the wire (`parsing(..., sized=True)`): every value in it
+    took at least one of them, so they bound what converting it costs before it is looked at."""
+
+    __slots__ = ("message", "wire_bytes")
+
+    def __init__(self, message, wire_bytes: int) -> None:
+        self.message, self.wire_bytes = message, wire_bytes
+
+
+def parsing(message: type, sized: bool = False) -> Callable[[bytes], object]:
     """A request deserializer that never raises: grpc.aio would answer UNKNOWN; `rpc` answers
-    INVALID_ARGUMENT (the sync server's INTERNAL blamed itself)."""
+    INVALID_ARGUMENT (the sync server's INTERNAL blamed itself). With `sized`, the message comes as
+    Received, with its length on the wire."""
 
     def parse(data: bytes):
         try:
-            return message.FromString(data)
+            parsed = message.FromString(data)
         except Exception as exc:  # protobuf's DecodeError
             return Undecodable(message.__name__, exc)
+        return Received(parsed, len(data)) if sized else parsed
 
     return parse
 
@@ -59,7 +71,8 @@ def rpc(method: Callable) -> Callable:
         try:
             return await method(self, request, context)
         except ForwardpassError as exc:
-            model = getattr(request, "model_name", None) or getattr(request, "name", "")
+            message = message_of(request)
+            model = getattr(message, "model_name", None) or getattr(message, "name", "")
             log_failure(method.__name__, model, exc)  # an error the codec raised, before the data plane
             await context.abort(STATUS[exc.kind], str(exc))
         except Exception as exc:  # a bug: keep serving, say so, log the traceback
@@ -68,3 +81,8 @@ def rpc(method: Callable) -> Callable:
             await context.abort(grpc.StatusCode.INTERNAL, detail)
 
     return wrapper
+
+
+def message_of(request):
+    """The message an RPC was handed, Received or not."""
+    return request.message if isinstance(request, Received) else request

@@ -23,6 +23,7 @@ from .model import ServedModel
 REFUSED_PARAMETERS = ("classification", "shared_memory_", "sequence_")
 BINARY_DATA_SIZE = "binary_data_size"  # the raw bytes of one input (Triton's binary extension)
 ANSWER_OVERHEAD = 64 * 1024  # bytes an answer may take besides its values (names, shapes, framing)
+RAW = (bytes, bytearray, memoryview)  # an input's data as raw little-endian bytes; anything else is typed values
 
 # The values below are made for every request and never changed after: slotted, not frozen, since
 # a frozen dataclass sets each field through object.__setattr__ (about 1 µs more per value, 3 µs a
@@ -41,10 +42,6 @@ class InferInput:
     data: bytes | memoryview | Sequence | None
     parameters: Mapping[str, object] = field(default_factory=dict)
     typed_field: str | None = None
-
-    @property
-    def raw(self) -> bool:
-        return isinstance(self.data, (bytes, bytearray, memoryview))
 
 
 @dataclass(slots=True)
@@ -116,13 +113,15 @@ def timeout_ns(parameters: Mapping[str, object]) -> int | None:
 
 def validate(request: InferRequest, model: ServedModel) -> tuple[np.ndarray, int, tuple[str, ...]]:
     """The input as an array, its row count and the outputs to compute; errors name the problem."""
-    check_parameters(request.parameters, "the request")
+    if request.parameters:
+        check_parameters(request.parameters, "the request")
     expected = model.input
     if len(request.inputs) != 1:
         got = ", ".join(f"'{i.name}'" for i in request.inputs) or "none"
         raise ForwardpassError(f"model '{model.name}' takes 1 input '{expected.name}', got {got}")
     tensor = request.inputs[0]
-    check_parameters(tensor.parameters, f"input '{tensor.name}'")
+    if tensor.parameters:
+        check_parameters(tensor.parameters, f"input '{tensor.name}'")
     if tensor.name != expected.name:
         raise ForwardpassError(f"unexpected input '{tensor.name}' for model '{model.name}'; it takes '{expected.name}'")
     if tensor.datatype != expected.datatype:
@@ -136,14 +135,23 @@ def validate(request: InferRequest, model: ServedModel) -> tuple[np.ndarray, int
 
 
 def _rows(shape: tuple[int, ...], model: ServedModel) -> int:
-    expected = model.input.shape
-    fits = len(shape) == len(expected) and all(d == n if d != -1 else n >= 0 for d, n in zip(expected, shape))
+    expected, axis = model.input.shape, model.batch_axis
+    # The usual input, one -1 (the rows): compared as slices around it, in C, not value by value.
+    if expected.count(-1) == 1:
+        fits = (
+            len(shape) == len(expected)
+            and shape[:axis] == expected[:axis]
+            and shape[axis + 1 :] == expected[axis + 1 :]
+            and shape[axis] >= 0
+        )
+    else:
+        fits = len(shape) == len(expected) and all(d == n if d != -1 else n >= 0 for d, n in zip(expected, shape))
     if not fits:
         raise ForwardpassError(
             f"unexpected shape for input '{model.input.name}' for model '{model.name}': "
             f"expected {model.input.shape_text()}, got [{', '.join(str(n) for n in shape)}]"
         )
-    rows = shape[model.batch_axis]
+    rows = shape[axis]
     if rows == 0:
         raise ForwardpassError(f"empty batch: input '{model.input.name}' for model '{model.name}' has 0 rows")
     if model.max_batch_size and rows > model.max_batch_size:
@@ -157,8 +165,8 @@ def _array(tensor: InferInput, model: ServedModel) -> np.ndarray:
     """The tensor's data as an array of its shape: raw bytes without a copy, typed values cast."""
     dtype = BY_DATATYPE[model.input.datatype]
     count = math.prod(tensor.shape)
-    declared = tensor.parameters.get(BINARY_DATA_SIZE)
-    if not tensor.raw:
+    declared = tensor.parameters.get(BINARY_DATA_SIZE) if tensor.parameters else None
+    if not isinstance(tensor.data, RAW):
         if declared is not None:
             raise ForwardpassError(f"input '{tensor.name}' has '{BINARY_DATA_SIZE}' but its values are not raw bytes")
         return _typed(tensor, dtype, count)
@@ -203,9 +211,12 @@ def check_answer_size(request: InferRequest, model: ServedModel, rows: int, outp
     if request.answer_limit is None:
         return
     itemsize = BY_DATATYPE[model.input.datatype].numpy.itemsize
-    value_bytes = request.value_bytes or (lambda name, size: size)
     widths = model.output_widths
-    size = ANSWER_OVERHEAD + sum(rows * widths[name] * value_bytes(name, itemsize) for name in outputs)
+    if request.value_bytes is None and outputs is model.output_names:  # every output, as raw bytes
+        size = ANSWER_OVERHEAD + rows * model.row_values * itemsize
+    else:
+        value_bytes = request.value_bytes or (lambda name, size: size)
+        size = ANSWER_OVERHEAD + sum(rows * widths[name] * value_bytes(name, itemsize) for name in outputs)
     if size > request.answer_limit:
         shown = ", ".join(f"{name} {widths[name]}" for name in outputs)
         raise ForwardpassError(

@@ -50,10 +50,15 @@ class ServedModel:
     # The values in one row of each output, by name: an answer's size is checked by them on every request.
     output_widths: dict[str, int] = field(init=False)
     output_names: tuple[str, ...] = field(init=False)  # in the model's order: what a request naming none gets
+    batch_axis: int = field(init=False)  # where the input's -1 is: its rows
+    # The values in one row of all outputs together: the answer to a request that names none, sized per row.
+    row_values: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.output_widths = {t.name: math.prod(d for d in t.shape if d != -1) for t in self.outputs}
         self.output_names = tuple(t.name for t in self.outputs)
+        self.batch_axis = self.input.shape.index(-1)
+        self.row_values = sum(self.output_widths.values())
         batching = self.config.dynamic_batching
         if self.config.HasField("dynamic_batching") and self.max_batch_size > 0:
             self.batcher = Batcher(
@@ -66,10 +71,6 @@ class ServedModel:
             )
 
     @property
-    def batch_axis(self) -> int:
-        return self.input.shape.index(-1)
-
-    @property
     def dtype(self) -> np.dtype:
         return self.runtime.dtype
 
@@ -77,13 +78,13 @@ class ServedModel:
         self, x: np.ndarray, rows: int, outputs: tuple[str, ...], trace: Trace | None = None
     ) -> dict[str, np.ndarray]:
         """Run x, already checked by the data plane, through the dynamic batcher when the config has one;
-        a traced request's queue and compute phases are noted on its trace."""
+        a traced request's queue and compute phases are noted on its trace. The batcher counts its runs;
+        a run of one request is counted with its answer (the data plane's record_success, ran_alone)."""
         if self.batcher is not None:
             return self.batcher.infer(x, rows, outputs, trace)
+        if trace is None:
+            return self.runtime.run_trusted(x, outputs)
         start = time.monotonic_ns()
         result = self.runtime.run_trusted(x, outputs)
-        done = time.monotonic_ns()
-        self.stats.record_execution(rows, infer_ns=done - start)
-        if trace is not None:
-            trace.add("compute", start, done)
+        trace.add("compute", start, time.monotonic_ns())
         return result

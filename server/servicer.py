@@ -25,12 +25,13 @@ from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
 from . import codec
 from .dataplane import ACCESS, INLINE_BYTES, Access, DataPlane, runs_inline
-from .errors import parsing, rpc
+from .errors import Received, message_of, parsing, rpc
 from .tracing import TRACE, Tracer
 
 WORKER_METADATA = "forwardpass-worker-pid"
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 TRACED = "ModelInfer"  # only inferences are traced, as in Triton
+SIZED = "ModelInfer"  # the RPC handed its message's length on the wire with it (errors.Received)
 CONVERTED_VALUE_BYTES = 8  # the widest fixed-size value of a contents field (fp64, int64, uint64)
 # The codes OpenTelemetry's semantic conventions make a gRPC server span's error; the others are the caller's.
 SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
@@ -75,14 +76,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return codec.model_metadata(self.plane.model_metadata(request.name, request.version))
 
     @rpc
-    async def ModelInfer(self, request, context):
+    async def ModelInfer(self, received: Received, context):
+        request = received.message
         deadline_ns = codec.deadline(context.time_remaining())
         # Sized without re-encoding the message (ByteSize() does: 39 µs for 786 KB) and with its raw
         # bytes read once; what a thread would take off the loop is the values converted one by one,
-        # counted at the widest a contents value takes on the wire.
+        # counted at the widest a contents value takes on the wire. Each took a byte of the message at
+        # least, besides the raw bytes: a message with fewer such bytes than the bound needs no count.
         raw = codec.raw_contents(request)
-        converted = codec.converted_values(request, INLINE_BYTES // CONVERTED_VALUE_BYTES)
-        inline = runs_inline(CONVERTED_VALUE_BYTES * converted, sum(map(len, raw)))
+        raw_bytes, enough = sum(map(len, raw)), INLINE_BYTES // CONVERTED_VALUE_BYTES
+        outside = received.wire_bytes - raw_bytes
+        converted = outside if outside < enough else codec.converted_values(request, enough)
+        inline = runs_inline(CONVERTED_VALUE_BYTES * converted, raw_bytes)
         if inline and not self.plane.batches(request.model_name, request.model_version):
             return self._infer(request, deadline_ns, raw)
         return await self._on_thread(self._infer, request, deadline_ns, raw)
@@ -132,7 +137,7 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
     handlers = {
         method.name: grpc.unary_unary_rpc_method_handler(
             answer(method.name),
-            request_deserializer=parsing(getattr(pb, method.input_type.name)),
+            request_deserializer=parsing(getattr(pb, method.input_type.name), sized=method.name == SIZED),
             response_serializer=getattr(pb, method.output_type.name).SerializeToString,
         )
         for method in SERVICE.methods
@@ -179,6 +184,7 @@ def _rpc_attributes(name: str) -> dict[str, str]:
 
 def _named(request) -> tuple[str, str, str]:
     """The model, version and id a request message names; empty where its kind has no such field."""
+    request = message_of(request)
     model = getattr(request, "model_name", "") or getattr(request, "name", "")
     version = getattr(request, "model_version", "") or getattr(request, "version", "")
     return model, version, getattr(request, "id", "")

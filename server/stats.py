@@ -136,9 +136,10 @@ class Statistics:
         self._lock = threading.Lock()  # threads of this worker share the row
         self._use(*_private_row())
 
-    def record_success(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+    def record_success(self, rows: int, input_ns: int, infer_ns: int, output_ns: int, ran_alone: bool = False) -> None:
         """One request answered: its rows, and the time spent decoding, computing (queue included)
-        and encoding."""
+        and encoding. `ran_alone`: the request was an onnxruntime run of its own (no dynamic batching),
+        counted here as record_execution would count it (no wait, infer_ns computing), under the same lock."""
         now_ms = time.time_ns() // 1_000_000
         with self._lock:
             row = self._row
@@ -152,6 +153,8 @@ class Statistics:
             row[_INFER + 1] += infer_ns
             row[_OUTPUT] += 1
             row[_OUTPUT + 1] += output_ns
+            if ran_alone:
+                self._run(row, rows, 1, 0, 0, infer_ns, 0)
 
     def record_execution(
         self, rows: int, queued_ns: Sequence[int] = (0,), input_ns: int = 0, infer_ns: int = 0, output_ns: int = 0
@@ -160,15 +163,20 @@ class Statistics:
         for it (0 without dynamic batching), and the run's time joining inputs, computing and cutting
         each caller's outputs."""
         with self._lock:
-            row = self._row
-            row[_RUNS] += 1
-            row[_QUEUE] += len(queued_ns)
-            row[_QUEUE + 1] += sum(queued_ns)
-            at = self._entries.get(rows) or self._entry(rows)
-            row[at] += 1
-            row[at + 1] += input_ns
-            row[at + 2] += infer_ns
-            row[at + 3] += output_ns
+            self._run(self._row, rows, len(queued_ns), sum(queued_ns), input_ns, infer_ns, output_ns)
+
+    def _run(
+        self, row: memoryview, rows: int, waits: int, queued_ns: int, input_ns: int, infer_ns: int, output_ns: int
+    ) -> None:
+        """One run into `row`; the caller holds the lock."""
+        row[_RUNS] += 1
+        row[_QUEUE] += waits
+        row[_QUEUE + 1] += queued_ns
+        at = self._entries.get(rows) or self._entry(rows)
+        row[at] += 1
+        row[at + 1] += input_ns
+        row[at + 2] += infer_ns
+        row[at + 3] += output_ns
 
     def record_failure(self, ns: int) -> None:
         """One request refused or failed after ns nanoseconds."""

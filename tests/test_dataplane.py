@@ -17,6 +17,7 @@ from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.server import codec
 from forwardpass.server.dataplane import DataPlane
+from forwardpass.server.errors import parsing
 from forwardpass.server.inference import InferInput, InferRequest, RequestedOutput
 from forwardpass.server.repository import Repository
 from forwardpass.server.servicer import InferenceServicer
@@ -232,11 +233,20 @@ def grpc_request(rows: int, typed: bool = False, parameters: int = 0, outputs: i
         (grpc_request(1), False),
         (grpc_request(65_536), False),  # 786 KB of raw bytes: viewed, not converted
         (grpc_request(100_000), True),  # 1.2 MB of raw bytes: above INLINE_RAW_BYTES
-        (grpc_request(100, typed=True), False),
+        (grpc_request(100, typed=True), False),  # 300 values in 1.2 KB: below the bound without counting
+        (grpc_request(2_000, typed=True), False),  # 6,000 values in 24 KB: counted, and below the bound
         (grpc_request(10_000, typed=True), True),  # 30,000 values converted one by one
         (grpc_request(1, parameters=10_000), True),  # as many parameters: converted one by one too
     ],
-    ids=["1 row", "65,536 raw rows", "100,000 raw rows", "100 typed rows", "10,000 typed rows", "10,000 parameters"],
+    ids=[
+        "1 row",
+        "65,536 raw rows",
+        "100,000 raw rows",
+        "100 typed rows",
+        "2,000 typed rows",
+        "10,000 typed rows",
+        "10,000 parameters",
+    ],
 )
 def test_the_grpc_door_converts_many_values_off_its_loop(plane, message, on_thread):
     """A ModelInfer whose values are converted one by one in Python, or whose raw bytes are many, runs on a
@@ -247,8 +257,9 @@ def test_the_grpc_door_converts_many_values_off_its_loop(plane, message, on_thre
             return None
 
     threads = CountingThreads()
+    received = parsing(pb.ModelInferRequest, sized=True)(message.SerializeToString())  # as grpc.aio hands it over
     try:
-        answer = asyncio.run(InferenceServicer(plane, threads).ModelInfer(message, Context()))
+        answer = asyncio.run(InferenceServicer(plane, threads).ModelInfer(received, Context()))
     finally:
         threads.shutdown()
     assert answer.outputs[0].shape == [message.inputs[0].shape[0], 1]
@@ -266,3 +277,24 @@ def test_the_grpc_door_counts_converted_values_no_further_than_it_needs():
         inputs.inputs.add(name=f"x{i}").parameters["p"].bool_param = True
     assert codec.converted_values(inputs, 100) == 100  # one parameter an input: 100 inputs looked at
     assert codec.converted_values(grpc_request(10, typed=True), 1_000_000) == 30
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        grpc_request(1),
+        grpc_request(100, typed=True),
+        grpc_request(1, parameters=1_000),
+        grpc_request(1, outputs=1_000),
+        pb.ModelInferRequest(inputs=[{"name": "x", "contents": {"bool_contents": [False] * 1_000}}]),
+        pb.ModelInferRequest(inputs=[{"name": "x", "contents": {"bytes_contents": [b""] * 1_000}}]),
+        pb.ModelInferRequest(parameters={f"{i}": {} for i in range(1_000)}),
+    ],
+    ids=["1 row", "typed", "parameters", "outputs", "false bools", "empty bytes", "empty parameters"],
+)
+def test_a_message_s_bytes_outside_its_raw_contents_bound_the_values_it_converts(message):
+    """ModelInfer skips the count for a message with fewer such bytes than the bound: each value takes
+    at least one byte on the wire, the smallest too (a false bool, an empty string, a parameter unset)."""
+    received = parsing(pb.ModelInferRequest, sized=True)(message.SerializeToString())
+    outside = received.wire_bytes - sum(map(len, message.raw_input_contents))
+    assert codec.converted_values(message, 10**9) <= outside
