@@ -12,7 +12,8 @@ inference server's app and handler (bench/bare_inference.py) on the same request
 gRPC handler reads (its deadline) is a stand-in with none; sockets, the event loop's passes and the
 answer's serialization by grpc are not in these figures: they are the same for both servers.
 
-Each stage is timed apart over CALLS calls, REPEATS times, and the fastest kept; the stages' sum differs
+Each stage is timed apart over CALLS calls, REPEATS times, and the fastest kept; the two servers' whole
+calls are timed in turn, so that both see the same moments of this machine. The stages' sum differs
 from the whole call by the code between them. Results: bench/results/handler-costs.{json,md}.
 """
 
@@ -108,14 +109,18 @@ class Bench:
             runs.append((time.perf_counter_ns() - start) / self.calls / 1000)
         return min(runs)
 
-    async def timed_async(self, call: Callable[[], object]) -> float:
-        runs = []
+    async def timed_async(self, *calls: Callable[[], object]) -> float | tuple[float, ...]:
+        """timed() for coroutines; with several calls, each one's fastest, their timings taken in turn
+        (this machine's load comes and goes in seconds: each call sees the same moments)."""
+        runs: list[list[float]] = [[] for _ in calls]
         for _ in range(self.repeats):
-            start = time.perf_counter_ns()
-            for _ in range(self.calls):
-                await call()
-            runs.append((time.perf_counter_ns() - start) / self.calls / 1000)
-        return min(runs)
+            for call, times in zip(calls, runs):
+                start = time.perf_counter_ns()
+                for _ in range(self.calls):
+                    await call()
+                times.append((time.perf_counter_ns() - start) / self.calls / 1000)
+        fastest = tuple(min(times) for times in runs)
+        return fastest[0] if len(calls) == 1 else fastest
 
     async def http(self) -> dict[str, dict[str, float]]:
         app, plane, model = self.app, self.plane, self.model
@@ -132,8 +137,12 @@ class Bench:
             app._authorize(PATH, parsed)
             app._route("POST", PATH)
 
+        whole, bare_whole = await self.timed_async(
+            lambda: app(self.scope(), self.receive, self.send),
+            lambda: self.bare_app(self.scope(), self.receive, self.send),
+        )
         ours = {
-            "whole call": await self.timed_async(lambda: app(self.scope(), self.receive, self.send)),
+            "whole call": whole,
             "headers, Host, token, route": self.timed(head),
             "body read under its limits": await self.timed_async(
                 lambda: app._body(self.receive, headers, [0], *app._body_limits(RestApp.infer, ("mlp_3_4_1",), headers))
@@ -145,7 +154,7 @@ class Bench:
             "encode": self.timed(lambda: restcodec.infer_response(answer, request.parameters, request.outputs)),
         }
         bare = {
-            "whole call": await self.timed_async(lambda: self.bare_app(self.scope(), self.receive, self.send)),
+            "whole call": bare_whole,
             "decode": self.timed(lambda: bare_inference.http_request(self.body, self.headers, np.float32)),
             "compute": self.timed(lambda: self.bare_runtime.run_trusted(bare_x, self.bare_runtime.output_names)),
             "encode": self.timed(lambda: bare_inference.http_answer("mlp_3_4_1", "1", bare_y, False)),
@@ -194,19 +203,21 @@ class Bench:
             y, bare_y = await ours_call(data), await bare_call(data)
             if not np.array_equal(*(np.frombuffer(a.raw_output_contents[0], np.float32) for a in (y, bare_y))):
                 raise SystemExit("forwardpass and the bare handler answer the same request differently")
+        whole, bare_whole = await self.timed_async(lambda: ours_call(self.message), lambda: bare_call(self.message))
         ours = {
-            "whole call": await self.timed_async(lambda: ours_call(self.message)),
+            "whole call": whole,
             "decode": self.timed(lambda: codec.infer_request(message, None, self.servicer.max_answer)),
             **self.plane_stages(request, x, rows, names),
             "encode": self.timed(lambda: codec.infer_response(answer)),
         }
         bare = {
-            "whole call": await self.timed_async(lambda: bare_call(self.message)),
+            "whole call": bare_whole,
             "compute": self.timed(lambda: self.bare_runtime.run_trusted(bare_x, self.bare_runtime.output_names)),
         }
         calls, self.calls = self.calls, max(1, self.calls // 50)  # a call of about 0.3 ms
-        ours[f"whole call, {LARGE:,} rows"] = await self.timed_async(lambda: ours_call(self.large))
-        bare[f"whole call, {LARGE:,} rows"] = await self.timed_async(lambda: bare_call(self.large))
+        ours[f"whole call, {LARGE:,} rows"], bare[f"whole call, {LARGE:,} rows"] = await self.timed_async(
+            lambda: ours_call(self.large), lambda: bare_call(self.large)
+        )
         self.calls = calls
         return {OURS: ours, BARE: bare}
 
@@ -215,7 +226,7 @@ TEXT = (
     "µs per batch-1 request in each server's handlers, in process (bench/handler_costs.py): forwardpass's HTTP "
     "app with the token on and its gRPC ModelInfer, beside the bare inference server's app and handler, on the "
     "committed 3-4-1 model. Each stage is timed apart (the fastest of {repeats} timings of {calls:,} calls, a "
-    "fiftieth as many of 65,536 rows); "
+    "fiftieth as many of 65,536 rows; the two servers' whole calls in turn); "
     "the stages' sum differs from the whole call by the code between them (and over gRPC by parsing: a whole call "
     "parses the request's bytes, each stage takes one parsed message). No sockets, no event loop passes, no "
     "serialized answer: what a served request adds to these is in bench/results/profile.md."
