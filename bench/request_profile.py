@@ -165,7 +165,7 @@ class Profile:
     def __init__(self, args: argparse.Namespace, py_spy: str) -> None:
         self.args, self.py_spy = args, py_spy
         # The serve bench's requests, answers and loads (its cells at 1 in flight), without its targets.
-        self.bench = Bench(argparse.Namespace(quick=args.quick, workers=1, no_peers=True))
+        self.bench = Bench(argparse.Namespace(quick=args.quick, workers=1, no_peers=True, history=False))
         self.sampled, self.sample_from = SAMPLING[args.quick]
         self.work = self.bench.work
         self.results: list[dict] = []

@@ -1,8 +1,9 @@
 """Serving speed: forwardpass beside the gRPC and HTTP ceilings and the servers users would run instead.
 
-    python bench/serve.py             # everything, 3 runs (make bench): about 22 minutes
+    python bench/serve.py             # 3 runs (make bench): about 23 minutes, make bench in all about 27
     python bench/serve.py --quick     # forwardpass (1 worker) and the bare servers only, a second per cell (CI)
     python bench/serve.py --no-peers  # without MLServer, KServe and PyTriton
+    python bench/serve.py --history   # also what the speed work replaced, switched back (about 3 minutes more)
 
 gRPC: servers, each started here on loopback and driven by the same load generator (bench/loadgen.py:
 a closed loop over several connections, the same pre-encoded request for all):
@@ -12,12 +13,12 @@ a closed loop over several connections, the same pre-encoded request for all):
     cost-per-request ratios;
   * forwardpass with 1 and N workers, dynamic batching off and on, as deployed: every call carries the
     token (every client here sends it, to every server alike) and metrics are served; the same worker
-    without token and metrics, for what they cost; and its handler on grpc.aio;
+    without token and metrics, for what they cost;
     forwardpass traced at rate 1 (--trace-otlp to a sink in this process that takes every export; with
     forwardpass[trace] installed), for what tracing costs beside the untraced worker;
-    beside them what the speed work changed, switched back: 8 handler threads (the old default), and
-    65,536-row requests through the file's own Gemms (--no-columns-inside), also with glibc's
-    malloc thresholds (FORWARDPASS_MALLOC=glibc);
+    with --history, beside them what the speed work changed, switched back: its handler on grpc.aio
+    alone, 8 handler threads (the old default), and 65,536-row requests through the file's own Gemms
+    (--no-columns-inside), also with glibc's malloc thresholds (FORWARDPASS_MALLOC=glibc);
   * MLServer 1.7 through a small onnxruntime runtime, defaults and parallel_workers=0, and Triton
     (PyTriton 0.7.0: a Python model behind Triton's front end, not Triton's onnxruntime backend),
     each in a virtualenv of its own (built on first use, about a minute each, under
@@ -27,7 +28,7 @@ requests/s, rows/s, p50 and p99, CPU of server and client, and each server's res
 h2load (nghttp2-client), where installed, drives the same bytes from C to show where the Python
 client, not the server, was the limit.
 Triton's perf_analyzer (bench/perf_analyzer.py, tritonclient 2.41.0 in a virtualenv of its own) drives
-forwardpass with N workers at 1 and 16 in flight, with 2 handler threads and with 8, and reports its
+forwardpass with N workers at 1 and 16 in flight, with 2 handler threads (and with 8: --history), and reports its
 client and server breakdown per request, beside the same call timed in this process.
 
 HTTP/REST, in the same run (bench/serve_http.py): the bare HTTP server (forwardpass's stack, uvicorn
@@ -44,9 +45,10 @@ The cost-per-request ratios: forwardpass with 1 worker over the bare inference s
 run by run, in the cells the targets name (HTTP JSON batch 1 at 1 and 16 in flight, HTTP binary 65,536
 rows at 1; gRPC batch 1 at 1 and 16, gRPC 65,536 rows at 1), with both sides' p99 and server CPU per
 request. Results: bench/results/serve.{json,md}.
-Duration: 3 runs x 12 servers x 4 gRPC cells and 9 servers x 4 HTTP cells of 4 s (1 s warm-up, 3 s
-measured) is about 15 minutes; the profile, batching and h2load cells and the servers' starts and
-stops bring it to about 22 (about 14 with --no-peers).
+Duration: 3 runs x 12 servers x 4 gRPC cells and 10 servers x 4 HTTP cells of 4 s (1 s warm-up, 3 s
+measured) is about 18 minutes; the profile, batching, h2load and perf_analyzer cells and the servers'
+starts and stops bring it to about 23 (make bench in all, with the history cells, took 29.5 minutes
+on a 2-core machine; without them it stays under 30 with room).
 """
 
 from __future__ import annotations
@@ -187,25 +189,23 @@ class Bench:
             ours_n,
             Target("forwardpass, 1 worker, batching", ours_command(1, batched)),
             Target(f"forwardpass, {n} workers, batching", ours_command(n, batched)),
-            # Beside the defaults, in the same run: what the speed work changed, switched back.
-            Target("forwardpass, 1 worker, 8 handler threads", [*ours_command(1), "--threads", "8"], cells=CELLS[:3]),
-            Target("forwardpass, 1 worker, --no-columns-inside", [*ours_command(1), "--no-columns-inside"],
-                   cells=CELLS[3:]),
-            Target(BEFORE, ["env", "FORWARDPASS_MALLOC=glibc", *ours_command(1), "--no-columns-inside"],
-                   cells=CELLS[3:]),
             # What the token and metrics cost: the same worker without them.
             Target(UNGUARDED, forwardpass_command(1, plain), http=True),
-        ]  # fmt: skip
+        ]
         if self.args.quick:
             return [targets[0], bare_http, *anchors, ours]
         after_ours = targets.index(ours) + 1
-        targets.insert(
-            after_ours,
-            Target(
-                "forwardpass handler on grpc.aio, 1 process",
-                [sys.executable, "bench/stacks.py", "aio", "--model-repository", str(plain)],
-            ),
-        )
+        if self.args.history:  # beside the defaults, in the same run: what the speed work changed, switched back
+            targets[after_ours:after_ours] = [
+                Target("forwardpass handler on grpc.aio, 1 process",
+                       [sys.executable, "bench/stacks.py", "aio", "--model-repository", str(plain)]),
+                Target("forwardpass, 1 worker, 8 handler threads", [*ours_command(1), "--threads", "8"],
+                       cells=CELLS[:3]),
+                Target("forwardpass, 1 worker, --no-columns-inside", [*ours_command(1), "--no-columns-inside"],
+                       cells=CELLS[3:]),
+                Target(BEFORE, ["env", "FORWARDPASS_MALLOC=glibc", *ours_command(1), "--no-columns-inside"],
+                       cells=CELLS[3:]),
+            ]  # fmt: skip
         if importlib.util.find_spec("opentelemetry.sdk") is not None:  # forwardpass[trace]
             self.sink = OtlpSink()
             traced = [*ours_command(1), "--trace-otlp", self.sink.url]
@@ -472,10 +472,13 @@ class ServeBench(Bench):
         if isinstance(found, str):
             return {"skipped": found}
         n = self.workers
-        commands = {
-            f"forwardpass, {n} workers": forwardpass_command(n, plain),
-            f"forwardpass, {n} workers, 8 handler threads": [*forwardpass_command(n, plain), "--threads", "8"],
-        }
+        commands = {f"forwardpass, {n} workers": forwardpass_command(n, plain)}
+        if self.args.history:
+            commands[f"forwardpass, {n} workers, 8 handler threads"] = [
+                *forwardpass_command(n, plain),
+                "--threads",
+                "8",
+            ]
         rows = []
         for name, command in commands.items():
             port, process = serve(command)
@@ -605,6 +608,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="forwardpass and bare only, 1 s cells, 1 run (CI)")
     parser.add_argument("--no-peers", action="store_true", help="leave out MLServer, KServe and PyTriton")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="also what the speed work replaced, switched back: 8 handler threads, --no-columns-inside, "
+        "glibc's malloc, the handler on grpc.aio alone (about 3 minutes more)",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="N, for the N-worker cells")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
