@@ -1,6 +1,6 @@
 """Serving speed: forwardpass beside the gRPC and HTTP ceilings and the servers users would run instead.
 
-    python bench/serve.py             # 3 runs (make bench): about 23 minutes, make bench in all about 27
+    python bench/serve.py             # 3 runs (make bench): about 23 minutes, make bench in all about 26
     python bench/serve.py --quick     # forwardpass (1 worker) and the bare servers only, a second per cell (CI)
     python bench/serve.py --no-peers  # without MLServer, KServe and PyTriton
     python bench/serve.py --history   # also what the speed work replaced, switched back (about 3 minutes more)
@@ -47,8 +47,8 @@ rows at 1; gRPC batch 1 at 1 and 16, gRPC 65,536 rows at 1), with both sides' p9
 request. Results: bench/results/serve.{json,md}.
 Duration: 3 runs x 12 servers x 4 gRPC cells and 10 servers x 4 HTTP cells of 4 s (1 s warm-up, 3 s
 measured) is about 18 minutes; the profile, batching, h2load and perf_analyzer cells and the servers'
-starts and stops bring it to about 23 (make bench in all, with the history cells, took 29.5 minutes
-on a 2-core machine; without them it stays under 30 with room).
+starts and stops bring it to about 23 (make bench in all took 25.6 minutes on a 2-core machine, and
+29.5 with the --history cells).
 """
 
 from __future__ import annotations
