@@ -113,14 +113,13 @@ def timeout_ns(parameters: Mapping[str, object]) -> int | None:
 
 def validate(request: InferRequest, model: ServedModel) -> tuple[np.ndarray, int, tuple[str, ...]]:
     """The input as an array, its row count and the outputs to compute; errors name the problem."""
-    if request.parameters:
-        check_parameters(request.parameters, "the request")
+    check_parameters(request.parameters, "the request")
     expected = model.input
     if len(request.inputs) != 1:
         got = ", ".join(f"'{i.name}'" for i in request.inputs) or "none"
         raise ForwardpassError(f"model '{model.name}' takes 1 input '{expected.name}', got {got}")
     tensor = request.inputs[0]
-    if tensor.parameters:
+    if tensor.parameters:  # the place is named only for a refusal: no string made for an empty map
         check_parameters(tensor.parameters, f"input '{tensor.name}'")
     if tensor.name != expected.name:
         raise ForwardpassError(f"unexpected input '{tensor.name}' for model '{model.name}'; it takes '{expected.name}'")
@@ -165,7 +164,7 @@ def _array(tensor: InferInput, model: ServedModel) -> np.ndarray:
     """The tensor's data as an array of its shape: raw bytes without a copy, typed values cast."""
     dtype = BY_DATATYPE[model.input.datatype]
     count = math.prod(tensor.shape)
-    declared = tensor.parameters.get(BINARY_DATA_SIZE) if tensor.parameters else None
+    declared = tensor.parameters.get(BINARY_DATA_SIZE)
     if not isinstance(tensor.data, RAW):
         if declared is not None:
             raise ForwardpassError(f"input '{tensor.name}' has '{BINARY_DATA_SIZE}' but its values are not raw bytes")
