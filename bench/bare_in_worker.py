@@ -4,9 +4,9 @@
 
 The worker as deployed, around the bare inference server's work on each request (bench/bare_inference.py):
 the supervisor and its worker process, the HTTP door's thread and header deadline and limit
-(server/httpd.py), the gRPC door's loop thread, handler threads, token check (an interceptor), health,
-reflection and metrics all stay; the HTTP app and the ModelInfer handler are the bare server's, on the
-committed 3-4-1 model. The bare HTTP app checks no token.
+(server/httpd.py), the gRPC door's loop thread, handler threads, token check (where a call's method is
+looked up), health, reflection and metrics all stay; the HTTP app and the ModelInfer handler are the
+bare server's, on the committed 3-4-1 model. The bare HTTP app checks no token.
 
 bench/request_profile.py runs it between forwardpass and the bare inference server: what separates it
 from the bare server is the worker around the handlers, and what separates forwardpass from it is

@@ -44,7 +44,9 @@ and the latencies. The servers that speak both protocols serve both tables from 
 The cost-per-request ratios: forwardpass with 1 worker over the bare inference server of the same door,
 run by run, in the cells the targets name (HTTP JSON batch 1 at 1 and 16 in flight, HTTP binary 65,536
 rows at 1; gRPC batch 1 at 1 and 16, gRPC 65,536 rows at 1), with both sides' p99 and server CPU per
-request. Results: bench/results/serve.{json,md}.
+request. Those servers (and forwardpass without token and metrics) are up together and measured in
+turn, cell by cell, in reverse order every other run, so that each ratio compares neighbouring
+seconds of this shared machine. Results: bench/results/serve.{json,md}.
 Duration: 3 runs x 12 servers x 4 gRPC cells and 10 servers x 4 HTTP cells of 4 s (1 s warm-up, 3 s
 measured) is about 18 minutes; the profile, batching, h2load and perf_analyzer cells and the servers'
 starts and stops bring it to about 23 (make bench in all took 25.6 minutes on a 2-core machine, and
@@ -81,7 +83,7 @@ import serve_http  # noqa: E402
 from closed_loop import AUTHORIZATION, METHOD  # noqa: E402
 from procfs import cpu_seconds, machine_busy, machine_cores, process_tree, rss_mb  # noqa: E402
 from report import machine, percentile, progress  # noqa: E402
-from serve_report import BARE_INFERENCE, BEFORE, RATIO_OURS, UNGUARDED  # noqa: E402
+from serve_report import BARE_INFERENCE, BEFORE, IN_TURN, RATIO_OURS, UNGUARDED  # noqa: E402
 from servers import (  # noqa: E402
     OtlpSink,
     forwardpass_command,
@@ -256,36 +258,57 @@ class Bench:
         return port, http_port, process
 
     def run(self) -> None:
+        """Every target over its cells, run after run. The servers the cost-per-request ratios compare
+        (IN_TURN) are up together and measured in turn, cell by cell, in reverse order every other run:
+        each ratio compares seconds of this machine next to each other, not moments minutes apart."""
         targets = self.targets()
-        steps = self.args.runs * len(targets)
+        together = [target for target in targets if target.name in IN_TURN]
+        groups = [[target] for target in targets if target not in together]
+        if together:
+            groups.insert(targets.index(together[0]), together)
+        steps = self.args.runs * len(groups)
         step = 0
         for run in range(self.args.runs):
-            for target in targets:
+            for group in groups:
                 step += 1
-                progress(step, steps, f"run {run + 1}: {target.name}")
-                self._measure(target, run)
+                progress(step, steps, f"run {run + 1}: {', '.join(target.name for target in group)}")
+                self._measure(group if run % 2 == 0 else group[::-1], run)
 
-    def _measure(self, target: Target, run: int) -> None:
-        port, http_port, process = self.start(target)
+    def _measure(self, targets: list[Target], run: int) -> None:
+        """Start the targets, measure each cell on each of them in turn, stop them."""
+        started: list[tuple[Target, int | None, int | None, subprocess.Popen]] = []
+        memory: dict[str, list[float]] = {}  # each server's resident memory once it answers
         try:
-            if target.cells:
-                wait_answering(port, process, timeout=300)
-                self._check_answer(target, port)
-            if target.http:
-                peers.wait_http_ready(http_port, process, timeout=300, headers=dict([AUTHORIZATION]))
-                self._check_http(target, http_port)
-            memory = rss_mb(process_tree(process.pid))
-            for label, concurrency, rows in target.cells:
-                if target.ceiling and rows != 1:
-                    continue  # measured below with the matching canned response
-                self._record(target, run, label, memory, self._cell(port, process, concurrency, rows))
-            for label, concurrency, rows in serve_http.CELLS if target.http else ():
-                cell = self._http_cell(target, http_port, process, concurrency, rows)
-                self.http_results.append({"target": target.name, "run": run, "cell": label, "rss_mb": memory, **cell})
+            for target in targets:
+                port, http_port, process = self.start(target)
+                started.append((target, port, http_port, process))
+                if target.cells:
+                    wait_answering(port, process, timeout=300)
+                    self._check_answer(target, port)
+                if target.http:
+                    peers.wait_http_ready(http_port, process, timeout=300, headers=dict([AUTHORIZATION]))
+                    self._check_http(target, http_port)
+                memory[target.name] = rss_mb(process_tree(process.pid))
+            for label, concurrency, rows in CELLS:
+                for target, port, _, process in started:
+                    if (label, concurrency, rows) not in target.cells or (target.ceiling and rows != 1):
+                        continue  # a ceiling's 65,536 rows: measured below with the matching canned response
+                    at = time.time()  # when the cell began: the report shows the ratios' cells measured in turn
+                    cell = {"at": at, **self._cell(port, process, concurrency, rows)}
+                    self._record(target, run, label, memory[target.name], cell)
+            for label, concurrency, rows in serve_http.CELLS:
+                for target, _, http_port, process in started:
+                    if target.http:
+                        at = time.time()
+                        cell = {"at": at, **self._http_cell(target, http_port, process, concurrency, rows)}
+                        where = {"target": target.name, "run": run, "cell": label, "rss_mb": memory[target.name]}
+                        self.http_results.append({**where, **cell})
         finally:
-            peers.stop(process)
-        if target.ceiling and target.cells:
-            self._bare_large(target, run)
+            for *_, process in started:
+                peers.stop(process)
+        for target in targets:
+            if target.ceiling and target.cells:
+                self._bare_large(target, run)
 
     def _http_request(self, target: Target, rows: int) -> serve_http.Request:
         encoding = "binary" if rows > 1 and target.binary else "JSON"

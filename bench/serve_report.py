@@ -16,10 +16,13 @@ LARGE_BEFORE = ("forwardpass, 1 worker, --no-columns-inside", BEFORE)
 BARE_INFERENCE = {"gRPC": "bare inference gRPC, 1 process", "HTTP": "bare inference HTTP, 1 process"}
 RATIO_OURS = "forwardpass, 1 worker"  # with the token and metrics on, as deployed
 UNGUARDED = "forwardpass, 1 worker, no token, no metrics"
+# The servers the ratios compare: up together and measured in turn, cell by cell (bench/serve.py).
+IN_TURN = (*BARE_INFERENCE.values(), RATIO_OURS, UNGUARDED)
 BARE_INFERENCE_TEXT = (
     "forwardpass with 1 worker against the bare inference server of the same door (bench/bare_inference.py: "
     "one process on the same stack, the same onnxruntime session and call, no checks, statistics, limits or "
-    "token), measured in the same run."
+    "token), measured in the same run: both servers (and forwardpass without token and metrics) are up "
+    "together and measured in turn, cell by cell, the order reversed every other run."
 )
 RATIO_TARGET = 0.9  # forwardpass req/s / the bare inference server's, in every cell below
 # The cells the targets name: (door, cell, in flight, the body it sends).

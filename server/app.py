@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.protos import grpc_service_pb2 as pb
@@ -42,7 +42,7 @@ from .options import BATCHING_THREADS, HANDLER_THREADS, ServeOptions
 from .page import Page
 from .repository import Repository
 from .rest import BodyLimits, RestApp
-from .security import GuardedHealth, TokenAuth, server_credentials
+from .security import GenericOnly, GuardedHealth, server_credentials
 from .servicer import InferenceServicer, add_to_server
 from .stats import StatisticsTable, table_slots
 from .tracing import Tracer
@@ -99,13 +99,19 @@ class Server:
         )
         server = grpc.aio.server(
             options=limits + [(name, ms) for name, ms in aging if ms],
-            interceptors=[TokenAuth(options.auth_token)] if options.auth_token else [],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
-        add_to_server(InferenceServicer(self.plane, self.threads, options.max_message_bytes, self.tracer), server)
+        behind_token = GenericOnly(server, options.auth_token)
+        servicer = InferenceServicer(self.plane, self.threads, options.max_message_bytes, self.tracer)
+        add_to_server(servicer, behind_token)
+        # Reflection shows the API: it needs the token too. Health answers the overall services to
+        # anyone (probes carry no token) and checks it per model itself.
+        services = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(services), behind_token
+        )
         guarded = GuardedHealth(options.auth_token, open_services=("", SERVICE))
-        health_pb2_grpc.add_HealthServicer_to_server(guarded, server)
-        reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        health_pb2_grpc.add_HealthServicer_to_server(guarded, GenericOnly(server, None))
         return server, guarded
 
     def _on_loop(self, work: Coroutine):

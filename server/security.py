@@ -5,6 +5,11 @@ check (service "" or the inference service's name), which probes call without on
 needs it, since it tells which model names exist. Reflection needs it too, since it shows the API.
 The comparison takes constant time, and the token is never logged or echoed. The token is checked on
 a call's headers: a call without it is refused before its message is read, or ever sent.
+
+The services are registered as generic handlers only (`GenericOnly`), and the token is checked where
+grpc.aio looks a call's method up, with no interceptor: an interceptor is a chain of coroutines
+awaited on every call, and each registered method is one more future that grpc.aio's server
+(grpcio 1.85) waits on for every call (asyncio.wait over all of them, re-armed after each).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from grpc_health.v1.health import aio as health_aio
 
 from forwardpass.credentials import carries_bearer, read_pem
 
-OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # GuardedHealth checks the token per service
 REFUSAL = "missing or wrong 'authorization: Bearer <token>' metadata"
 
 
@@ -30,19 +34,34 @@ def server_credentials(cert: Path, key: Path, client_ca: Path | None = None) -> 
     )
 
 
-class TokenAuth(grpc.aio.ServerInterceptor):
-    """Lets a call through only with the right bearer token (health checks need none)."""
+class TokenGuard(grpc.GenericRpcHandler):
+    """A service's handlers that answer only with the right bearer token; without it, UNAUTHENTICATED."""
 
-    def __init__(self, token: str) -> None:
-        self._token = token
+    def __init__(self, handlers: grpc.GenericRpcHandler, token: str) -> None:
+        self._handlers, self._token = handlers, token
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(OPEN_PREFIXES):
-            return handler
-        if carries_token(handler_call_details.invocation_metadata, self._token):
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._handlers.service(handler_call_details)
+        if handler is None or carries_token(handler_call_details.invocation_metadata, self._token):
             return handler
         return _refusal(handler)
+
+
+class GenericOnly:
+    """Stands for the server where a service registers itself (its generated add_*_to_server): its
+    generic handlers go on, behind the token when there is one; its registered methods do not (see
+    above: each would cost every call a future to wait on, and the generic handler answers them all)."""
+
+    def __init__(self, server: grpc.aio.Server, token: str | None) -> None:
+        self._server, self._token = server, token
+
+    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
+        if self._token:
+            handlers = tuple(TokenGuard(handler, self._token) for handler in handlers)
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+        """Left out: the generic handlers registered beside them answer the same methods."""
 
 
 def carries_token(metadata, token: str) -> bool:

@@ -26,6 +26,7 @@ from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 from . import codec
 from .dataplane import ACCESS, INLINE_BYTES, Access, DataPlane, runs_inline
 from .errors import Received, message_of, parsing, rpc
+from .security import GenericOnly
 from .tracing import TRACE, Tracer
 
 WORKER_METADATA = "forwardpass-worker-pid"
@@ -125,13 +126,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return codec.repository_index(self.plane.repository_index(request.ready))
 
 
-def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
-    """The service's RPCs as the generated add_GRPCInferenceServiceServicer_to_server registers them,
-    but with a request deserializer that hands a message that does not parse to the RPC (errors.parsing),
-    and as a generic handler only. grpc.aio's server (grpcio 1.85) waits for each call on one future per
-    registered method and one for the rest (asyncio.wait over all of them, re-armed after every call):
-    registering the service's 11 methods made every call wait on 12 futures instead of one, while the
-    generic handler finds a method with one dict lookup."""
+def add_to_server(servicer: InferenceServicer, server: GenericOnly) -> None:
+    """The service's RPCs as the generated add_GRPCInferenceServiceServicer_to_server registers them
+    (as a generic handler: security.GenericOnly says why), but with a request deserializer that hands a
+    message that does not parse to the RPC (errors.parsing)."""
 
     def answer(name: str) -> Callable:
         method = getattr(servicer, name)

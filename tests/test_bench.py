@@ -44,6 +44,14 @@ def test_serve_bench_quick(tmp_path):
         measured = {(c["cell"], c["concurrency"]) for c in report[key] if c["target"] == name}
         assert len(measured) == 4, (name, measured)  # every cell of its door, those of the ratios among them
     assert all(sum(c["errors"].values()) == 0 for c in report["cells"] + report["http_cells"])
+    # The servers each ratio compares are measured in turn: no other cell of theirs between their two.
+    sys.path.insert(0, str(ROOT / "bench"))
+    from serve_report import IN_TURN
+
+    for raw in (report["raw"], report["http_raw"]):
+        in_turn = sorted((r for r in raw if r["target"] in IN_TURN), key=lambda r: r["at"])
+        cells = [(r["cell"], r["concurrency"]) for r in in_turn]
+        assert len(cells) == 8 and all(cells[i] == cells[i + 1] for i in range(0, 8, 2)), cells
     assert report["profile"]["infer_us"] > 0
     markdown = (tmp_path / "serve-quick.md").read_text()
     assert "## Against the targets" in markdown and "## One request, end to end" in markdown
