@@ -99,11 +99,20 @@ def ensure_venv(name: str, root: Path) -> Path:
     return python
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now (the kernel picks it; a race is possible but rare)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free now and that this process has not handed out before: the
+    kernel may give the same free port twice in a row, and a server started with it may not be
+    listening yet, or may share it (forwardpass's workers bind with SO_REUSEPORT) with another."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class PeerProcess(subprocess.Popen):
