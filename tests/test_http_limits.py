@@ -27,6 +27,7 @@ import pytest
 from forwardpass.builder.spec import Activation
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
+from forwardpass.server import rest
 from forwardpass.server.rest import BodyLimits, HttpError, RestApp
 
 from harness import ROOT, ServerProcess, build_into, free_port, scrape
@@ -235,6 +236,28 @@ def test_the_body_timer_is_a_408_and_a_stop_stays_a_cancellation():
     asyncio.run(timed_out())
     asyncio.run(stopped(30, None))  # long before the deadline
     asyncio.run(stopped(0.001, 0.002))
+
+
+def test_the_body_timer_follows_the_chunks(monkeypatch):
+    """One timer serves the whole body: chunks that keep coming, each sooner than the pause allowed
+    between them, go on past the first moment it was set for; a pause longer than that is a 408."""
+    monkeypatch.setattr(rest, "READ_TIMEOUT", 0.2)
+    app = RestApp(None, 1 << 20, 8, BodyLimits(30, 0, 1 << 20))
+
+    def chunks(pauses: list[float]):
+        async def receive():
+            await asyncio.sleep(pauses.pop(0))
+            return {"type": "http.request", "body": b"x", "more_body": bool(pauses)}
+
+        return receive
+
+    async def read(pauses: list[float]):
+        return await app._body(chunks(pauses), {}, [0], 1 << 20, (1 << 20, ""))
+
+    assert asyncio.run(read([0.1] * 6)) == b"x" * 6  # 0.6 s in all, three times the pause allowed
+    with pytest.raises(HttpError) as refused:
+        asyncio.run(read([0.1, 0.1, 0.5, 0.1]))
+    assert refused.value.status == 408 and "no part of the body came for 0.2 s" in str(refused.value)
 
 
 # 3. Heads
