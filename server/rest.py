@@ -418,7 +418,7 @@ class RestApp:
             raise HttpError(408, self._too_slow(size, loop.time() - start)) from None
         finally:
             timer.cancel()
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        body = b"".join(chunks)  # one chunk's bytes come back as they are, not copied
         encoding = headers.get("content-encoding", "")
         if encoding.strip().lower() in ("", "identity"):
             return body
