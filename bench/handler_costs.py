@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
+import inspect
 import sys
 import time
 from collections.abc import Callable
@@ -39,6 +42,7 @@ from serve_http import binary_request, json_request  # noqa: E402
 from servers import request_array, request_bytes  # noqa: E402
 
 from forwardpass.protos import grpc_service_pb2 as pb  # noqa: E402
+from forwardpass.runtime import Runtime  # noqa: E402
 from forwardpass.server import codec, restcodec  # noqa: E402
 from forwardpass.server.dataplane import DataPlane  # noqa: E402
 from forwardpass.server.errors import parsing  # noqa: E402
@@ -56,6 +60,17 @@ PATH = "/v2/models/mlp_3_4_1/infer"
 CALLS = {False: 5000, True: 500}  # per timing, by --quick
 REPEATS = {False: 7, True: 3}
 LARGE_SHARE = 50  # a 65,536-row call is timed over a fiftieth as many calls: each takes 0.2-0.3 ms
+# A large call's onnxruntime run (about 0.2 ms) moves by tens of µs from one timing to the next, as much as
+# the handlers' whole difference: each large call is also timed with the run answered from a memo.
+WITHOUT_COMPUTE = ", compute left out"
+# forwardpass's stages of an HTTP call, timed apart (a stage over and over) and within whole calls (each
+# once per call, between the others), compute left out: (row, owner, attribute).
+STAGES = (
+    ("body read under its limits", RestApp, "_body"),
+    ("decode", restcodec, "infer_request"),
+    ("data plane, all of it", DataPlane, "infer"),
+    ("encode", restcodec, "infer_response"),
+)
 OURS, BARE = "forwardpass", "bare inference server"
 
 
@@ -131,6 +146,108 @@ class Bench:
             runs.append((time.perf_counter_ns() - start) / self.calls / 1000)
         return min(runs)
 
+    @staticmethod
+    @contextlib.contextmanager
+    def compute_left_out():
+        """Every session's run answers at once what it answered the first time for that input's shape and
+        outputs: what stays of a call is the handlers' own work (the answer's arrays are the same ones)."""
+        run, memo = Runtime.run_trusted, {}
+
+        def remembered(runtime: Runtime, x: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+            key = (id(runtime), x.shape, names)
+            if key not in memo:
+                memo[key] = run(runtime, x, names)
+            return memo[key]
+
+        Runtime.run_trusted = remembered
+        try:
+            yield
+        finally:
+            Runtime.run_trusted = run
+
+    @staticmethod
+    @contextlib.contextmanager
+    def clocked(spent: dict[str, int]):
+        """STAGES' functions, each adding its ns to spent[row] while the block runs."""
+        originals = [(owner, attribute, getattr(owner, attribute)) for _, owner, attribute in STAGES]
+        for (row, _, _), (owner, attribute, function) in zip(STAGES, originals):
+            if inspect.iscoroutinefunction(function):
+
+                async def clock(*args, _function=function, _row=row, **kwargs):
+                    start = time.perf_counter_ns()
+                    try:
+                        return await _function(*args, **kwargs)
+                    finally:
+                        spent[_row] += time.perf_counter_ns() - start
+            else:
+
+                def clock(*args, _function=function, _row=row, **kwargs):
+                    start = time.perf_counter_ns()
+                    try:
+                        return _function(*args, **kwargs)
+                    finally:
+                        spent[_row] += time.perf_counter_ns() - start
+
+            setattr(owner, attribute, functools.wraps(function)(clock))
+        try:
+            yield
+        finally:
+            for owner, attribute, function in originals:
+                setattr(owner, attribute, function)
+
+    async def http_stages(self) -> dict[str, dict[str, dict[str, float]]]:
+        """STAGES of forwardpass's batch-1 JSON and 65,536-row binary HTTP calls with compute left out,
+        each timed apart and within whole calls (the fastest of the repeats):
+        {call: {row: {"apart": µs, "within": µs}}}."""
+        large = b"".join(self.large_chunks)
+        with self.compute_left_out():
+            return {
+                "batch 1 JSON": await self.stages_of(self.headers, lambda: self.receive, self.body, 1),
+                f"{LARGE:,} rows binary": await self.stages_of(self.large_headers, self.chunks, large, LARGE_SHARE),
+            }
+
+    async def stages_of(self, raw: list, fresh: Callable, body: bytes, share: int) -> dict[str, dict[str, float]]:
+        """One HTTP call's STAGES, timed apart and within `self.calls // share` whole calls; `fresh()` gives
+        the receive() of one call."""
+        app, count = self.app, max(1, self.calls // share)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
+        split = headers.get(restcodec.HEADER_LENGTH)
+        request = restcodec.infer_request("mlp_3_4_1", "", body, split, None, answer_limit=app.max_body)
+        answer = self.plane.infer(request)
+
+        async def read() -> None:
+            held = [0]
+            await app._body(fresh(), headers, held, *app._body_limits(RestApp.infer, ("mlp_3_4_1",), headers))
+            app.body_bytes -= held[0]  # as _answer gives them back: the worker's budget never fills
+
+        apart = {
+            "body read under its limits": await self.timed_async(read, large=share > 1),
+            "decode": self.timed(
+                lambda: restcodec.infer_request("mlp_3_4_1", "", body, split, None, answer_limit=app.max_body)
+            ),
+            "data plane, all of it": self.timed(lambda: self.plane.infer(request)),
+            "encode": self.timed(lambda: restcodec.infer_response(answer, request.parameters, request.outputs)),
+        }
+        within: dict[str, list[float]] = {row: [] for row, _, _ in STAGES}
+        for _ in range(self.repeats):
+            spent = dict.fromkeys(within, 0)
+            with self.clocked(spent):
+                for _ in range(count):
+                    await app(self.scope(raw), fresh(), self.send)
+            for row, ns in spent.items():
+                within[row].append(ns / count / 1000)
+        return {row: {"apart": apart[row], "within": min(times)} for row, times in within.items()}
+
+    async def timed_large(self, ours: Callable[[], object], bare: Callable[[], object], name: str) -> dict:
+        """Both servers' large call, timed in turn as it is and with compute left out: {server: {row: µs}}."""
+        rows = {OURS: {}, BARE: {}}
+        rows[OURS][name], rows[BARE][name] = await self.timed_async(ours, bare, large=True)
+        with self.compute_left_out():
+            rows[OURS][name + WITHOUT_COMPUTE], rows[BARE][name + WITHOUT_COMPUTE] = await self.timed_async(
+                ours, bare, large=True
+            )
+        return rows
+
     async def timed_async(self, *calls: Callable[[], object], large: bool = False) -> float | tuple[float, ...]:
         """timed() for coroutines; with several calls, each one's fastest, their timings taken in turn
         (this machine's load comes and goes in seconds: each call sees the same moments); a `large`
@@ -183,13 +300,12 @@ class Bench:
             "compute": self.timed(lambda: self.bare_runtime.run_trusted(bare_x, self.bare_runtime.output_names)),
             "encode": self.timed(lambda: bare_inference.http_answer("mlp_3_4_1", "1", bare_y, False)),
         }
-        large = f"whole call, {LARGE:,} rows binary in {len(self.large_chunks)} chunks"
-        ours[large], bare[large] = await self.timed_async(
+        large = await self.timed_large(
             lambda: app(self.scope(self.large_headers), self.chunks(), self.send),
             lambda: self.bare_app(self.scope(self.large_headers), self.chunks(), self.send),
-            large=True,
+            f"whole call, {LARGE:,} rows binary in {len(self.large_chunks)} chunks",
         )
-        return {OURS: ours, BARE: bare}
+        return {OURS: ours | large[OURS], BARE: bare | large[BARE]}
 
     def plane_stages(self, request, x: np.ndarray, rows: int, names: tuple[str, ...]) -> dict[str, float]:
         """The data plane's stages, the same behind both doors."""
@@ -244,17 +360,19 @@ class Bench:
             "whole call": bare_whole,
             "compute": self.timed(lambda: self.bare_runtime.run_trusted(bare_x, self.bare_runtime.output_names)),
         }
-        ours[f"whole call, {LARGE:,} rows"], bare[f"whole call, {LARGE:,} rows"] = await self.timed_async(
-            lambda: ours_call(self.large), lambda: bare_call(self.large), large=True
+        large = await self.timed_large(
+            lambda: ours_call(self.large), lambda: bare_call(self.large), f"whole call, {LARGE:,} rows"
         )
-        return {OURS: ours, BARE: bare}
+        return {OURS: ours | large[OURS], BARE: bare | large[BARE]}
 
 
 TEXT = (
     "µs per batch-1 request in each server's handlers, in process (bench/handler_costs.py): forwardpass's HTTP "
     "app with the token on and its gRPC ModelInfer, beside the bare inference server's app and handler, on the "
     "committed 3-4-1 model; and a 65,536-row call of each (over HTTP with the binary extension, its body handed "
-    "over in 64 KiB chunks as uvicorn does). Each stage is timed apart (the fastest of {repeats} timings of "
+    "over in 64 KiB chunks as uvicorn does), timed also with compute left out (each session answering from a memo "
+    "what it computed the first time: onnxruntime's 0.2 ms moves by as much as the handlers differ). "
+    "Each stage is timed apart (the fastest of {repeats} timings of "
     "{calls:,} calls, a fiftieth as many of 65,536 rows; the two servers' whole calls in turn); "
     "the stages' sum differs from the whole call by the code between them (and over gRPC by parsing: a whole call "
     "parses the request's bytes, each stage takes one parsed message). No sockets, no event loop passes, no "
@@ -278,6 +396,17 @@ def markdown(report: dict) -> str:
             lines.append(f"| {stage} | {us:.2f} | {f'{bare[stage]:.2f}' if stage in bare else '-'} |")
         lines.append(f"\nforwardpass's whole call takes {extra:.1f} µs more than the bare server's "
                      f"({ours['whole call'] / bare['whole call']:.1f}x).")  # fmt: skip
+        for stage in (s for s in ours if s.endswith(WITHOUT_COMPUTE)):
+            lines.append(f"With {LARGE:,} rows and compute left out, {ours[stage] - bare[stage]:.1f} µs more "
+                         f"({ours[stage] / bare[stage]:.1f}x).")  # fmt: skip
+    calls = report["http_stages"]
+    lines += ["", "## forwardpass's HTTP stages, timed apart and within whole calls", "",
+              "Compute left out. Apart: a stage over and over; within: once per whole call, between the others.",
+              "", "| stage | " + " | ".join(f"{call} {how} µs" for call in calls for how in ("apart", "within")) + " |",
+              "|---|" + "---:|" * 2 * len(calls)]  # fmt: skip
+    for row, _, _ in STAGES:
+        cells = (f"{calls[call][row][how]:.2f}" for call in calls for how in ("apart", "within"))
+        lines.append(f"| {row} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -289,7 +418,9 @@ def main() -> int:
     bench = Bench(args.quick)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the loop both doors run on
         http, grpc = runner.run(bench.http()), runner.run(bench.grpc())
-    report = {"machine": machine(), "calls": bench.calls, "repeats": bench.repeats, "http": http, "grpc": grpc}
+        stages = runner.run(bench.http_stages())
+    report = {"machine": machine(), "calls": bench.calls, "repeats": bench.repeats, "http": http, "grpc": grpc,
+              "http_stages": stages}  # fmt: skip
     write_results(args.out, "handler-costs", report, markdown(report))
     return 0
 
