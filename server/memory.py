@@ -6,11 +6,17 @@ back the top of the heap once 128 KiB of it is free. A large request allocates s
 fresh mmap whose every page faults and is zeroed on first touch, and a munmap after: on a 65,536-row
 request that was about half of a worker's CPU (perf: clear_page, exc_page_fault under memmove).
 With both thresholds raised, freed blocks are reused; memory is held up to what the largest
-requests needed at once, no more; under a cgroup memory limit a worker's heaps keep at most an eighth
+requests needed at once, no more; under a cgroup memory limit a worker's heap keeps at most an eighth
 of its share (2 workers in a 1 GiB pod: 64 MiB each), since kept memory counts against the limit
-like any other, and the worker's threads share 2 heaps (arenas) instead of glibc's 8 per core, since
-each heap keeps its own freed memory (the pod-limits run, docs/reliability.md: 956 MiB of 1 GiB at
-the peak with 8 per core, 759 MiB with 2).
+like any other.
+
+The worker's threads share one heap, the main one (one arena), instead of a heap each (glibc's
+default, up to 8 per core). Each heap keeps its own freed memory (the pod-limits run,
+docs/reliability.md: 956 MiB of 1 GiB at the peak with 8 heaps per core, 759 MiB with 2). And a
+65,536-row request over HTTP, served by the HTTP door's thread from a heap of that thread's own,
+cost about a fifth more CPU than from the main heap, in paired runs with the server and the load on
+cores of their own (docs/speed.md, "Against the bare inference servers"). The cap is set before the
+worker starts a thread: a thread keeps the heap it was first given.
 FORWARDPASS_MALLOC=glibc leaves glibc's own thresholds, so that
 the benchmark measures the path before beside this one.
 """
@@ -29,19 +35,19 @@ log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-ARENAS_UNDER_LIMIT = 2  # heaps a worker's threads share under a memory limit
+ARENAS = 1  # heaps a worker's threads share: the main one (see above)
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest on 64-bit: blocks below it come from the heap
 TRIM_THRESHOLD = 256 * 2**20  # free memory a heap keeps before it shrinks
 
 
-def kept_bytes(workers: int) -> tuple[int, int | None]:
-    """Freed memory each of a worker's heaps keeps before it shrinks, and how many heaps its threads
-    share (None: glibc's own count): TRIM_THRESHOLD, or under a cgroup memory limit an eighth of the
-    worker's share where that is less, in ARENAS_UNDER_LIMIT heaps."""
+def kept_bytes(workers: int) -> tuple[int, int]:
+    """Freed memory a worker's heap keeps before it shrinks, and how many heaps its threads share:
+    TRIM_THRESHOLD, or under a cgroup memory limit an eighth of the worker's share where that is less;
+    ARENAS heaps."""
     limit = memory_limit()
     if limit is None:
-        return TRIM_THRESHOLD, None
-    return min(TRIM_THRESHOLD, limit // (8 * workers)), ARENAS_UNDER_LIMIT
+        return TRIM_THRESHOLD, ARENAS
+    return min(TRIM_THRESHOLD, limit // (8 * workers)), ARENAS
 
 
 def keep_freed_memory(kept: int = TRIM_THRESHOLD, arenas: int | None = None) -> bool:
