@@ -14,9 +14,10 @@ The worker's threads share one heap, the main one (one arena), instead of a heap
 default, up to 8 per core). Each heap keeps its own freed memory (the pod-limits run,
 docs/reliability.md: 956 MiB of 1 GiB at the peak with 8 heaps per core, 759 MiB with 2). And a
 65,536-row request over HTTP, served by the HTTP door's thread from a heap of that thread's own,
-took 1.18x the CPU of the bare inference server's, and 0.97x from the main heap (the serve bench;
-docs/speed.md, "Against the bare inference servers"). The cap is set before the worker starts a
-thread: a thread keeps the heap it was first given.
+answered 0.84x and 0.87x of the bare inference server's requests in two serve benches, and 1.02x
+and 0.90x from the main heap in the next two (docs/speed.md, "Against the bare inference
+servers"). The cap is set before the worker starts a thread: a thread keeps the heap it was first
+given.
 FORWARDPASS_MALLOC=glibc leaves glibc's own thresholds, so that
 the benchmark measures the path before beside this one.
 """
