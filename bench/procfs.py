@@ -61,3 +61,20 @@ def machine_busy() -> tuple[float, float]:
 def machine_cores(before: tuple[float, float], after: tuple[float, float]) -> float:
     """How many of the machine's cores were busy, on average, between two machine_busy() readings."""
     return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """CPU nanoseconds these processes' threads have run so far (/proc/PID/task/TID/schedstat): finer than
+    cpu_seconds' clock ticks, for windows of a fraction of a second. A thread gone meanwhile counts nothing."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except OSError:
+                continue
+    return total

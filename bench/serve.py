@@ -77,13 +77,14 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+import paired  # noqa: E402
 import peers  # noqa: E402  (bench/peers: the peer servers and their virtualenvs)
 import perf_analyzer  # noqa: E402
 import serve_http  # noqa: E402
 from closed_loop import AUTHORIZATION, METHOD  # noqa: E402
 from procfs import cpu_seconds, machine_busy, machine_cores, process_tree, rss_mb  # noqa: E402
 from report import machine, percentile, progress  # noqa: E402
-from serve_report import BARE_INFERENCE, BEFORE, IN_TURN, RATIO_OURS, UNGUARDED  # noqa: E402
+from serve_report import BARE_INFERENCE, BEFORE, IN_TURN, RATIO_CELLS, RATIO_OURS, UNGUARDED  # noqa: E402
 from servers import (  # noqa: E402
     OtlpSink,
     forwardpass_command,
@@ -116,6 +117,7 @@ class Target:
     http: bool = False  # also measured over HTTP/REST (serve_http.CELLS), on the same server
     binary: bool = True  # 65,536 rows over HTTP with Triton's binary extension; else JSON
     ceiling: bool = False  # answers fixed bytes, computing nothing (bench/stacks.py bare, bare-http)
+    paired_only: bool = False  # measured only in the ratio cells' alternating windows (bench/paired.py)
 
 
 class Bench:
@@ -130,6 +132,7 @@ class Bench:
             (self.work / f"response-{rows}.bin").write_bytes(response_bytes(rows))
         self.results: list[dict] = []
         self.http_results: list[dict] = []
+        self.paired_results: list[dict] = []  # the ratio cells, measured in alternating windows
         self.workers = args.workers
         self._http_setup()
 
@@ -191,8 +194,8 @@ class Bench:
             ours_n,
             Target("forwardpass, 1 worker, batching", ours_command(1, batched)),
             Target(f"forwardpass, {n} workers, batching", ours_command(n, batched)),
-            # What the token and metrics cost: the same worker without them.
-            Target(UNGUARDED, forwardpass_command(1, plain), http=True),
+            # What the token and metrics cost: the same worker without them, in the ratio cells only.
+            Target(UNGUARDED, forwardpass_command(1, plain), http=True, paired_only=True),
         ]
         if self.args.quick:
             return [targets[0], bare_http, *anchors, ours]
@@ -291,24 +294,52 @@ class Bench:
                 memory[target.name] = rss_mb(process_tree(process.pid))
             for label, concurrency, rows in CELLS:
                 for target, port, _, process in started:
-                    if (label, concurrency, rows) not in target.cells or (target.ceiling and rows != 1):
+                    if target.paired_only or (label, concurrency, rows) not in target.cells:
+                        continue
+                    if target.ceiling and rows != 1:
                         continue  # a ceiling's 65,536 rows: measured below with the matching canned response
                     at = time.time()  # when the cell began: the report shows the ratios' cells measured in turn
                     cell = {"at": at, **self._cell(port, process, concurrency, rows)}
                     self._record(target, run, label, memory[target.name], cell)
             for label, concurrency, rows in serve_http.CELLS:
                 for target, _, http_port, process in started:
-                    if target.http:
+                    if target.http and not target.paired_only:
                         at = time.time()
                         cell = {"at": at, **self._http_cell(target, http_port, process, concurrency, rows)}
                         where = {"target": target.name, "run": run, "cell": label, "rss_mb": memory[target.name]}
                         self.http_results.append({**where, **cell})
+            if any(target.name in IN_TURN for target, *_ in started):
+                self._paired(started, run)
         finally:
             for *_, process in started:
                 peers.stop(process)
         for target in targets:
             if target.ceiling and target.cells:
                 self._bare_large(target, run)
+
+    def _paired(self, started: list, run: int) -> None:
+        """The cells the cost-per-request ratios name, on the ratio servers of their door in alternating
+        windows (bench/paired.py): forwardpass as deployed, the bare inference server, forwardpass without
+        token and metrics."""
+        for door, cell, concurrency, _ in RATIO_CELLS:
+            http = door == "HTTP"
+            names = (RATIO_OURS, BARE_INFERENCE[door], UNGUARDED)
+            servers = [
+                paired.Server(target.name, http_port if http else port, process.pid)
+                for target, port, http_port, process in started
+                if target.name in names and (http_port if http else port)
+            ]
+            if len(servers) < 2:
+                continue
+            rows = serve_http.LARGE if "65,536" in cell else 1
+            if http:
+                request = self.http_requests[("binary" if rows > 1 else "JSON", rows)]
+                found = paired.http_cell(servers, request, concurrency, self.args.quick, self.work)
+            else:
+                found = paired.grpc_cell(servers, self.requests[rows], concurrency, self.args.quick, self.work)
+            for name, result in found.items():
+                where = {"target": name, "run": run, "door": door, "cell": cell, "concurrency": concurrency}
+                self.paired_results.append({**where, "rows": rows, **result})
 
     def _http_request(self, target: Target, rows: int) -> serve_http.Request:
         encoding = "binary" if rows > 1 and target.binary else "JSON"
@@ -662,6 +693,7 @@ def main() -> int:
         "raw": bench.results,
         "http_cells": aggregate(bench.http_results),
         "http_raw": bench.http_results,
+        "paired": bench.paired_results,
         **extras,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from bare_inference import http_answer
 from closed_loop import AUTHORIZATION
-from procfs import cpu_seconds, machine_busy, machine_cores, process_tree
+from procfs import cpu_ns, machine_busy, machine_cores, process_tree
 from report import percentile
 
 MODEL_NAME = "mlp_3_4_1"
@@ -119,6 +119,29 @@ def cell(
 ) -> dict:
     """h2load --h1 with `concurrency` connections for warmup + seconds; the server's and h2load's CPU in the
     measured window, every logged answer's status and latency."""
+    found = load(port, process.pid, request, concurrency, warmup, seconds, log)
+    latencies = found["latencies_ms"]
+    answers = len(latencies)
+    server_cpu = found["server_cpu_ns"] / 1e9
+    return {
+        "concurrency": concurrency,
+        "encoding": request.encoding,
+        "req_per_s": answers / seconds,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "errors": found["errors"],
+        "status_read_in_warmup": found["status_read_in_warmup"],
+        "server_cores": server_cpu / seconds,
+        "client_cores": found["client_cpu_ns"] / 1e9 / seconds,
+        "machine_cores": found["machine_cores"],
+        "server_cpu_ms_per_req": server_cpu / answers * 1000 if answers else None,
+        "h2load": found["h2load"],
+    }
+
+
+def load(port: int, pid: int, request: Request, concurrency: int, warmup: float, seconds: float, log: Path) -> dict:
+    """One h2load --h1 window on the server of process pid: every answer's latency (ms, sorted) and the
+    errors, the server's and h2load's CPU (ns) over the measured seconds."""
     if shutil.which("h2load") is None:
         raise SystemExit("the HTTP cells need h2load (Debian's nghttp2-client)")
     command = ["h2load", "--h1", f"http://127.0.0.1:{port}{PATH}", "-d", str(request.path)]
@@ -130,10 +153,10 @@ def cell(
     load = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(warmup)
-        tree = process_tree(process.pid)
-        server_before, client_before, busy_before = cpu_seconds(tree), cpu_seconds([load.pid]), machine_busy()
+        tree = process_tree(pid)
+        server_before, client_before, busy_before = cpu_ns(tree), cpu_ns([load.pid]), machine_busy()
         time.sleep(seconds)
-        server_cpu, client_cpu = cpu_seconds(tree) - server_before, cpu_seconds([load.pid]) - client_before
+        server_cpu, client_cpu = cpu_ns(tree) - server_before, cpu_ns([load.pid]) - client_before
         busy_after = machine_busy()
         output, _ = load.communicate(timeout=seconds + 120)
     finally:
@@ -155,19 +178,12 @@ def cell(
         else:
             key = "failed stream" if status == "-1" else f"HTTP {status}"
             errors[key] = errors.get(key, 0) + 1
-    latencies.sort()
-    answers = len(latencies)
     return {
-        "concurrency": concurrency,
-        "encoding": request.encoding,
-        "req_per_s": answers / seconds,
-        "p50_ms": percentile(latencies, 50),
-        "p99_ms": percentile(latencies, 99),
+        "latencies_ms": sorted(latencies),
         "errors": errors,
         "status_read_in_warmup": unread,
-        "server_cores": server_cpu / seconds,
-        "client_cores": client_cpu / seconds,
+        "server_cpu_ns": server_cpu,
+        "client_cpu_ns": client_cpu,
         "machine_cores": machine_cores(busy_before, busy_after),
-        "server_cpu_ms_per_req": server_cpu / answers * 1000 if answers else None,
         "h2load": " ".join(command[:1] + command[2:]),
     }

@@ -16,13 +16,15 @@ LARGE_BEFORE = ("forwardpass, 1 worker, --no-columns-inside", BEFORE)
 BARE_INFERENCE = {"gRPC": "bare inference gRPC, 1 process", "HTTP": "bare inference HTTP, 1 process"}
 RATIO_OURS = "forwardpass, 1 worker"  # with the token and metrics on, as deployed
 UNGUARDED = "forwardpass, 1 worker, no token, no metrics"
-# The servers the ratios compare: up together and measured in turn, cell by cell (bench/serve.py).
+# The servers the ratios compare: up together, and in the ratio cells measured in alternating windows.
 IN_TURN = (*BARE_INFERENCE.values(), RATIO_OURS, UNGUARDED)
 BARE_INFERENCE_TEXT = (
     "forwardpass with 1 worker against the bare inference server of the same door (bench/bare_inference.py: "
     "one process on the same stack, the same onnxruntime session and call, no checks, statistics, limits or "
     "token), measured in the same run: both servers (and forwardpass without token and metrics) are up "
-    "together and measured in turn, cell by cell, the order reversed every other run."
+    "together and take the cell's load in alternating windows (bench/paired.py: a quarter of a second each "
+    "over gRPC, half a second over HTTP, 3 s per server in all, the order reversed every round), so that "
+    "both sides of a ratio sample the same seconds of this shared machine."
 )
 RATIO_TARGET = 0.9  # forwardpass req/s / the bare inference server's, in every cell below
 # The cells the targets name: (door, cell, in flight, the body it sends).
@@ -273,8 +275,8 @@ def markdown(report: dict) -> str:
 
 SAFEGUARD_TEXT = (
     f"{RATIO_OURS} (as deployed: the token checked on every call, metrics served) over {UNGUARDED}, in the "
-    "same run and cells. Statistics and the robustness limits are always on; their share of a request is in "
-    "bench/results/profile.md (stages stats, validate, read)."
+    "same run, cells and alternating windows. Statistics and the robustness limits are always on; their "
+    "share of a request is in bench/results/profile.md (stages stats, validate, read)."
 )
 
 
@@ -299,8 +301,12 @@ def bare_inference_ratios(report: dict, anchors: dict[str, str] = BARE_INFERENCE
     forwardpass's req/s over the anchor's of that door (the bare inference server's), run by run (the runs
     measured on both)."""
     found = []
+    alternated = report.get("paired")
     for door, cell, concurrency, body in RATIO_CELLS:
-        raw = report.get("http_raw" if door == "HTTP" else "raw") or []
+        if alternated:  # bench/paired.py's alternating windows; a report from before them has only the cells
+            raw = [r for r in alternated if r["door"] == door]
+        else:
+            raw = report.get("http_raw" if door == "HTTP" else "raw") or []
         ours, bare = (_by_run(raw, (target, cell, concurrency)) for target in (RATIO_OURS, anchors[door]))
         paired = sorted(run for run in ours.keys() & bare.keys() if bare[run]["req_per_s"])
         if not paired:

@@ -52,6 +52,15 @@ def test_serve_bench_quick(tmp_path):
         in_turn = sorted((r for r in raw if r["target"] in IN_TURN), key=lambda r: r["at"])
         cells = [(r["cell"], r["concurrency"]) for r in in_turn]
         assert len(cells) == 8 and all(cells[i] == cells[i + 1] for i in range(0, 8, 2)), cells
+    # The ratio cells again, in alternating windows (bench/paired.py): each on both servers, every window answered.
+    import paired
+
+    alternated: dict[tuple, set[str]] = {}
+    for r in report["paired"]:
+        alternated.setdefault((r["door"], r["cell"], r["concurrency"]), set()).add(r["target"])
+        windows = (paired.HTTP_WINDOWS if r["door"] == "HTTP" else paired.GRPC_WINDOWS)[True][0]
+        assert r["windows"] == windows and r["req_per_s"] > 0 and not r["errors"], r
+    assert len(alternated) == 6 and all(len(names) == 2 for names in alternated.values()), alternated
     assert report["profile"]["infer_us"] > 0
     markdown = (tmp_path / "serve-quick.md").read_text()
     assert "## Against the targets" in markdown and "## One request, end to end" in markdown
