@@ -1,6 +1,6 @@
 """Serving speed: forwardpass beside the gRPC and HTTP ceilings and the servers users would run instead.
 
-    python bench/serve.py             # 3 runs (make bench): about 23 minutes, make bench in all about 26
+    python bench/serve.py             # 3 runs (make bench): about 25 minutes, make bench in all about 28
     python bench/serve.py --quick     # forwardpass (1 worker) and the bare servers only, a second per cell (CI)
     python bench/serve.py --no-peers  # without MLServer, KServe and PyTriton
     python bench/serve.py --history   # also what the speed work replaced, switched back (about 3 minutes more)
@@ -44,13 +44,16 @@ and the latencies. The servers that speak both protocols serve both tables from 
 The cost-per-request ratios: forwardpass with 1 worker over the bare inference server of the same door,
 run by run, in the cells the targets name (HTTP JSON batch 1 at 1 and 16 in flight, HTTP binary 65,536
 rows at 1; gRPC batch 1 at 1 and 16, gRPC 65,536 rows at 1), with both sides' p99 and server CPU per
-request. Those servers (and forwardpass without token and metrics) are up together and measured in
-turn, cell by cell, in reverse order every other run, so that each ratio compares neighbouring
-seconds of this shared machine. Results: bench/results/serve.{json,md}.
-Duration: 3 runs x 12 servers x 4 gRPC cells and 10 servers x 4 HTTP cells of 4 s (1 s warm-up, 3 s
-measured) is about 18 minutes; the profile, batching, h2load and perf_analyzer cells and the servers'
-starts and stops bring it to about 23 (make bench in all took 25.6 minutes on a 2-core machine, and
-29.5 with the --history cells).
+request. Those servers (and forwardpass without token and metrics, measured there only) are up together;
+after their cells, each ratio cell's load goes to them in alternating windows (bench/paired.py: 12 of
+a quarter of a second each over gRPC, 6 of half a second over HTTP, the order reversed every round), so
+that both sides of a ratio sample the same seconds of this shared machine. Results:
+bench/results/serve.{json,md}.
+Duration: 3 runs x 11 servers x 4 gRPC cells and 9 servers x 4 HTTP cells of 4 s (1 s warm-up, 3 s
+measured) is about 16 minutes; the ratio cells' windows add about 70 s a run, and the profile,
+batching, h2load and perf_analyzer cells and the servers' starts and stops bring it to about 25
+(make bench took 25.6 minutes on a 2-core machine before the windows, and 29.5 with the --history
+cells; --no-peers took 17.3 minutes with them, on a day this machine ran slower).
 """
 
 from __future__ import annotations
