@@ -136,6 +136,7 @@ class Bench:
         self.results: list[dict] = []
         self.http_results: list[dict] = []
         self.paired_results: list[dict] = []  # the ratio cells, measured in alternating windows
+        self.logs: dict[int, tuple[str, Path]] = {}  # each started server's name and output, by pid
         self.workers = args.workers
         self._http_setup()
 
@@ -242,7 +243,7 @@ class Bench:
         """Start a target: its gRPC port (None without gRPC cells), HTTP port (None unless measured), process."""
         http_port = peers.free_port() if target.http else None
         if target.command and not target.cells:  # HTTP only: its one port is HTTP
-            port, process = start(target.command)
+            port, process = self._logged(target, target.command)
             return None, port, process
         if target.command:
             command = list(target.command)
@@ -250,7 +251,7 @@ class Bench:
                 command += ["--response", str(self.work / "response-1.bin")]
             if http_port:
                 command[command.index("--http-port") + 1] = str(http_port)
-            port, process = start(command)
+            port, process = self._logged(target, command)
             return port, http_port, process
         port = peers.free_port()
         python = peers.ensure_venv(target.peer, peers.default_root())
@@ -279,6 +280,22 @@ class Bench:
                 step += 1
                 progress(step, steps, f"run {run + 1}: {', '.join(target.name for target in group)}")
                 self._measure(group if run % 2 == 0 else group[::-1], run)
+
+    def _logged(self, target: Target, command: list[str]) -> tuple[int, subprocess.Popen]:
+        """start(), the server's output to a file of the bench's work folder (servers.start discards it)."""
+        log = self.work / f"server-{len(self.logs)}.log"
+        with log.open("wb") as output:
+            port, process = start(command, output=output)
+        self.logs[process.pid] = (target.name, log)
+        return port, process
+
+    def _say_logs(self, started: list) -> None:
+        """The last lines each started server wrote, for a bench that stops on one of them."""
+        for *_, process in started:
+            name, log = self.logs.get(process.pid, (None, None))
+            if log is not None:
+                tail = log.read_text(errors="replace").splitlines()[-20:]
+                print(f"--- {name} (pid {process.pid}), the end of its output:", *tail, sep="\n", file=sys.stderr)
 
     def _measure(self, targets: list[Target], run: int) -> None:
         """Start the targets, measure each cell on each of them in turn, stop them."""
@@ -313,6 +330,9 @@ class Bench:
                         self.http_results.append({**where, **cell})
             if any(target.name in IN_TURN for target, *_ in started):
                 self._paired(started, run)
+        except Exception:
+            self._say_logs(started)
+            raise
         finally:
             for *_, process in started:
                 peers.stop(process)
