@@ -8,7 +8,7 @@ as deployed (1 worker, the token checked, metrics served, statistics and limits 
 inference server of that door (bench/bare_inference.py) each take requests at 1 in flight (h2load --h1 for
 HTTP, bench/loadgen.py for gRPC, the serve bench's loads) while py-spy samples the serving process:
 
-    py-spy record --pid PID --threads --nonblocking --rate 1000 --format raw --duration 2 --output stacks.txt
+    py-spy record --pid PID --threads --nonblocking --rate 1000 --format raw --duration 1 --output stacks.txt
 
 --nonblocking reads the stacks without stopping the process: it runs at full speed, and py-spy can tell
 a thread that waits (its samples are dropped) from one that works. Each sample is given to the stage of
@@ -50,9 +50,9 @@ from servers import forwardpass_command, request_bytes, start, wait_answering  #
 RATE = 1000  # samples per second
 TICKS = os.sysconf("SC_CLK_TCK")  # /proc's CPU times are in these
 # (seconds py-spy samples, from when): within the serve bench's measured window of a cell (serve.py's
-# CELL_SECONDS: after 1 s of warm-up, 3 s; --quick: 0.3 s, then 1 s), so that every sample falls where
+# CELL_SECONDS: after 1 s of warm-up, 2 s; --quick: 0.3 s, then 1 s), so that every sample falls where
 # requests are coming.
-SAMPLING = {False: (2, 1.5), True: (1, 0.3)}
+SAMPLING = {False: (1, 1.5), True: (1, 0.3)}
 # (stage, what it holds, the frames that are it): a frame is `function (file:line)` as py-spy writes it,
 # and matches a pattern `file.py`, `file.py:function` or `:function` (any file). A sample goes to the
 # stage of its innermost matching frame; in a frame matched twice, the first stage listed wins.

@@ -1,6 +1,6 @@
 """Serving speed: forwardpass beside the gRPC and HTTP ceilings and the servers users would run instead.
 
-    python bench/serve.py             # 3 runs (make bench): about 25 minutes, make bench in all about 28
+    python bench/serve.py             # 3 runs (make bench): about 20 minutes, make bench in all about 29
     python bench/serve.py --quick     # forwardpass (1 worker) and the bare servers only, a second per cell (CI)
     python bench/serve.py --no-peers  # without MLServer, KServe and PyTriton
     python bench/serve.py --history   # also what the speed work replaced, switched back (about 3 minutes more)
@@ -49,11 +49,12 @@ after their cells, each ratio cell's load goes to them in alternating windows (b
 a quarter of a second each over gRPC, 6 of half a second over HTTP, the order reversed every round), so
 that both sides of a ratio sample the same seconds of this shared machine. Results:
 bench/results/serve.{json,md}.
-Duration: 3 runs x 11 servers x 4 gRPC cells and 9 servers x 4 HTTP cells of 4 s (1 s warm-up, 3 s
-measured) is about 16 minutes; the ratio cells' windows add about 70 s a run, and the profile,
-batching, h2load and perf_analyzer cells and the servers' starts and stops bring it to about 25
-(make bench took 25.6 minutes on a 2-core machine before the windows, and 29.5 with the --history
-cells; --no-peers took 17.3 minutes with them, on a day this machine ran slower).
+Duration: 3 runs x 11 servers x 4 gRPC cells and 9 servers x 4 HTTP cells of 3 s (1 s warm-up, 2 s
+measured; the ratio cells take their 3 s a server in the windows) is about 12 minutes; the windows add
+about 70 s a run, and the profile, batching, h2load and perf_analyzer cells and the servers' starts and
+stops bring it to about 20. On a day this 2-core machine ran slow, with 3 s measured per cell, it took
+24.2 minutes, and make bench's other benches 8.8 more: the cells were cut to 2 s for make bench to stay
+under 30 minutes.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
 
 MODEL = ROOT / "models" / "mlp_3_4_1" / "1" / "model.onnx"
 # A cell's (warm-up, measured) seconds; --quick's first.
-CELL_SECONDS = {False: (1.0, 3.0), True: (0.3, 1.0)}
+CELL_SECONDS = {False: (1.0, 2.0), True: (0.3, 1.0)}
 CELLS = (("batch 1", 1, 1), ("batch 1", 16, 1), ("batch 1", 64, 1), ("65,536 rows", 1, 65536))
 
 
