@@ -1,10 +1,11 @@
 """Servers measured in alternation: short windows of the same load, server after server, round after round.
 
 bench/serve.py's cost-per-request ratios compare servers that differ by a tenth or less, on a shared machine
-whose speed drifts by more than that within seconds: in cells of 3 s measured one after another, a ratio
-spread 0.74-1.20x over three runs. Measured in windows of a quarter to half a second, each server in turn
-and the order reversed every round, both sides of a ratio sample the same seconds, and a run's ratio (of
-the answers summed over its windows) spread 0.92-0.93x in three side runs of the same servers.
+whose speed drifts by more than that within seconds: in cells of 3 s measured one after another, gRPC's
+65,536-row ratio spread 0.74-1.20x over three runs. Measured in windows of a quarter to half a second,
+each server in turn and the order reversed every round, both sides of a ratio sample the same seconds:
+a run's ratio (of the answers summed over its windows) spread 0.87-0.93x and 0.88-0.89x in the next two
+serve benches (docs/speed.md, "Against the bare inference servers").
 
     python bench/paired.py --request req.bin --concurrency 1 --windows 12 --window 0.25 --out out.json \\
         --server "bare inference gRPC, 1 process=PORT:PID" --server "forwardpass, 1 worker=PORT:PID"
@@ -31,7 +32,7 @@ import serve_http
 from procfs import cpu_ns, process_tree
 from report import percentile
 
-# (windows per server, seconds each): measured seconds as the serve bench's 3 s cells, and --quick's.
+# (windows per server, seconds each): 3 s a server in all, as the ratio cells had in turn before; --quick's.
 GRPC_WINDOWS = {False: (12, 0.25), True: (4, 0.25)}
 HTTP_WINDOWS = {False: (6, 0.5), True: (2, 0.5)}
 HTTP_WARMUP = 0.1  # h2load's warm-up before each window: its connections opened, not counted
