@@ -63,7 +63,7 @@ STAGES = (
     ("auth", "the token, Host and Origin checks", ("credentials.py", "server/security.py", ":RestApp._authorize",
      ":RestApp._check_host", ":RestApp._host_is_allowed", ":RestApp._check_origin", ":RestApp.needs_token")),
     ("route", "the path's route, the model's lookup", (":RestApp._find_route", ":_match", ":_path", ":_model",
-     "server/repository.py", ":DataPlane.model", ":DataPlane.batches", ":DataPlane.input_bound")),
+     "server/repository.py", ":DataPlane.model", ":DataPlane.find", ":DataPlane.input_bound")),
     ("decode", "body or message to arrays", ("server/restcodec.py:infer_request", "server/restcodec.py:_request",
      "server/restcodec.py:_from_json", "server/restcodec.py:_input", "server/restcodec.py:_numbers",
      "server/restcodec.py:_json", "server/jsonslices.py", "server/codec.py:infer_request", "server/codec.py:_input",

@@ -29,27 +29,32 @@ def infer_request(
     (see `deadline`); `answer_limit` the largest answer the server sends (its outputs go as raw bytes);
     `raw` the request's raw_input_contents when the caller has read them already (raw_contents)."""
     raw = raw_contents(request) if raw is None else raw
-    if raw and len(raw) != len(request.inputs) == 1:  # with another count of inputs, the data plane says more
+    tensors = request.inputs  # protobuf makes a new view of a repeated field or map on each read: each read once
+    if raw and len(raw) != len(tensors) == 1:  # with another count of inputs, the data plane says more
         raise ForwardpassError(f"{len(raw)} raw_input_contents entries for 1 input")
-    inputs = tuple([_input(tensor, raw[i] if i < len(raw) else None) for i, tensor in enumerate(request.inputs)])
-    # Each field read once: protobuf makes a new view of a fresh message's repeated field or map per read.
+    if len(tensors) == 1:  # the usual request: no enumerate over a view of the field
+        inputs = (_input(tensors[0], raw[0] if raw else None),)
+    else:
+        inputs = tuple([_input(tensor, raw[i] if i < len(raw) else None) for i, tensor in enumerate(tensors)])
     named, given = request.outputs, request.parameters
+    # Positional: a slotted dataclass takes its fields by keyword at about twice the cost (inference.py).
     return InferRequest(
-        model=request.model_name,
-        version=request.model_version,
-        inputs=inputs,
-        outputs=tuple([RequestedOutput(o.name, parameters(o.parameters)) for o in named]) if named else (),
-        id=request.id,
-        parameters=parameters(given) if given else {},
-        deadline_ns=deadline_ns,
-        answer_limit=answer_limit,
+        request.model_name,
+        request.model_version,
+        inputs,
+        tuple([RequestedOutput(o.name, parameters(o.parameters)) for o in named]) if named else (),
+        request.id,
+        parameters(given) if given else {},
+        deadline_ns,
+        answer_limit,
     )
 
 
 def raw_contents(request: pb.ModelInferRequest) -> list[bytes]:
     """The request's raw_input_contents, read once: protobuf copies an entry out on every read of it
-    (about 19 µs for 65,536 rows of 3 float32 values)."""
-    return list(request.raw_input_contents)
+    (about 19 µs for 65,536 rows of 3 float32 values). A slice makes the list in one call (list() walks
+    the field's view entry by entry, at twice the cost for one entry)."""
+    return request.raw_input_contents[:]
 
 
 def converted_values(request: pb.ModelInferRequest, enough: int) -> int:
@@ -92,14 +97,9 @@ def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> 
     else:
         data = getattr(tensor.contents, typed[0]) if typed else None
     given = tensor.parameters
-    return InferInput(
-        name=tensor.name,
-        datatype=tensor.datatype,
-        shape=tuple(tensor.shape),
-        data=data,
-        parameters=parameters(given) if given else {},
-        typed_field=typed[0] if typed else None,
-    )
+    # The shape sliced first: a tuple of the field's view reads it value by value, at twice the cost.
+    return InferInput(tensor.name, tensor.datatype, tuple(tensor.shape[:]), data, parameters(given) if given else {},
+                      typed[0] if typed else None)  # fmt: skip
 
 
 def parameters(message) -> dict[str, object]:

@@ -22,7 +22,6 @@ import numpy as np
 
 from forwardpass import __version__
 from forwardpass.builder.tritonconfig import PLATFORM
-from forwardpass.dtypes import BY_DATATYPE
 from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.layout import check_model_name, shown
 from forwardpass.protos.model_config_pb2 import ModelConfig
@@ -218,13 +217,14 @@ class DataPlane:
         return [VersionStatistics(m.name, str(m.version), m.stats.snapshot()) for m in models]
 
     # Inference.
-    def batches(self, name: str, version: str = "") -> bool:
-        """Whether a call to this model may wait for others (dynamic batching): an event loop must
-        not run it inline. False for a model that cannot be found: its call fails at once."""
+    def find(self, name: str, version: str = "") -> ServedModel | None:
+        """The loaded version a call names, for its front door to decide where the call runs (`waits`)
+        and to hand back to `infer`, so that a call looks its model up once; None where it cannot be
+        found: the call then fails in `infer`, which says why."""
         try:
-            return self.model(name, version).batcher is not None
+            return self.model(name, version)
         except ForwardpassError:
-            return False
+            return None
 
     def input_bound(self, name: str, version: str = "") -> tuple[int, int] | None:
         """The most rows a request to this model may hold (max_batch_size; 0: no limit) and the values
@@ -236,9 +236,9 @@ class DataPlane:
             return None
         return model.max_batch_size, math.prod(d for d in model.input.shape if d != -1)
 
-    @_logged("infer")
-    def infer(self, request: InferRequest) -> InferResponse:
-        """Check the request once, run it, and count it."""
+    def infer(self, request: InferRequest, model: ServedModel | None = None) -> InferResponse:
+        """Check the request once, run it, and count it; `model` is the version `find` gave for it
+        (looked up here when None)."""
         start = time.monotonic_ns()
         access = ACCESS.get() if self.log_requests else None
         if access is not None:
@@ -246,20 +246,27 @@ class DataPlane:
         trace = TRACE.get() if self.tracing else None
         if trace is not None:
             trace.about(request.model, request.version, request.id)
-        model = self.model(request.model, request.version)
+        # The failure's log line written here, not by _logged's wrapper: one call less on every request.
+        try:
+            if model is None:
+                model = self.model(request.model, request.version)
+        except ForwardpassError as exc:
+            log_failure("infer", request.model, exc)
+            raise
         try:
             x, rows, names = validate(request, model)
             check_answer_size(request, model, rows, names)
-            _check_deadline(request, start)
+            if request.deadline_ns is not None or request.parameters:
+                _check_deadline(request, start)
             checked = time.monotonic_ns()
             outputs = model.infer(x, rows, names, trace)
             computed = time.monotonic_ns()
-            datatype = BY_DATATYPE[model.input.datatype]
-            answer = tuple(
-                [OutputTensor(n, datatype.datatype, _little_endian(outputs[n], datatype.numpy)) for n in names]
-            )
-        except Exception:
+            datatype, dtype = model.input.datatype, model.input_dtype  # the outputs' too
+            answer = tuple([OutputTensor(n, datatype, _little_endian(outputs[n], dtype)) for n in names])
+        except Exception as exc:
             model.stats.record_failure(time.monotonic_ns() - start)
+            if isinstance(exc, ForwardpassError):
+                log_failure("infer", request.model, exc)
             raise
         done = time.monotonic_ns()
         model.stats.record_success(rows, checked - start, computed - checked, done - computed, model.batcher is None)
@@ -299,6 +306,12 @@ class DataPlane:
         if self.control is None:
             raise ForwardpassError("this server has no model control", Kind.UNSUPPORTED)
         return self.control
+
+
+def waits(model: ServedModel | None) -> bool:
+    """Whether a call to this model (`DataPlane.find`) may wait for others (dynamic batching): an event
+    loop must not run it inline. False for a model that cannot be found: its call fails at once."""
+    return model is not None and model.batcher is not None
 
 
 def _check_deadline(request: InferRequest, start_ns: int) -> None:

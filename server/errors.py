@@ -1,4 +1,5 @@
-"""ForwardpassError kinds as gRPC status codes, in one decorator around every (asyncio) RPC.
+"""ForwardpassError kinds as gRPC status codes, in one decorator around every (asyncio) RPC but
+ModelInfer, which calls the decorator's `failed` itself.
 
 Request-content errors are INVALID_ARGUMENT (Triton's choice), an unknown model or version is
 NOT_FOUND (KServe's and MLServer's choice), a model that is not ready is UNAVAILABLE. A bug is
@@ -10,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import NoReturn
 
 import grpc
 
@@ -70,17 +72,23 @@ def rpc(method: Callable) -> Callable:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
         try:
             return await method(self, request, context)
-        except ForwardpassError as exc:
-            message = message_of(request)
-            model = getattr(message, "model_name", None) or getattr(message, "name", "")
-            log_failure(method.__name__, model, exc)  # an error the codec raised, before the data plane
-            await context.abort(STATUS[exc.kind], str(exc))
-        except Exception as exc:  # a bug: keep serving, say so, log the traceback
-            log.exception("%s failed", method.__name__)
-            detail = f"internal error in {method.__name__}: {type(exc).__name__}: {exc}"
-            await context.abort(grpc.StatusCode.INTERNAL, detail)
+        except Exception as exc:
+            await failed(context, method.__name__, request, exc)
 
     return wrapper
+
+
+async def failed(context: grpc.aio.ServicerContext, call: str, request, exc: Exception) -> NoReturn:
+    """End an RPC that raised: a ForwardpassError with its status and message, anything else (a bug:
+    keep serving, say so, log the traceback) INTERNAL. `rpc` calls it, and so does an RPC that does
+    its own wrapping (servicer.ModelInfer)."""
+    if isinstance(exc, ForwardpassError):
+        message = message_of(request)
+        model = getattr(message, "model_name", None) or getattr(message, "name", "")
+        log_failure(call, model, exc)  # an error the codec raised, before the data plane
+        await context.abort(STATUS[exc.kind], str(exc))
+    log.error("%s failed", call, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {call}: {type(exc).__name__}: {exc}")
 
 
 def message_of(request):

@@ -113,13 +113,16 @@ def timeout_ns(parameters: Mapping[str, object]) -> int | None:
 
 def validate(request: InferRequest, model: ServedModel) -> tuple[np.ndarray, int, tuple[str, ...]]:
     """The input as an array, its row count and the outputs to compute; errors name the problem."""
-    check_parameters(request.parameters, "the request")
+    # Every request passes here: what most send (no parameters, raw bytes, every output) takes no call
+    # or string it does not need.
+    if request.parameters:
+        check_parameters(request.parameters, "the request")
     expected = model.input
     if len(request.inputs) != 1:
         got = ", ".join(f"'{i.name}'" for i in request.inputs) or "none"
         raise ForwardpassError(f"model '{model.name}' takes 1 input '{expected.name}', got {got}")
     tensor = request.inputs[0]
-    if tensor.parameters:  # the place is named only for a refusal: no string made for an empty map
+    if tensor.parameters:
         check_parameters(tensor.parameters, f"input '{tensor.name}'")
     if tensor.name != expected.name:
         raise ForwardpassError(f"unexpected input '{tensor.name}' for model '{model.name}'; it takes '{expected.name}'")
@@ -130,19 +133,14 @@ def validate(request: InferRequest, model: ServedModel) -> tuple[np.ndarray, int
         )
     rows = _rows(tensor.shape, model)
     x = _array(tensor, model)
-    return x, rows, _outputs(request.outputs, model)
+    return x, rows, _outputs(request.outputs, model) if request.outputs else model.output_names
 
 
 def _rows(shape: tuple[int, ...], model: ServedModel) -> int:
-    expected, axis = model.input.shape, model.batch_axis
-    # The usual input, one -1 (the rows): compared as slices around it, in C, not value by value.
-    if expected.count(-1) == 1:
-        fits = (
-            len(shape) == len(expected)
-            and shape[:axis] == expected[:axis]
-            and shape[axis + 1 :] == expected[axis + 1 :]
-            and shape[axis] >= 0
-        )
+    expected, axis, around = model.input.shape, model.batch_axis, model.shape_around_rows
+    if around is not None:  # the usual input, one -1 (the rows)
+        fits = len(shape) == len(expected) and shape[:axis] == around[0] and shape[axis + 1 :] == around[1]
+        fits = fits and shape[axis] >= 0
     else:
         fits = len(shape) == len(expected) and all(d == n if d != -1 else n >= 0 for d, n in zip(expected, shape))
     if not fits:
@@ -162,24 +160,23 @@ def _rows(shape: tuple[int, ...], model: ServedModel) -> int:
 
 def _array(tensor: InferInput, model: ServedModel) -> np.ndarray:
     """The tensor's data as an array of its shape: raw bytes without a copy, typed values cast."""
-    dtype = BY_DATATYPE[model.input.datatype]
-    count = math.prod(tensor.shape)
-    declared = tensor.parameters.get(BINARY_DATA_SIZE)
-    if not isinstance(tensor.data, RAW):
+    data, dtype, count = tensor.data, model.input_dtype, math.prod(tensor.shape)
+    declared = tensor.parameters.get(BINARY_DATA_SIZE) if tensor.parameters else None
+    if not isinstance(data, RAW):
         if declared is not None:
             raise ForwardpassError(f"input '{tensor.name}' has '{BINARY_DATA_SIZE}' but its values are not raw bytes")
-        return _typed(tensor, dtype, count)
-    size = len(tensor.data)
+        return _typed(tensor, BY_DATATYPE[model.input.datatype], count)
+    size = len(data)
     if declared is not None and (isinstance(declared, bool) or declared != size):
         raise ForwardpassError(
             f"input '{tensor.name}': parameter '{BINARY_DATA_SIZE}' says {declared!r} bytes, the raw data has {size}"
         )
-    if size != count * dtype.numpy.itemsize:
+    if size != count * dtype.itemsize:
         raise ForwardpassError(
             f"input byte size mismatch for input '{tensor.name}' for model '{model.name}': "
-            f"shape {list(tensor.shape)} of {dtype.datatype} needs {count * dtype.numpy.itemsize} bytes, got {size}"
+            f"shape {list(tensor.shape)} of {model.input.datatype} needs {count * dtype.itemsize} bytes, got {size}"
         )
-    return np.frombuffer(tensor.data, dtype=dtype.numpy).reshape(tensor.shape)
+    return np.frombuffer(data, dtype=dtype).reshape(tensor.shape)
 
 
 def _typed(tensor: InferInput, dtype: DType, count: int) -> np.ndarray:
@@ -209,7 +206,7 @@ def check_answer_size(request: InferRequest, model: ServedModel, rows: int, outp
     rows x each output's width x the bytes a value takes on the wire."""
     if request.answer_limit is None:
         return
-    itemsize = BY_DATATYPE[model.input.datatype].numpy.itemsize
+    itemsize = model.input_dtype.itemsize
     widths = model.output_widths
     if request.value_bytes is None and outputs is model.output_names:  # every output, as raw bytes
         size = ANSWER_OVERHEAD + rows * model.row_values * itemsize

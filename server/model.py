@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from forwardpass.builder.readback import ReadBack
+from forwardpass.dtypes import BY_DATATYPE
 from forwardpass.protos.model_config_pb2 import ModelConfig
 from forwardpass.runtime import Runtime
 
@@ -53,12 +54,19 @@ class ServedModel:
     batch_axis: int = field(init=False)  # where the input's -1 is: its rows
     # The values in one row of all outputs together: the answer to a request that names none, sized per row.
     row_values: int = field(init=False)
+    # The input's shape before and after its rows when it has one -1, else None: a request's shape is
+    # compared with them as slices, in C (server/inference.py), with nothing else looked up per request.
+    shape_around_rows: tuple[tuple[int, ...], tuple[int, ...]] | None = field(init=False)
+    input_dtype: np.dtype = field(init=False)  # the input's values as NumPy holds them
 
     def __post_init__(self) -> None:
         self.output_widths = {t.name: math.prod(d for d in t.shape if d != -1) for t in self.outputs}
         self.output_names = tuple(t.name for t in self.outputs)
         self.batch_axis = self.input.shape.index(-1)
         self.row_values = sum(self.output_widths.values())
+        shape, axis = self.input.shape, self.batch_axis
+        self.shape_around_rows = (shape[:axis], shape[axis + 1 :]) if shape.count(-1) == 1 else None
+        self.input_dtype = BY_DATATYPE[self.input.datatype].numpy
         batching = self.config.dynamic_batching
         if self.config.HasField("dynamic_batching") and self.max_batch_size > 0:
             self.batcher = Batcher(

@@ -68,12 +68,24 @@ class Repository:
         self.max_model_mb = max_model_mb  # a larger model file (MiB) is refused
         self.provider, self.threads, self.skip_bad = provider, threads, skip_bad
         self.columns_inside = columns_inside  # large rows-layout batches through the derived session
-        self.models: dict[str, ModelEntry] = {}
+        self.models = {}
         # How a folder comes to be served, so a not-found answer can say why one is not: ModelControl
         # sets these to the server's --model-control-mode and --repository-poll-secs.
         self.mode = "none"
         self.poll_secs = 0.0
         self.failed: dict[str, str] = {}  # explicit mode: why the last load of a model not served failed
+
+    @property
+    def models(self) -> dict[str, ModelEntry]:
+        """Each model folder's entry, by name."""
+        return self._models
+
+    @models.setter
+    def models(self, models: dict[str, ModelEntry]) -> None:
+        # Set whole, with the latest version of each ready model beside it: what most calls ask for
+        # (no version) is one lookup.
+        self._models = models
+        self.latest = {name: entry.versions[max(entry.versions)] for name, entry in models.items() if entry.ready}
 
     def load(self, only: Collection[str] | None = None) -> None:
         """Load every model folder (or those named); the first bad one raises unless skip_bad."""
@@ -171,6 +183,10 @@ class Repository:
     def get(self, name: str, version: str = "") -> ServedModel:
         """The loaded version asked for (the latest when empty); INVALID_ARGUMENT for a name or
         version no folder could have, NOT_FOUND or UNAVAILABLE otherwise."""
+        if not version:
+            latest = self.latest.get(name)
+            if latest is not None:
+                return latest
         number = parse_version(version) if version else None
         entry = self.entry(name)
         if not entry.ready:

@@ -26,7 +26,8 @@ from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.layout import shown
 
 from . import openapi, restcodec
-from .dataplane import ACCESS, INLINE_BYTES, LOGGED_CHARS, Access, DataPlane, log_failure, runs_inline
+from .dataplane import ACCESS, INLINE_BYTES, LOGGED_CHARS, Access, DataPlane, log_failure, runs_inline, waits
+from .model import ServedModel
 from .tracing import TRACE, Trace, Tracer
 
 log = logging.getLogger(__name__)
@@ -480,13 +481,14 @@ class RestApp:
         name, version = _model(call)
         size, header = len(call.body), call.headers.get(restcodec.HEADER_LENGTH)
         parsed = size if header is None else restcodec.json_length(header, size)  # the JSON before the binary data
-        if runs_inline(parsed, size - parsed) and not self.plane.batches(name, version):
-            return self._infer(call, name, version, parsed)
+        model = self.plane.find(name, version)
+        if runs_inline(parsed, size - parsed) and not waits(model):
+            return self._infer(call, name, version, parsed, model)
         # A large body is checked, parsed, run and written on a thread: the loop keeps answering. The
         # thread runs in this request's context, where the data plane finds its access record.
-        return await asyncio.to_thread(self._infer, call, name, version, parsed)
+        return await asyncio.to_thread(self._infer, call, name, version, parsed, model)
 
-    def _infer(self, call: Call, name: str, version: str, json_bytes: int):
+    def _infer(self, call: Call, name: str, version: str, json_bytes: int, model: ServedModel | None):
         trace = TRACE.get() if self.tracer is not None else None
         if trace is not None:
             trace.decoding()
@@ -496,7 +498,7 @@ class RestApp:
         request = restcodec.infer_request(name, version, call.body, header, raw_input, answer_limit=self.max_body)
         if header is None:
             call.body = b""  # parsed into arrays: a large body's bytes are freed before it is computed
-        answer = self.plane.infer(request)
+        answer = self.plane.infer(request, model)
         body, split = restcodec.infer_response(answer, request.parameters, request.outputs)
         if trace is not None:
             trace.encoded()

@@ -1,5 +1,5 @@
 """The GRPCInferenceService RPCs on the worker's asyncio gRPC server: each converts the message
-(server/codec.py), asks the data plane, and converts the answer back; `errors.rpc` maps a failure
+(server/codec.py), asks the data plane, and converts the answer back; `errors.failed` maps a failure
 to its status.
 
 A call waiting for its message holds no thread: the loop receives it. What answers from memory
@@ -24,8 +24,9 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
 
 from . import codec
-from .dataplane import ACCESS, INLINE_BYTES, Access, DataPlane, runs_inline
-from .errors import Received, message_of, parsing, rpc
+from .dataplane import ACCESS, INLINE_BYTES, Access, DataPlane, runs_inline, waits
+from .errors import Received, Undecodable, failed, message_of, parsing, rpc
+from .model import ServedModel
 from .security import GenericOnly
 from .tracing import TRACE, Tracer
 
@@ -76,29 +77,37 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request, context):
         return codec.model_metadata(self.plane.model_metadata(request.name, request.version))
 
-    @rpc
-    async def ModelInfer(self, received: Received, context):
-        request = received.message
-        deadline_ns = codec.deadline(context.time_remaining())
-        # Sized without re-encoding the message (ByteSize() does: 39 µs for 786 KB) and with its raw
-        # bytes read once; what a thread would take off the loop is the values converted one by one,
-        # counted at the widest a contents value takes on the wire. Each took a byte of the message at
-        # least, besides the raw bytes: a message with fewer such bytes than the bound needs no count.
-        raw = codec.raw_contents(request)
-        raw_bytes, enough = sum(map(len, raw)), INLINE_BYTES // CONVERTED_VALUE_BYTES
-        outside = received.wire_bytes - raw_bytes
-        converted = outside if outside < enough else codec.converted_values(request, enough)
-        inline = runs_inline(CONVERTED_VALUE_BYTES * converted, raw_bytes)
-        if inline and not self.plane.batches(request.model_name, request.model_version):
-            return self._infer(request, deadline_ns, raw)
-        return await self._on_thread(self._infer, request, deadline_ns, raw)
+    async def ModelInfer(self, received: Received | Undecodable, context):
+        # The one RPC not wrapped in `rpc`, for the coroutine that would add to every inference: the
+        # same handling, here.
+        if isinstance(received, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, received.reason)
+        try:
+            request = received.message
+            deadline_ns = codec.deadline(context.time_remaining())
+            # Sized without re-encoding the message (ByteSize() does: 39 µs for 786 KB) and with its raw
+            # bytes read once; what a thread would take off the loop is the values converted one by one,
+            # counted at the widest a contents value takes on the wire. Each took a byte of the message at
+            # least, besides the raw bytes: a message with fewer such bytes than the bound needs no count.
+            raw = codec.raw_contents(request)
+            raw_bytes, enough = sum(map(len, raw)), INLINE_BYTES // CONVERTED_VALUE_BYTES
+            outside = received.wire_bytes - raw_bytes
+            converted = outside if outside < enough else codec.converted_values(request, enough)
+            model = self.plane.find(request.model_name, request.model_version)
+            if runs_inline(CONVERTED_VALUE_BYTES * converted, raw_bytes) and not waits(model):
+                return self._infer(request, deadline_ns, raw, model)
+            return await self._on_thread(self._infer, request, deadline_ns, raw, model)
+        except Exception as exc:
+            await failed(context, "ModelInfer", received, exc)
 
-    def _infer(self, request: pb.ModelInferRequest, deadline_ns: int | None, raw: list[bytes]) -> pb.ModelInferResponse:
+    def _infer(
+        self, request: pb.ModelInferRequest, deadline_ns: int | None, raw: list[bytes], model: ServedModel | None
+    ) -> pb.ModelInferResponse:
         trace = TRACE.get() if self.tracer is not None else None
         if trace is not None:
             trace.decoding()
         plain = codec.infer_request(request, deadline_ns, self.max_answer, raw)
-        response = codec.infer_response(self.plane.infer(plain))
+        response = codec.infer_response(self.plane.infer(plain, model))
         if trace is not None:
             trace.encoded()
         return response
@@ -163,7 +172,7 @@ def _observed(answer: Callable, name: str, logged: bool, tracer: Tracer | None) 
             response = await answer(request, context)
             status = "OK"
             return response
-        except Exception:  # an abort (errors.rpc turns every failure into one): the code it sent
+        except Exception:  # an abort (errors.failed turns every failure into one): the code it sent
             status = _code_name(context.code())
             raise
         finally:
