@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -17,6 +18,65 @@ METHOD = "/inference.GRPCInferenceService/ModelInfer"
 # (servers.forwardpass_command's token_file) checks it, the others ignore the header.
 TOKEN = "forwardpass-bench-token"
 AUTHORIZATION = ("authorization", f"Bearer {TOKEN}")
+
+
+def channel(url: str, retries: bool = True) -> grpc.aio.Channel:
+    """A channel of its own connection, with no message size limit; `retries` off: a failed call is
+    counted, not quietly sent again."""
+    options = [
+        ("grpc.use_local_subchannel_pool", 1),  # one connection per channel, so load spreads over workers
+        ("grpc.max_send_message_length", -1),
+        ("grpc.max_receive_message_length", -1),
+        ("grpc.enable_retries", int(retries)),
+    ]
+    return grpc.aio.insecure_channel(url, options=options)
+
+
+@dataclass
+class Calls:
+    """What closed loops of calls saw: the latency of each call sent in the measured span and answered
+    before its end, the answers that came after it, and the failed calls sent in it, by status code."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    late: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+async def loops(
+    calls: list,
+    request: bytes,
+    concurrency: int,
+    measure_from: float,
+    stop_at: float,
+    timeline: list | None = None,
+    start: float = 0.0,
+) -> Calls:
+    """`concurrency` closed loops over `calls` (the i-th loop on calls[i % len(calls)]), each sending
+    `request` until stop_at (time.perf_counter()); with `timeline`, (seconds since start, latency ms,
+    status) of every call appended."""
+    seen = Calls()
+
+    async def loop(call) -> None:
+        while (sent := time.perf_counter()) < stop_at:
+            try:
+                await call(request, timeout=60, metadata=(AUTHORIZATION,))
+            except grpc.RpcError as exc:
+                if sent >= measure_from:
+                    seen.errors[exc.code().name] = seen.errors.get(exc.code().name, 0) + 1
+                if timeline is not None:
+                    timeline.append((sent - start, (time.perf_counter() - sent) * 1000, exc.code().name))
+                continue
+            done = time.perf_counter()
+            if timeline is not None:
+                timeline.append((sent - start, (done - sent) * 1000, "OK"))
+            if sent >= measure_from:
+                if done <= stop_at:
+                    seen.latencies_ms.append((done - sent) * 1000)
+                else:
+                    seen.late += 1
+
+    await asyncio.gather(*(loop(calls[i % len(calls)]) for i in range(concurrency)))
+    return seen
 
 
 async def run(
@@ -30,47 +90,22 @@ async def run(
     retries: bool = True,
 ) -> dict:
     """Drive the server; with `timeline`, append (seconds since start, latency ms, status) of every call."""
-    options = [
-        ("grpc.use_local_subchannel_pool", 1),  # one connection per channel, so load spreads over workers
-        ("grpc.max_send_message_length", -1),
-        ("grpc.max_receive_message_length", -1),
-        ("grpc.enable_retries", int(retries)),  # off: a failed call is counted, not quietly sent again
-    ]
-    pool = [grpc.aio.insecure_channel(url, options=options) for _ in range(channels)]
-    calls = [channel.unary_unary(METHOD) for channel in pool]  # bytes in, bytes out: no (de)serializing
+    pool = [channel(url, retries) for _ in range(channels)]
+    calls = [each.unary_unary(METHOD) for each in pool]  # bytes in, bytes out: no (de)serializing
     start = time.perf_counter()
-    measure_from, stop_at = start + warmup, start + warmup + seconds
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    answers = 0
-
-    async def loop(call) -> None:
-        nonlocal answers
-        while True:
-            sent = time.perf_counter()
-            if sent >= stop_at:
-                return
-            try:
-                await call(request, timeout=60, metadata=(AUTHORIZATION,))
-            except grpc.RpcError as exc:
-                if sent >= measure_from:
-                    errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
-                if timeline is not None:
-                    timeline.append((sent - start, (time.perf_counter() - sent) * 1000, exc.code().name))
-                continue
-            done = time.perf_counter()
-            if timeline is not None:
-                timeline.append((sent - start, (done - sent) * 1000, "OK"))
-            if sent >= measure_from and done <= stop_at:
-                latencies.append((done - sent) * 1000)
-                answers += 1
-
     cpu_before = _cpu()
-    await asyncio.gather(*(loop(calls[i % channels]) for i in range(concurrency)))
+    seen = await loops(calls, request, concurrency, start + warmup, start + warmup + seconds, timeline, start)
     cpu = _cpu() - cpu_before
-    for channel in pool:
-        await channel.close()
-    return {"answers": answers, "errors": errors, "seconds": seconds, "latencies_ms": latencies, "cpu_s": cpu}
+    for each in pool:
+        await each.close()
+    answers = len(seen.latencies_ms)
+    return {
+        "answers": answers,
+        "errors": seen.errors,
+        "seconds": seconds,
+        "latencies_ms": seen.latencies_ms,
+        "cpu_s": cpu,
+    }
 
 
 def _cpu() -> float:

@@ -114,38 +114,17 @@ def http_cell(servers: list[Server], request, concurrency: int, quick: bool, wor
 
 async def drive(servers: list[Server], request: bytes, concurrency: int, windows: int, window: float) -> dict:
     """Closed loops of `concurrency` calls on each server's channel, one server's window at a time."""
-    import grpc
-    from closed_loop import AUTHORIZATION, METHOD
+    from closed_loop import METHOD, channel, loops
 
-    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-    channels = {s.name: grpc.aio.insecure_channel(f"127.0.0.1:{s.port}", options=options) for s in servers}
-    calls = {name: channel.unary_unary(METHOD) for name, channel in channels.items()}
+    channels = {s.name: channel(f"127.0.0.1:{s.port}") for s in servers}
+    calls = {name: each.unary_unary(METHOD) for name, each in channels.items()}
     trees = {s.name: process_tree(s.pid) for s in servers}
     tallies = {s.name: Tally() for s in servers}
 
     async def measure(name: str, seconds: float) -> tuple[int, int, int, list[float], dict[str, int]]:
-        call, stop_at = calls[name], time.perf_counter() + seconds
-        latencies: list[float] = []
-        errors: dict[str, int] = {}
-        after = 0
-
-        async def loop() -> None:
-            nonlocal after
-            while (sent := time.perf_counter()) < stop_at:
-                try:
-                    await call(request, timeout=60, metadata=(AUTHORIZATION,))
-                except grpc.RpcError as exc:
-                    errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
-                    continue
-                done = time.perf_counter()
-                if done <= stop_at:
-                    latencies.append((done - sent) * 1000)
-                else:
-                    after += 1
-
-        before = cpu_ns(trees[name])
-        await asyncio.gather(*(loop() for _ in range(concurrency)))
-        return len(latencies), after, cpu_ns(trees[name]) - before, latencies, errors
+        before, start = cpu_ns(trees[name]), time.perf_counter()
+        seen = await loops([calls[name]], request, concurrency, start, start + seconds)
+        return len(seen.latencies_ms), seen.late, cpu_ns(trees[name]) - before, seen.latencies_ms, seen.errors
 
     for server in servers:  # each connection opened and the server warmed before the first window
         await measure(server.name, 0.5)
@@ -153,8 +132,8 @@ async def drive(servers: list[Server], request: bytes, concurrency: int, windows
         for server in order:
             answers, after, cpu, latencies, errors = await measure(server.name, window)
             tallies[server.name].add(window, answers, after, cpu, latencies, errors)
-    for channel in channels.values():
-        await channel.close()
+    for each in channels.values():
+        await each.close()
     return {name: tally.result(windows) for name, tally in tallies.items()}
 
 
