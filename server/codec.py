@@ -111,7 +111,7 @@ def infer_response(answer: InferResponse) -> pb.ModelInferResponse:
     """The answer with every output as raw little-endian bytes."""
     response = pb.ModelInferResponse(model_name=answer.model, model_version=answer.version, id=answer.id)
     for output in answer.outputs:
-        response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
+        response.outputs.add(name=output.name, datatype=output.datatype, shape=output.array.shape)
         response.raw_output_contents.append(output.array.tobytes())
     return response
 

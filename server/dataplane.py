@@ -221,6 +221,10 @@ class DataPlane:
         """The loaded version a call names, for its front door to decide where the call runs (`waits`)
         and to hand back to `infer`, so that a call looks its model up once; None where it cannot be
         found: the call then fails in `infer`, which says why."""
+        if self.loaded and not version:  # what most calls name, in one lookup
+            latest = self.repository.latest.get(name)
+            if latest is not None:
+                return latest
         try:
             return self.model(name, version)
         except ForwardpassError:
@@ -262,7 +266,9 @@ class DataPlane:
             outputs = model.infer(x, rows, names, trace)
             computed = time.monotonic_ns()
             datatype, dtype = model.input.datatype, model.input_dtype  # the outputs' too
-            answer = tuple([OutputTensor(n, datatype, _little_endian(outputs[n], dtype)) for n in names])
+            # Each output as the wire carries it: little-endian and C-contiguous (onnxruntime's already are:
+            # no copy then).
+            answer = tuple([OutputTensor(n, datatype, np.ascontiguousarray(outputs[n], dtype)) for n in names])
         except Exception as exc:
             model.stats.record_failure(time.monotonic_ns() - start)
             if isinstance(exc, ForwardpassError):
@@ -322,9 +328,3 @@ def _check_deadline(request: InferRequest, start_ns: int) -> None:
         deadline = start_ns + timeout if deadline is None else min(deadline, start_ns + timeout)
     if deadline is not None and time.monotonic_ns() >= deadline:
         raise ForwardpassError("the request's deadline passed before it was computed", Kind.DEADLINE)
-
-
-def _little_endian(array, dtype):
-    """The output as the wire carries it: little-endian, C-contiguous (no copy when it already is)."""
-
-    return np.ascontiguousarray(array, dtype=dtype)
