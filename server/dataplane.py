@@ -221,10 +221,6 @@ class DataPlane:
         """The loaded version a call names, for its front door to decide where the call runs (`waits`)
         and to hand back to `infer`, so that a call looks its model up once; None where it cannot be
         found: the call then fails in `infer`, which says why."""
-        if self.loaded and not version:  # what most calls name, in one lookup
-            latest = self.repository.latest.get(name)
-            if latest is not None:
-                return latest
         try:
             return self.model(name, version)
         except ForwardpassError:

@@ -224,8 +224,7 @@ def check_answer_size(request: InferRequest, model: ServedModel, rows: int, outp
 
 
 def _outputs(requested: Sequence[RequestedOutput], model: ServedModel) -> tuple[str, ...]:
-    if not requested:
-        return model.output_names
+    """The outputs a request names, checked; validate hands every output to a request that names none."""
     names = [o.name for o in requested]
     for output in requested:
         check_parameters(output.parameters, f"output '{output.name}'")
