@@ -1,6 +1,6 @@
 """Serving speed: forwardpass beside the gRPC and HTTP ceilings and the servers users would run instead.
 
-    python bench/serve.py             # 3 runs (make bench): about 20 minutes, make bench in all about 29
+    python bench/serve.py             # 3 runs (make bench): about 20 minutes, make bench in all about 24
     python bench/serve.py --quick     # forwardpass (1 worker) and the bare servers only, a second per cell (CI)
     python bench/serve.py --no-peers  # without MLServer, KServe and PyTriton
     python bench/serve.py --history   # also what the speed work replaced, switched back (about 3 minutes more)
