@@ -7,10 +7,11 @@ The request profile (bench/request_profile.py) measures a request in a serving p
 sampling, which blurs stages of a few µs. This times the handlers' own Python exactly, in this process,
 on the committed 3-4-1 model: the HTTP door's app (RestApp, the token on) called as uvicorn calls it when
 a JSON body came with its headers, and the gRPC servicer's ModelInfer on the request's bytes parsed by its
-deserializer (as grpc.aio hands each call a fresh message: protobuf makes its views anew), beside the bare
-inference server's app and handler (bench/bare_inference.py) on the same requests. The call context the
-gRPC handler reads (its deadline) is a stand-in with none; sockets, the event loop's passes and the
-answer's serialization by grpc are not in these figures: they are the same for both servers.
+deserializer (as grpc.aio hands each call a fresh message: protobuf makes its views anew) and its answer's
+bytes as grpc sends them (forwardpass's ModelInfer writes them itself; the bare handler's message is
+serialized by protobuf), beside the bare inference server's app and handler (bench/bare_inference.py) on
+the same requests. The call context the gRPC handler reads (its deadline) is a stand-in with none; sockets
+and the event loop's passes are not in these figures: they are the same for both servers.
 
 Each stage is timed apart over CALLS calls, REPEATS times, and the fastest kept; the two servers' whole
 calls are timed in turn, so that both see the same moments of this machine. The stages' sum differs
@@ -328,14 +329,15 @@ class Bench:
         }
 
     def grpc_calls(self, context: NoDeadline) -> tuple[Callable, Callable]:
-        """Each server's ModelInfer on a request's bytes, through the deserializer it is registered with."""
+        """Each server's ModelInfer from a request's bytes to its answer's, through the deserializer and the
+        serializer it is registered with (forwardpass's none: codec.infer_response writes the bytes)."""
         parse, bare_parse = parsing(pb.ModelInferRequest, sized=True), pb.ModelInferRequest.FromString
 
-        def ours(data: bytes):
-            return self.servicer.ModelInfer(parse(data), context)
+        async def ours(data: bytes) -> bytes:
+            return await self.servicer.ModelInfer(parse(data), context)
 
-        def bare(data: bytes):
-            return self.bare_grpc(bare_parse(data), context)
+        async def bare(data: bytes) -> bytes:
+            return (await self.bare_grpc(bare_parse(data), context)).SerializeToString()
 
         return ours, bare
 
@@ -348,7 +350,7 @@ class Bench:
         bare_x = np.frombuffer(message.raw_input_contents[0], np.float32).reshape(tuple(message.inputs[0].shape))
         ours_call, bare_call = self.grpc_calls(context)
         for data in (self.message, self.large):  # both answer the same before timing
-            y, bare_y = await ours_call(data), await bare_call(data)
+            y, bare_y = [pb.ModelInferResponse.FromString(await call(data)) for call in (ours_call, bare_call)]
             if not np.array_equal(*(np.frombuffer(a.raw_output_contents[0], np.float32) for a in (y, bare_y))):
                 raise SystemExit("forwardpass and the bare handler answer the same request differently")
         whole, bare_whole = await self.timed_async(lambda: ours_call(self.message), lambda: bare_call(self.message))
@@ -377,8 +379,8 @@ TEXT = (
     "Each stage is timed apart (the fastest of {repeats} timings of "
     "{calls:,} calls, a fiftieth as many of 65,536 rows; the two servers' whole calls in turn); "
     "the stages' sum differs from the whole call by the code between them (and over gRPC by parsing: a whole call "
-    "parses the request's bytes, each stage takes one parsed message). No sockets, no event loop passes, no "
-    "serialized answer: what a served request adds to these is in bench/results/profile.md."
+    "parses the request's bytes, each stage takes one parsed message; the gRPC whole calls end with their answer's "
+    "bytes). No sockets, no event loop passes: what a served request adds to these is in bench/results/profile.md."
 )
 
 

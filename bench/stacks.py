@@ -76,19 +76,20 @@ async def ours_aio(port: int, repository: Path) -> None:
     async def infer(request, context):
         return codec.infer_response(plane.infer(codec.infer_request(request, codec.deadline(context.time_remaining()))))
 
-    await serve_model_infer(infer, port)
+    await serve_model_infer(infer, port, serialized=True)
 
 
-async def serve_model_infer(infer, port: int) -> None:
+async def serve_model_infer(infer, port: int, serialized: bool = False) -> None:
     """A grpc.aio server whose one method is ModelInfer, answered by `infer(request, context)` with
-    the messages parsed and serialized by protobuf; until SIGTERM."""
+    the request parsed by protobuf, and the answer serialized by it unless `infer` answers with bytes
+    (`serialized`); until SIGTERM."""
     from forwardpass.protos import grpc_service_pb2 as pb
 
     server = grpc.aio.server(options=LIMITS)
     handler = grpc.unary_unary_rpc_method_handler(
         infer,
         request_deserializer=pb.ModelInferRequest.FromString,
-        response_serializer=pb.ModelInferResponse.SerializeToString,
+        response_serializer=None if serialized else pb.ModelInferResponse.SerializeToString,
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler}),))
     await serve_aio(server, port)

@@ -34,6 +34,7 @@ WORKER_METADATA = "forwardpass-worker-pid"
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 TRACED = "ModelInfer"  # only inferences are traced, as in Triton
 SIZED = "ModelInfer"  # the RPC handed its message's length on the wire with it (errors.Received)
+SERIALIZED = "ModelInfer"  # the RPC that answers with its message's bytes (codec.infer_response writes them)
 CONVERTED_VALUE_BYTES = 8  # the widest fixed-size value of a contents field (fp64, int64, uint64)
 # The codes OpenTelemetry's semantic conventions make a gRPC server span's error; the others are the caller's.
 SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
@@ -102,7 +103,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def _infer(
         self, request: pb.ModelInferRequest, deadline_ns: int | None, raw: list[bytes], model: ServedModel | None
-    ) -> pb.ModelInferResponse:
+    ) -> bytes:
         trace = TRACE.get() if self.tracer is not None else None
         if trace is not None:
             trace.decoding()
@@ -140,6 +141,10 @@ def add_to_server(servicer: InferenceServicer, server: GenericOnly) -> None:
     (as a generic handler: security.GenericOnly says why), but with a request deserializer that hands a
     message that does not parse to the RPC (errors.parsing)."""
 
+    def serializer(method) -> Callable | None:
+        # None: grpc sends the bytes the RPC answers with as they are.
+        return None if method.name == SERIALIZED else getattr(pb, method.output_type.name).SerializeToString
+
     def answer(name: str) -> Callable:
         method = getattr(servicer, name)
         logged, tracer = servicer.plane.log_requests, servicer.tracer if name == TRACED else None
@@ -149,7 +154,7 @@ def add_to_server(servicer: InferenceServicer, server: GenericOnly) -> None:
         method.name: grpc.unary_unary_rpc_method_handler(
             answer(method.name),
             request_deserializer=parsing(getattr(pb, method.input_type.name), sized=method.name == SIZED),
-            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+            response_serializer=serializer(method),
         )
         for method in SERVICE.methods
     }

@@ -18,7 +18,7 @@ from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.server import codec
 from forwardpass.server.dataplane import DataPlane
 from forwardpass.server.errors import parsing
-from forwardpass.server.inference import InferInput, InferRequest, RequestedOutput
+from forwardpass.server.inference import InferInput, InferRequest, InferResponse, OutputTensor, RequestedOutput
 from forwardpass.server.repository import Repository
 from forwardpass.server.servicer import InferenceServicer
 
@@ -259,9 +259,10 @@ def test_the_grpc_door_converts_many_values_off_its_loop(plane, message, on_thre
     threads = CountingThreads()
     received = parsing(pb.ModelInferRequest, sized=True)(message.SerializeToString())  # as grpc.aio hands it over
     try:
-        answer = asyncio.run(InferenceServicer(plane, threads).ModelInfer(received, Context()))
+        written = asyncio.run(InferenceServicer(plane, threads).ModelInfer(received, Context()))
     finally:
         threads.shutdown()
+    answer = pb.ModelInferResponse.FromString(written)
     assert answer.outputs[0].shape == [message.inputs[0].shape[0], 1]
     assert threads.handed == on_thread
 
@@ -298,3 +299,24 @@ def test_a_message_s_bytes_outside_its_raw_contents_bound_the_values_it_converts
     received = parsing(pb.ModelInferRequest, sized=True)(message.SerializeToString())
     outside = received.wire_bytes - sum(map(len, message.raw_input_contents))
     assert codec.converted_values(message, 10**9) <= outside
+
+
+@pytest.mark.parametrize("rows", [1, 127, 65536])  # lengths of one byte, two and three as varints
+@pytest.mark.parametrize("request_id", ["", "client-7", "é" * 200])
+def test_the_answer_s_bytes_are_protobuf_s_serialization_of_the_same_message(rows, request_id):
+    """codec.infer_response writes ModelInferResponse's bytes itself: the same bytes protobuf writes,
+    for several outputs, names beyond ASCII and lengths of every varint size."""
+    rng = np.random.default_rng(rows)
+    outputs = (
+        OutputTensor("y", "FP32", rng.random((rows, 1), np.float32)),
+        OutputTensor("a[1]·hidden", "FP64", rng.random((rows, 300))),
+        OutputTensor("z", "FP32", np.zeros((rows, 0), np.float32)),  # no values: an empty raw entry
+    )
+    answer = InferResponse("mlp_3_4_1", "12", request_id, outputs)
+    expected = pb.ModelInferResponse(model_name=answer.model, model_version=answer.version, id=request_id)
+    for output in outputs:
+        expected.outputs.add(name=output.name, datatype=output.datatype, shape=output.array.shape)
+        expected.raw_output_contents.append(output.array.tobytes())
+    written = codec.infer_response(answer)
+    assert written == expected.SerializeToString()
+    assert pb.ModelInferResponse.FromString(written) == expected

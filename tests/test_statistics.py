@@ -155,6 +155,32 @@ def test_a_version_loaded_again_starts_from_zero_and_the_others_keep_counting(tm
 KEY = ("m", "1")
 
 
+def test_each_answer_failure_and_run_lands_in_its_own_field():
+    # Distinct values in every field: record_success writes the row's head in one call, by position.
+    table, stats = StatisticsTable(slots=1, workers=1), Statistics()
+    table.serve(0, {KEY: stats})
+    stats.record_failure(7)
+    stats.record_success(3, 10, 20, 30, ran_alone=True)
+    stats.record_success(2, 1, 2, 4)  # computed in a dynamic batch: its run is counted apart
+    stats.record_execution(2, queued_ns=(5, 6), input_ns=100, infer_ns=200, output_ns=300)
+    stats.record_failure(8)
+    got = stats.snapshot()
+    assert (got.inference_count, got.execution_count) == (5, 2)
+    assert got.last_inference_ms >= time.time_ns() // 1_000_000 - 60_000
+    assert got.durations() == {
+        "success": Duration(2, 67),
+        "fail": Duration(2, 15),
+        "queue": Duration(3, 11),
+        "compute_input": Duration(2, 11),
+        "compute_infer": Duration(2, 22),
+        "compute_output": Duration(2, 34),
+    }
+    assert [(b.batch_size, b.compute_input, b.compute_infer, b.compute_output) for b in got.batch_stats] == [
+        (2, Duration(1, 100), Duration(1, 200), Duration(1, 300)),
+        (3, Duration(1, 0), Duration(1, 20), Duration(1, 0)),
+    ]
+
+
 def test_versions_that_come_and_go_reuse_the_slots_and_start_from_zero():
     table = StatisticsTable(slots=2, workers=1)
     for version in range(1, 11):  # ten versions through two slots, each replacing the one before
