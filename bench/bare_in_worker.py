@@ -47,6 +47,7 @@ def install(model: Path = MODEL) -> None:
     httpd.HttpServer.__init__ = http_server
     servicer.InferenceServicer.__init__ = inference_servicer
     servicer.SIZED = ""  # the bare handler takes the message itself, not with its length (errors.Received)
+    servicer.SERIALIZED = ""  # and answers with a message, which protobuf serializes
 
 
 if __name__ == "__main__":
