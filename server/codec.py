@@ -108,10 +108,11 @@ def parameters(message) -> dict[str, object]:
 def infer_response(answer: InferResponse) -> bytes:
     """The answer as a serialized ModelInferResponse, every output as raw little-endian bytes.
 
-    Written here, not built as a message for protobuf to serialize: building one took longer than
-    the rest of a batch-1 answer's Python, and the bytes of each output were copied into the message,
-    then into its serialization. Here each output is copied once, straight from its array. The bytes
-    are what protobuf writes for the same message (its fields in number order; tests compare them)."""
+    Written here, not built as a message for protobuf to serialize: building and serializing one
+    took several times as long for a batch-1 answer, and each output's bytes were copied into the
+    message, then into its serialization. Here each output is copied once, straight from its array.
+    The bytes are what protobuf writes for the same message (its fields in number order; tests compare
+    them)."""
     parts = [_answer_head(answer.model, answer.version)]
     if answer.id:
         parts += _field(_ID, answer.id.encode())
@@ -130,13 +131,9 @@ _LENGTH_DELIMITED = 2
 
 
 def _tag(field) -> bytes:
-    return bytes([field.number << 3 | _LENGTH_DELIMITED])  # every field written here has a number below 16
+    return _varint(field.number << 3 | _LENGTH_DELIMITED)
 
 
-_NAME, _VERSION, _ID, _OUTPUTS, _RAW = (
-    _tag(_FIELDS[name]) for name in ("model_name", "model_version", "id", "outputs", "raw_output_contents")
-)
-_TENSOR_NAME, _TENSOR_DATATYPE, _TENSOR_SHAPE = (_tag(_OUTPUT_FIELDS[name]) for name in ("name", "datatype", "shape"))
 _SMALL = [bytes([n]) for n in range(0x80)]  # a varint below 128 is its one byte
 
 
@@ -150,6 +147,12 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_NAME, _VERSION, _ID, _OUTPUTS, _RAW = (
+    _tag(_FIELDS[name]) for name in ("model_name", "model_version", "id", "outputs", "raw_output_contents")
+)
+_TENSOR_NAME, _TENSOR_DATATYPE, _TENSOR_SHAPE = (_tag(_OUTPUT_FIELDS[name]) for name in ("name", "datatype", "shape"))
 
 
 def _field(tag: bytes, value: bytes) -> tuple[bytes, bytes, bytes]:

@@ -145,8 +145,8 @@ class Statistics:
         runs = 1 if ran_alone else 0
         with self._lock:
             row = self._row
-            # Every request passes here: the row's head read and written in one call each, not a field
-            # at a time (a memoryview item's += is two calls; the head's 13 of them took most of this).
+            # Every request passes here: the row's head read and written in one call each, not 13
+            # additions of a memoryview item, two calls each.
             done, ran, _, ok, ok_ns, fail, fail_ns, waits, wait_ns, i, i_ns, c, c_ns, o, o_ns = _HEAD.unpack_from(row)
             _HEAD.pack_into(
                 row, 0, done + rows, ran + runs, now_ms, ok + 1, ok_ns + input_ns + infer_ns + output_ns,
