@@ -167,8 +167,8 @@ pod-limits: $(STAMP)
 # The serving benchmark builds MLServer's and PyTriton's virtualenvs on first use (a minute each,
 # under ~/.cache/forwardpass-peers), and one for Triton's perf_analyzer (tritonclient 2.41.0, which
 # needs Debian's libb64-0d); it uses h2load from Debian's nghttp2-client when it can.
-# PEERS=no leaves MLServer, KServe and PyTriton out (bench/serve.py took 16 minutes so, against about
-# 19 with them; make bench with them 23.9 minutes in all, on a 2-core machine on a slow day).
+# PEERS=no leaves MLServer, KServe and PyTriton out (bench/serve.py took 14-16 minutes so, against
+# about 19 with them; make bench with them 23-24 minutes in all, on a 2-core machine).
 bench: $(STAMP) bench-tools
 	$(PY) bench/local.py
 	$(PY) bench/handler_costs.py
