@@ -22,12 +22,23 @@ def read_token(path: str | os.PathLike) -> str:
     return token
 
 
-def carries_bearer(authorization: str, token: str, encoding: str = "utf-8") -> bool:
-    """Whether an Authorization value (decoded from its bytes with `encoding`) is `Bearer <token>`:
-    the scheme in any case (RFC 7235), the token compared in constant time."""
-    scheme, _, supplied = authorization.strip().partition(" ")
-    right_token = hmac.compare_digest(supplied.strip().encode(encoding, "replace"), token.encode())
-    return scheme.lower() == "bearer" and right_token
+class BearerToken:
+    """A server's bearer token, and the check of a request's Authorization value against it."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+        self._usual = b"Bearer " + self._token  # the value as clients write it
+
+    def carried_by(self, authorization: str, encoding: str = "utf-8") -> bool:
+        """Whether an Authorization value (decoded from its bytes with `encoding`) is `Bearer <token>`:
+        the scheme in any case (RFC 7235), the token compared in constant time."""
+        # Every call with the token checks it: the value as clients write it is one comparison of its
+        # bytes; any other spelling (the scheme in another case, spaces around) is parsed.
+        if hmac.compare_digest(authorization.encode(encoding, "replace"), self._usual):
+            return True
+        scheme, _, supplied = authorization.strip().partition(" ")
+        right_token = hmac.compare_digest(supplied.strip().encode(encoding, "replace"), self._token)
+        return scheme.lower() == "bearer" and right_token
 
 
 def read_pem(path: str | os.PathLike | None) -> bytes | None:

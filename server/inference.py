@@ -113,28 +113,41 @@ def timeout_ns(parameters: Mapping[str, object]) -> int | None:
 
 
 def validate(request: InferRequest, model: ServedModel) -> tuple[np.ndarray, int, tuple[str, ...]]:
-    """The input as an array, its row count and the outputs to compute; errors name the problem."""
-    # Every request passes here: what most send (no parameters, raw bytes, every output) takes no call
-    # or string it does not need.
+    """The input as an array, its row count and the outputs to compute, once the request is checked
+    against the model, the size of its answer included; errors name the problem."""
+    # Every request passes here, in one call: what most send (no parameters, raw bytes of the input's
+    # shape, every output) reads each value once and calls nothing it does not need; anything else goes
+    # to the helpers below, which name the problem.
     if request.parameters:
         check_parameters(request.parameters, "the request")
-    expected = model.input
     if len(request.inputs) != 1:
         got = ", ".join(f"'{i.name}'" for i in request.inputs) or "none"
-        raise ForwardpassError(f"model '{model.name}' takes 1 input '{expected.name}', got {got}")
+        raise ForwardpassError(f"model '{model.name}' takes 1 input '{model.input.name}', got {got}")
     tensor = request.inputs[0]
-    if tensor.parameters:
-        check_parameters(tensor.parameters, f"input '{tensor.name}'")
-    if tensor.name != expected.name:
-        raise ForwardpassError(f"unexpected input '{tensor.name}' for model '{model.name}'; it takes '{expected.name}'")
+    name, shape, data, given = tensor.name, tensor.shape, tensor.data, tensor.parameters
+    if given:
+        check_parameters(given, f"input '{name}'")
+    expected = model.input
+    if name != expected.name:
+        raise ForwardpassError(f"unexpected input '{name}' for model '{model.name}'; it takes '{expected.name}'")
     if tensor.datatype != expected.datatype:
         raise ForwardpassError(
-            f"input '{tensor.name}' has datatype '{tensor.datatype}', "
-            f"but model '{model.name}' takes '{expected.datatype}'"
+            f"input '{name}' has datatype '{tensor.datatype}', but model '{model.name}' takes '{expected.datatype}'"
         )
-    rows = _rows(tensor.shape, model)
-    x = _array(tensor, model)
-    return x, rows, _outputs(request.outputs, model) if request.outputs else model.output_names
+    rows, row_bytes = _rows(shape, model), model.input_row_bytes
+    if given or type(data) is not bytes or row_bytes is None or len(data) != rows * row_bytes:
+        x = _array(tensor, model)  # says what does not fit
+    else:  # raw bytes of the shape's size: a view of them, as _array makes
+        x = np.ndarray(shape, model.input_dtype, data)
+    names = _outputs(request.outputs, model) if request.outputs else model.output_names
+    limit = request.answer_limit
+    if limit is not None and (
+        request.value_bytes is not None
+        or names is not model.output_names
+        or ANSWER_OVERHEAD + rows * model.answer_row_bytes > limit
+    ):
+        check_answer_size(request, model, rows, names)
+    return x, rows, names
 
 
 def _rows(shape: tuple[int, ...], model: ServedModel) -> int:
@@ -207,11 +220,11 @@ def check_answer_size(request: InferRequest, model: ServedModel, rows: int, outp
     rows x each output's width x the bytes a value takes on the wire."""
     if request.answer_limit is None:
         return
-    itemsize = model.input_dtype.itemsize
     widths = model.output_widths
     if request.value_bytes is None and outputs is model.output_names:  # every output, as raw bytes
-        size = ANSWER_OVERHEAD + rows * model.row_values * itemsize
+        size = ANSWER_OVERHEAD + rows * model.answer_row_bytes
     else:
+        itemsize = model.input_dtype.itemsize
         value_bytes = request.value_bytes or (lambda name, size: size)
         size = ANSWER_OVERHEAD + sum(rows * widths[name] * value_bytes(name, itemsize) for name in outputs)
     if size > request.answer_limit:

@@ -58,6 +58,10 @@ class ServedModel:
     # compared with them as slices, in C (server/inference.py), with nothing else looked up per request.
     shape_around_rows: tuple[tuple[int, ...], tuple[int, ...]] | None = field(init=False)
     input_dtype: np.dtype = field(init=False)  # the input's values as NumPy holds them
+    # The bytes of one row of the input when it has one -1 (else None), and of one row of every output
+    # together: a request's raw bytes and its answer are sized by them.
+    input_row_bytes: int | None = field(init=False)
+    answer_row_bytes: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.output_widths = {t.name: math.prod(d for d in t.shape if d != -1) for t in self.outputs}
@@ -67,6 +71,9 @@ class ServedModel:
         shape, axis = self.input.shape, self.batch_axis
         self.shape_around_rows = (shape[:axis], shape[axis + 1 :]) if shape.count(-1) == 1 else None
         self.input_dtype = BY_DATATYPE[self.input.datatype].numpy
+        itemsize = self.input_dtype.itemsize  # the outputs' too
+        self.input_row_bytes = math.prod(d for d in shape if d != -1) * itemsize if self.shape_around_rows else None
+        self.answer_row_bytes = self.row_values * itemsize
         batching = self.config.dynamic_batching
         if self.config.HasField("dynamic_batching") and self.max_batch_size > 0:
             self.batcher = Batcher(

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 import numpy as np
 import orjson
 
-from forwardpass.credentials import carries_bearer
+from forwardpass.credentials import BearerToken
 from forwardpass.errors import ForwardpassError, Kind
 from forwardpass.layout import shown
 
@@ -140,7 +140,7 @@ class RestApp:
         self.page = page  # server/page.py's Page: the page at / and its routes, or None (--no-page)
         self.routes = ROUTES + (page.routes if page is not None else [])
         self.origin_checked = ORIGIN_CHECKED | (page.origin_checked if page is not None else frozenset())
-        self._token = token
+        self._token = BearerToken(token) if token is not None else None
         self.cors = frozenset(cors)  # --cors-allow-origin, in lower case: pages that may read answers
         # One allow-list: a page that may read answers may also make the calls the Origin check guards
         # (--allowed-origins alone lets a page's calls through, but its answers stay unreadable to it).
@@ -274,7 +274,7 @@ class RestApp:
     def _authorize(self, path: str, headers: dict[str, str]) -> None:
         if not self.needs_token(path):
             return
-        if not carries_bearer(headers.get("authorization", ""), self._token, "latin-1"):  # as the header came
+        if not self._token.carried_by(headers.get("authorization", ""), "latin-1"):  # as the header came
             raise HttpError(
                 401, "missing or wrong 'Authorization: Bearer <token>' header", [(b"www-authenticate", b"Bearer")]
             )

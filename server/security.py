@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
-from forwardpass.credentials import carries_bearer, read_pem
+from forwardpass.credentials import BearerToken, read_pem
 
 REFUSAL = "missing or wrong 'authorization: Bearer <token>' metadata"
 
@@ -38,7 +38,7 @@ class TokenGuard(grpc.GenericRpcHandler):
     """A service's handlers that answer only with the right bearer token; without it, UNAUTHENTICATED."""
 
     def __init__(self, handlers: grpc.GenericRpcHandler, token: str) -> None:
-        self._handlers, self._token = handlers, token
+        self._handlers, self._token = handlers, BearerToken(token)
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = self._handlers.service(handler_call_details)
@@ -64,9 +64,14 @@ class GenericOnly:
         """Left out: the generic handlers registered beside them answer the same methods."""
 
 
-def carries_token(metadata, token: str) -> bool:
-    """Whether call metadata holds `authorization: Bearer <token>`, compared in constant time."""
-    return carries_bearer(dict(metadata or ()).get("authorization", ""), token)
+def carries_token(metadata, token: BearerToken) -> bool:
+    """Whether call metadata holds `authorization: Bearer <token>`, compared in constant time; of
+    several authorization entries, the last (as a dict of the metadata would keep)."""
+    authorization = ""
+    for key, value in metadata or ():
+        if key == "authorization":
+            authorization = value
+    return token.carried_by(authorization)
 
 
 class GuardedHealth(health_aio.HealthServicer):
@@ -75,7 +80,7 @@ class GuardedHealth(health_aio.HealthServicer):
 
     def __init__(self, token: str | None, open_services: Collection[str]) -> None:
         super().__init__()
-        self._token, self._open = token, frozenset(open_services)
+        self._token, self._open = BearerToken(token) if token else None, frozenset(open_services)
 
     async def Check(self, request, context) -> health_pb2.HealthCheckResponse:  # noqa: N802 - the gRPC method name
         await self._guard(request, context)

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from forwardpass.client import Client
+from forwardpass.credentials import BearerToken
 from forwardpass.errors import ForwardpassError
 from forwardpass.protos import grpc_service_pb2 as pb
 from forwardpass.protos import grpc_service_pb2_grpc as pb_grpc
@@ -138,8 +139,35 @@ def test_token_only_over_plaintext(repository, pki):
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert stub.ServerReady(pb.ServerReadyRequest(), metadata=(("authorization", f"Bearer {TOKEN}"),)).ready
             assert stub.ServerReady(pb.ServerReadyRequest(), metadata=(("authorization", f"bearer {TOKEN}"),)).ready
+            # Of two authorization entries the last counts, as in a dict of the metadata.
+            wrong, right = ("authorization", f"Bearer {TOKEN}x"), ("authorization", f"Bearer {TOKEN}")
+            assert stub.ServerReady(pb.ServerReadyRequest(), metadata=(wrong, right)).ready
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ServerReady(pb.ServerReadyRequest(), metadata=(right, wrong), timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("authorization", "carried"),
+    [
+        ("Bearer t\u00f6ken", True),  # the usual spelling: one comparison of its bytes
+        ("bearer t\u00f6ken", True),  # the scheme in any case (RFC 7235)
+        ("  BEARER   t\u00f6ken  ", True),
+        ("Bearer t\u00f6ke", False),
+        ("Bearer t\u00f6kenx", False),
+        ("Basic t\u00f6ken", False),
+        ("t\u00f6ken", False),
+        ("Bearer", False),
+        ("", False),
+    ],
+)
+def test_a_bearer_token_is_carried_in_any_spelling_of_its_scheme_only(authorization, carried):
+    token = BearerToken("t\u00f6ken")  # not ASCII: compared as bytes, as its header carries it
+    assert token.carried_by(authorization) is carried
+    # HTTP hands the header decoded as latin-1, as its bytes came: the UTF-8 bytes of the token then match.
+    assert token.carried_by(authorization.encode().decode("latin-1"), "latin-1") is carried
 
 
 def test_infer_command_takes_the_tls_and_token_flags(secured, pki, tmp_path):
