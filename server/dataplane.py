@@ -221,8 +221,8 @@ class DataPlane:
         """The loaded version a call names, for its front door to decide where the call runs (`waits`)
         and to hand back to `infer`, so that a call looks its model up once; None where it cannot be
         found: the call then fails in `infer`, which says why."""
-        try:  # not through `model`: one call less on every inference
-            return self.repository.get(name, version) if self.loaded else None
+        try:
+            return self.model(name, version)
         except ForwardpassError:
             return None
 

@@ -140,13 +140,15 @@ def validate(request: InferRequest, model: ServedModel) -> tuple[np.ndarray, int
     else:  # raw bytes of the shape's size: a view of them, as _array makes
         x = np.ndarray(shape, model.input_dtype, data)
     names = _outputs(request.outputs, model) if request.outputs else model.output_names
+    # The answer's size, refused (TOO_LARGE) above the front door's limit before it is computed.
     limit = request.answer_limit
-    if limit is not None and (
-        request.value_bytes is not None
-        or names is not model.output_names
-        or ANSWER_OVERHEAD + rows * model.answer_row_bytes > limit
-    ):
-        check_answer_size(request, model, rows, names)
+    if limit is not None:
+        if request.value_bytes is None and names is model.output_names:  # every output, as raw bytes
+            size = ANSWER_OVERHEAD + rows * model.answer_row_bytes
+        else:
+            size = _answer_size(request, model, rows, names)
+        if size > limit:
+            raise _answer_too_large(size, limit, rows, names, model)
     return x, rows, names
 
 
@@ -215,25 +217,23 @@ def _typed(tensor: InferInput, dtype: DType, count: int) -> np.ndarray:
     return values.reshape(tensor.shape)
 
 
-def check_answer_size(request: InferRequest, model: ServedModel, rows: int, outputs: tuple[str, ...]) -> None:
-    """Refuse (TOO_LARGE) a request whose answer would pass the front door's limit, before computing it:
-    rows x each output's width x the bytes a value takes on the wire."""
-    if request.answer_limit is None:
-        return
-    widths = model.output_widths
-    if request.value_bytes is None and outputs is model.output_names:  # every output, as raw bytes
-        size = ANSWER_OVERHEAD + rows * model.answer_row_bytes
-    else:
-        itemsize = model.input_dtype.itemsize
-        value_bytes = request.value_bytes or (lambda name, size: size)
-        size = ANSWER_OVERHEAD + sum(rows * widths[name] * value_bytes(name, itemsize) for name in outputs)
-    if size > request.answer_limit:
-        shown = ", ".join(f"{name} {widths[name]}" for name in outputs)
-        raise ForwardpassError(
-            f"the answer would take about {size} bytes ({rows} rows x values per row: {shown}), above the "
-            f"{request.answer_limit}-byte limit (--max-message-mb); send fewer rows per request",
-            Kind.TOO_LARGE,
-        )
+def _answer_size(request: InferRequest, model: ServedModel, rows: int, outputs: tuple[str, ...]) -> int:
+    """The bytes of an answer whose outputs are named, or whose door writes values as other than raw
+    bytes (`value_bytes`): rows x each output's width x the bytes a value takes on the wire."""
+    itemsize = model.input_dtype.itemsize
+    value_bytes = request.value_bytes or (lambda name, size: size)
+    return ANSWER_OVERHEAD + sum(rows * model.output_widths[name] * value_bytes(name, itemsize) for name in outputs)
+
+
+def _answer_too_large(
+    size: int, limit: int, rows: int, outputs: tuple[str, ...], model: ServedModel
+) -> ForwardpassError:
+    shown = ", ".join(f"{name} {model.output_widths[name]}" for name in outputs)
+    return ForwardpassError(
+        f"the answer would take about {size} bytes ({rows} rows x values per row: {shown}), above the "
+        f"{limit}-byte limit (--max-message-mb); send fewer rows per request",
+        Kind.TOO_LARGE,
+    )
 
 
 def _outputs(requested: Sequence[RequestedOutput], model: ServedModel) -> tuple[str, ...]:
